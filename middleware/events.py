@@ -1,0 +1,63 @@
+"""The Event record: what every adapter receives, whatever produced it (pixel, click, app helper)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+EventKind = Literal[
+    "pageview", "open", "click", "conversion", "identify", "alias", "set", "exposure", "custom"
+]
+EVENT_KINDS: frozenset[str] = frozenset(EventKind.__args__)  # type: ignore[attr-defined]
+
+
+def new_event_id(now: float | None = None) -> str:
+    """32 hex digits: 48 bits of milliseconds then 80 random bits, so ids sort by time and never collide."""
+    millis = int((time.time() if now is None else now) * 1000)
+    return f"{millis & 0xFFFF_FFFF_FFFF:012x}{os.urandom(10).hex()}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    kind: EventKind
+    name: str = ""
+    visitor: str | None = None
+    user_id: str | None = None
+    url: str | None = None  # the page viewed, or the destination of a click
+    referrer: str | None = None
+    title: str | None = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # from the link (email recipient...)
+    properties: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # set by the app
+    revenue: float | None = None
+    user_agent: str | None = None
+    ip: str | None = None  # already anonymised as TRACKGATE_ANONYMIZE_IP asks
+    language: str | None = None
+    timestamp: float = dataclasses.field(default_factory=time.time)
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in EVENT_KINDS:
+            raise ValueError(f"unknown event kind {self.kind!r}")
+        if not self.id:
+            object.__setattr__(self, "id", new_event_id(self.timestamp))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Event:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @property
+    def request_data(self) -> dict[str, str | None]:
+        """pytracking's request_data shape, for webhooks that expect it."""
+        return {"user_agent": self.user_agent, "user_ip": self.ip, "language": self.language,
+                "referer": self.referrer}
+
+
+def _plain(value: Any) -> Any:
+    return dict(value) if isinstance(value, Mapping) else value

@@ -1,0 +1,259 @@
+"""Settings: constructor keywords, else ``TRACKGATE_<FIELD>`` environment variables, else defaults.
+
+    settings = Settings()                         # environment + defaults
+    settings = Settings(cookie_name="vid")        # a keyword beats the environment
+    settings = Settings.from_environ({"TRACKGATE_CONSENT": "required"})   # tests
+
+Every value is parsed strictly when the object is made; a bad one raises ``ConfigError`` naming the
+variable (``TRACKGATE_COOKIE_MAX_AGE``) or the keyword, with secrets masked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from .errors import ConfigError
+
+logger = logging.getLogger("trackgate")
+
+ENV_PREFIX = "TRACKGATE_"
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError("expected one of true/false/1/0/yes/no/on/off")
+
+
+def parse_duration(text: str) -> int:
+    """Seconds from ``3600``, ``90m``, ``390d`` or ``2w``."""
+    match = _DURATION.match(text.lower())
+    if not match:
+        raise ValueError("expected seconds or a number with s/m/h/d/w, like 390d")
+    return int(match[1]) * _UNIT_SECONDS[match[2]]
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _parse_optional_bool(text: str) -> bool | None:
+    return None if text.strip().lower() == "auto" else parse_bool(text)
+
+
+def _parse_optional_int(text: str) -> int | None:
+    return int(text) if text.strip() else None
+
+
+def _parse_optional_str(text: str) -> str | None:
+    return text if text.strip() else None
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        word = text.strip().lower()
+        if word not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}")
+        return word
+
+    return parse
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        number = int(text)
+        if not low <= number <= high:
+            raise ValueError(f"expected a whole number from {low} to {high}")
+        return number
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    number = float(text)
+    if number < 0:
+        raise ValueError("expected a number >= 0")
+    return number
+
+
+def _option(default: Any, parse: Callable[[str], Any], *, secret: bool = False) -> Any:
+    return dataclasses.field(default=default, metadata={"parse": parse, "secret": secret})
+
+
+# Generated once per process so that every Settings object of a process signs with the same fallback key.
+_FALLBACK_KEY = secrets.token_urlsafe(32)
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class Settings:
+    # --- foundation -----------------------------------------------------------------------------------
+    # Signing keys, newest first: all verify, the first signs (rotation without breaking sent links).
+    secret_key: tuple[str, ...] = _option((), parse_list, secret=True)
+    # "production" turns a missing secret key into a start-up error instead of a warning.
+    env: str = _option("development", str.strip)
+    # Public origin for links in emails; web pages default to the request's own origin.
+    base_url: str | None = _option(None, _parse_optional_str)
+    path_prefix: str = _option("/_tg", str.strip)
+    cookie_name: str = _option("tg_vid", str.strip)
+    cookie_domain: str | None = _option(None, _parse_optional_str)
+    cookie_max_age: int = _option(395 * 86400, parse_duration)  # about 13 months
+    # None means "auto": Secure when the request came over https.
+    cookie_secure: bool | None = _option(None, _parse_optional_bool)
+    cookie_samesite: Literal["lax", "strict", "none"] = _option("lax", _choice("lax", "strict", "none"))
+    cookie_httponly: bool = _option(True, parse_bool)
+    # Query parameter that carries a visitor code across domains (?tg_vid=...).
+    visitor_param: str = _option("tg_vid", str.strip)
+    consent: Literal["implicit", "required"] = _option("implicit", _choice("implicit", "required"))
+    # "name" (any value but 0/false/no/off/denied grants) or "name=value" (that value grants).
+    consent_cookie: str | None = _option(None, _parse_optional_str)
+    respect_gpc: bool = _option(True, parse_bool)
+    # How many proxies in front of us append to X-Forwarded-For; 0 trusts none (werkzeug ProxyFix x_for).
+    trusted_proxies: int = _option(0, _int_range(0, 32))
+
+    # --- tracking links and endpoints ----------------------------------------------------------------
+    encryption_key: str | None = _option(None, _parse_optional_str, secret=True)
+    # Bytes of the client IPv4 address zeroed before anything leaves the process (IPv6: 16*n bits more).
+    anonymize_ip: int = _option(0, _int_range(0, 3))
+    legacy_pytracking: bool = _option(False, parse_bool)
+    legacy_pytracking_key: str | None = _option(None, _parse_optional_str, secret=True)
+    redirect_allowed_hosts: tuple[str, ...] = _option((), parse_list)
+
+    # --- HTML rewriting ------------------------------------------------------------------------------
+    rewrite: Literal["outbound", "all", "off"] = _option("outbound", _choice("outbound", "all", "off"))
+    pageview_pixel: bool = _option(True, parse_bool)
+
+    # --- dispatch ------------------------------------------------------------------------------------
+    sinks: tuple[str, ...] = _option(("store",), parse_list)
+    shutdown_timeout: float = _option(5.0, _positive_float)
+    spool_path: str | None = _option(None, _parse_optional_str)
+    spool_sync: bool = _option(False, parse_bool)
+    spool_max_mb: int = _option(1024, _int_range(1, 1_000_000))
+    webhook_url: str | None = _option(None, _parse_optional_str)
+    webhook_secret: str | None = _option(None, _parse_optional_str, secret=True)
+    kissmetrics_key: str | None = _option(None, _parse_optional_str, secret=True)
+    kissmetrics_url: str = _option("https://trk.kissmetrics.io", str.strip)
+    matomo_url: str | None = _option(None, _parse_optional_str)
+    matomo_site_id: int | None = _option(None, _parse_optional_int)
+    matomo_token: str | None = _option(None, _parse_optional_str, secret=True)
+    store_url: str | None = _option(None, _parse_optional_str, secret=True)
+
+    def __init__(self, **overrides: Any) -> None:
+        self._load(os.environ, overrides)
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        settings = cls.__new__(cls)
+        settings._load(environ, overrides)
+        return settings
+
+    def replace(self, **overrides: Any) -> Settings:
+        """A copy with some fields changed (values parsed like keywords)."""
+        current = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return Settings.from_environ({}, **{**current, **overrides})
+
+    def _load(self, environ: Mapping[str, str], overrides: Mapping[str, Any]) -> None:
+        known = {f.name: f for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - set(known))
+        if unknown:
+            raise TypeError(f"Settings() got unknown keyword(s): {', '.join(unknown)}")
+        for name, field in known.items():
+            env_name = ENV_PREFIX + name.upper()
+            if name in overrides:
+                value = _coerce(name, field, overrides[name])
+            elif env_name in environ:
+                value = _parse(env_name, field, environ[env_name])
+            else:
+                value = field.default
+            object.__setattr__(self, name, value)
+        self._check()
+
+    def _check(self) -> None:
+        if not self.path_prefix.startswith("/") or self.path_prefix.endswith("/") or len(self.path_prefix) < 2:
+            raise ConfigError("TRACKGATE_PATH_PREFIX", self.path_prefix, "must start with / and not end with /")
+        if self.base_url is not None and not re.match(r"^https?://[^/?#]+(/[^?#]*)?$", self.base_url):
+            raise ConfigError("TRACKGATE_BASE_URL", self.base_url, "expected an http(s) origin like https://x.org")
+        if self.env == "production" and not self.secret_key:
+            raise ConfigError("TRACKGATE_SECRET_KEY", None, "required when TRACKGATE_ENV=production")
+        if self.cookie_samesite == "none" and self.cookie_secure is False:
+            raise ConfigError("TRACKGATE_COOKIE_SAMESITE", "none", "SameSite=None needs a Secure cookie")
+
+    @property
+    def signing_keys(self) -> tuple[str, ...]:
+        """The keys that verify, newest (the signing one) first; a per-process key when none is set."""
+        if self.secret_key:
+            return self.secret_key
+        _warn_fallback_key_once()
+        return (_FALLBACK_KEY,)
+
+    def describe(self) -> dict[str, str]:
+        """Effective settings by environment-variable name, secrets masked (for check-config and logs)."""
+        shown: dict[str, str] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.metadata["secret"] and value:
+                text = "****"
+            elif isinstance(value, tuple):
+                text = ",".join(value)
+            elif value is None:
+                text = ""
+            else:
+                text = str(value).lower() if isinstance(value, bool) else str(value)
+            shown[ENV_PREFIX + field.name.upper()] = text
+        return shown
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k.removeprefix(ENV_PREFIX).lower()}={v!r}" for k, v in self.describe().items())
+        return f"Settings({inner})"
+
+
+def _parse(env_name: str, field: dataclasses.Field[Any], text: str) -> Any:
+    try:
+        return field.metadata["parse"](text)
+    except ValueError as exc:
+        shown = "****" if field.metadata["secret"] else text
+        raise ConfigError(env_name, shown, str(exc)) from None
+
+
+def _coerce(name: str, field: dataclasses.Field[Any], value: Any) -> Any:
+    """Keywords may be given typed (True, 3600, ["k1", "k2"]) or as the environment's strings."""
+    if isinstance(value, str):
+        return _parse(name, field, value)
+    if isinstance(value, list):
+        value = tuple(value)
+    if isinstance(field.default, tuple) and isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return value
+    if value is None and field.default is None:
+        return None
+    if isinstance(field.default, bool) or (field.default is None and isinstance(value, bool)):
+        if isinstance(value, bool):
+            return value
+    elif isinstance(value, int | float) and not isinstance(value, bool) and not isinstance(field.default, str):
+        return _parse(name, field, str(value))
+    shown = "****" if field.metadata["secret"] else repr(value)
+    raise ConfigError(name, shown, f"unexpected type {type(value).__name__}")
+
+
+_warned = False
+
+
+def _warn_fallback_key_once() -> None:
+    global _warned  # noqa: PLW0603 — one warning a process, not one per link
+    if not _warned:
+        _warned = True
+        logger.warning(
+            "TRACKGATE_SECRET_KEY is not set: links are signed with a random per-process key and stop "
+            "working at restart. Set it (comma-separated, newest first) for real use."
+        )
