@@ -1,13 +1,17 @@
 """trackgate: one WSGI/ASGI middleware for visitor identity, signed tracking links, streaming HTML
 rewriting and lossless analytics dispatch."""
 
+from ._version import __version__
+from .asgi import ASGIMiddleware
 from .errors import BadToken, BadURL, ConfigError, ForeignToken, TokenExpired, TrackgateError
 from .events import Event
+from .identity import Visitor
+from .lookup import get_visitor, set_consent
 from .settings import Settings
-
-__version__ = "0.1.0"
+from .wsgi import WSGIMiddleware
 
 __all__ = [
+    "ASGIMiddleware",
     "BadToken",
     "BadURL",
     "ConfigError",
@@ -16,5 +20,9 @@ __all__ = [
     "Settings",
     "TokenExpired",
     "TrackgateError",
+    "Visitor",
+    "WSGIMiddleware",
     "__version__",
+    "get_visitor",
+    "set_consent",
 ]

@@ -1,0 +1,27 @@
+"""RequestFacts: the few facts about a request that the core needs, made by a shell from environ/scope."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RequestFacts:
+    method: str
+    scheme: str
+    host: str  # host[:port] as the client asked for it
+    path: str
+    query_string: str
+    headers: Mapping[str, str]  # case-insensitive (werkzeug EnvironHeaders or starlette Headers)
+    client_addr: str | None  # resolved through TRACKGATE_TRUSTED_PROXIES hops, not yet anonymised
+    cookies: Mapping[str, str]
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+    @property
+    def url(self) -> str:
+        query = f"?{self.query_string}" if self.query_string else ""
+        return f"{self.origin}{self.path}{query}"

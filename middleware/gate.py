@@ -1,0 +1,112 @@
+"""Gate: the framework-free core one middleware holds — settings, identity, links, where events go.
+
+Both shells make one Gate at construction and ask it the same questions for every request; nothing about
+a single request is ever stored on it (that lives in a VisitorState and in the shell's responder).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from ._version import __version__
+from .events import Event
+from .facts import RequestFacts
+from .identity import Identity, Visitor
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .bodyfilter import BodyFilter
+    from .endpoints import Reply
+    from .links import TrackingLinks
+
+Emit = Callable[[Event], None]
+
+
+class Gate:
+    def __init__(self, settings: Settings, *, emit: Emit | None = None) -> None:
+        self.settings = settings
+        self.identity = Identity(settings)
+        self.prefix = settings.path_prefix
+        self._prefix_slash = settings.path_prefix + "/"
+        self._emit = emit
+        self._links: TrackingLinks | None = None
+        self._lock = threading.Lock()
+        self.counters: dict[str, int] = {}
+
+    # --- routing -----------------------------------------------------------------------------------------
+    def owns(self, path: str) -> bool:
+        return path.startswith(self._prefix_slash) or path == self.prefix
+
+    def answer(self, facts: RequestFacts, visitor_code: str | None) -> Reply:
+        from .endpoints import Reply, answer
+
+        if facts.path == self._prefix_slash + "health":
+            return Reply(200, (("Content-Type", "application/json"), ("Cache-Control", "no-store")),
+                         json.dumps(self.health()).encode())
+        return answer(facts, visitor_code, self)
+
+    def health(self) -> dict[str, object]:
+        report: dict[str, object] = {"status": "ok", "version": __version__}
+        backlog = self._dispatcher_backlog()
+        if backlog is not None:
+            report["backlog"] = backlog
+        return report
+
+    # --- links and events ----------------------------------------------------------------------------------
+    @property
+    def links(self) -> TrackingLinks:
+        if self._links is None:  # made on first use: constructing a middleware must not sign or touch keys
+            from .links import TrackingLinks
+
+            self._links = TrackingLinks(self.settings)
+        return self._links
+
+    def emit(self, event: Event) -> None:
+        if self._emit is not None:
+            self._emit(event)
+            return
+        from .dispatch import get_dispatcher
+
+        get_dispatcher(self.settings).submit(event)
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + 1
+
+    # --- response rewriting --------------------------------------------------------------------------------
+    def body_filter(
+        self, facts: RequestFacts, visitor: Visitor, status: int, headers: Sequence[tuple[str, str]]
+    ) -> BodyFilter | None:
+        """A filter for this response's body when it is HTML to rewrite, else None (pass through)."""
+        settings = self.settings
+        if settings.rewrite == "off" and not settings.pageview_pixel:
+            return None
+        from .bodyfilter import BodyFilter, plan_rewrite
+        from .rewrite import HtmlRewriter
+
+        plan = plan_rewrite(facts.method, status, headers)
+        if plan is None:
+            return None
+        base = settings.base_url or facts.origin
+        rewriter = HtmlRewriter(
+            self.links.for_page(facts.url, base),
+            click_tracking=settings.rewrite != "off",
+            open_tracking=settings.pageview_pixel,
+            scope="outbound" if settings.rewrite == "outbound" else "all",
+            charset=plan.charset,
+            page_host=facts.host,
+        )
+        return BodyFilter(plan, rewriter)
+
+    def _dispatcher_backlog(self) -> int | None:
+        if self._emit is not None:
+            return None
+        try:
+            from .dispatch import stats
+        except ImportError:  # the dispatcher package is optional until it is built
+            return None
+        backlog = stats().get("backlog")
+        return int(backlog) if backlog is not None else None

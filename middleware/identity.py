@@ -1,0 +1,144 @@
+"""Visitor identity: read the visitor code (cookie or query parameter), validate it, issue a new one,
+decide consent, and say whether a Set-Cookie is due.
+
+A code is 16 characters of ``[a-z0-9]`` from ``secrets``; one read back from a client is accepted when it
+is 1-255 characters of ``[A-Za-z0-9._:-]`` — nothing that could split a header or smuggle a cookie
+attribute. Anything else is ignored and a fresh code issued.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs
+
+from werkzeug.http import dump_cookie, parse_cookie
+
+from .settings import Settings
+
+_CODE_LENGTH = 16
+_CODE_SPACE = 36**_CODE_LENGTH
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_VALID_CODE = re.compile(r"[A-Za-z0-9._:-]{1,255}\Z")
+_REFUSALS = frozenset({"", "0", "false", "no", "off", "denied", "deny", "reject", "rejected"})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Visitor:
+    code: str
+    is_new: bool  # the code was issued by this request
+    consent: bool  # False: anonymous, nothing is stored on the client and the code lives for one request
+
+
+def new_code() -> str:
+    number = secrets.randbelow(_CODE_SPACE)  # one draw, no modulo bias
+    digits = []
+    for _ in range(_CODE_LENGTH):
+        number, digit = divmod(number, 36)
+        digits.append(_DIGITS[digit])
+    return "".join(digits)
+
+
+def is_valid_code(code: str) -> bool:
+    return _VALID_CODE.match(code) is not None
+
+
+class VisitorState:
+    """Per-request: who the visitor is and what the response must tell the client's cookie jar."""
+
+    __slots__ = ("_known_code", "cookie_action", "visitor")
+
+    def __init__(self, visitor: Visitor, cookie_action: str | None, known_code: str | None) -> None:
+        self.visitor = visitor
+        self.cookie_action = cookie_action  # None, "store" or "delete"
+        self._known_code = known_code  # a valid code the client already holds, kept for a later grant
+
+    def set_consent(self, granted: bool) -> None:
+        if granted and not self.visitor.consent:
+            code = self._known_code or self.visitor.code
+            self.visitor = Visitor(code=code, is_new=self._known_code is None, consent=True)
+            self.cookie_action = None if self._known_code else "store"
+        elif not granted and self.visitor.consent:
+            self.visitor = Visitor(code=new_code(), is_new=True, consent=False)
+            self.cookie_action = "delete"
+
+
+class Identity:
+    """Made once per middleware from the settings; ``resolve`` runs once per request."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._cookie_name = settings.cookie_name
+        self._param = settings.visitor_param
+        self._param_marker = settings.visitor_param + "="
+        name, _, value = (settings.consent_cookie or "").partition("=")
+        self._consent_cookie_name = name or None
+        self._consent_cookie_value = value or None
+
+    def resolve(self, cookie_header: str | None, query_string: str, gpc: str | None) -> VisitorState:
+        cookies = parse_cookie(cookie_header) if cookie_header else None
+        known = self._code_from_cookie(cookies)
+        from_query = self._code_from_query(query_string)
+        if not self._consents(cookies, gpc, holds_code=known is not None):
+            return VisitorState(Visitor(new_code(), is_new=True, consent=False), None, from_query or known)
+        if from_query is not None:
+            action = None if from_query == known else "store"
+            return VisitorState(Visitor(from_query, is_new=False, consent=True), action, from_query)
+        if known is not None:
+            return VisitorState(Visitor(known, is_new=False, consent=True), None, known)
+        return VisitorState(Visitor(new_code(), is_new=True, consent=True), "store", None)
+
+    def set_cookie_header(self, state: VisitorState, secure_request: bool) -> str | None:
+        if state.cookie_action is None:
+            return None
+        settings = self._settings
+        secure = secure_request if settings.cookie_secure is None else settings.cookie_secure
+        deleting = state.cookie_action == "delete"
+        return dump_cookie(
+            self._cookie_name,
+            "" if deleting else state.visitor.code,
+            max_age=0 if deleting else settings.cookie_max_age,
+            path="/",
+            domain=settings.cookie_domain,
+            secure=secure or settings.cookie_samesite == "none",
+            httponly=settings.cookie_httponly,
+            samesite=settings.cookie_samesite.capitalize(),
+            sync_expires=False,  # Max-Age alone: every browser in use honours it, and the header stays cacheable
+        )
+
+    def _code_from_cookie(self, cookies: Any) -> str | None:
+        if cookies is None or self._cookie_name not in cookies:
+            return None
+        values = set(cookies.getlist(self._cookie_name))
+        # Two different codes under one name (a parent-domain cookie, an injection attempt): trust neither.
+        if len(values) != 1:
+            return None
+        code: str = values.pop()
+        return code if is_valid_code(code) else None
+
+    def _code_from_query(self, query_string: str) -> str | None:
+        if self._param_marker not in query_string:
+            return None
+        values = parse_qs(query_string, keep_blank_values=True).get(self._param, [])
+        if len(set(values)) != 1:
+            return None
+        return values[0] if is_valid_code(values[0]) else None
+
+    def _consents(self, cookies: Mapping[str, str] | None, gpc: str | None, *, holds_code: bool) -> bool:
+        settings = self._settings
+        if settings.respect_gpc and gpc is not None and gpc.strip() == "1":
+            return False
+        if self._consent_cookie_name is not None and cookies is not None:
+            value = cookies.get(self._consent_cookie_name)
+            if value is not None:
+                if self._consent_cookie_value is not None:
+                    return value == self._consent_cookie_value
+                return value.strip().lower() not in _REFUSALS
+        if settings.consent == "implicit":
+            return True
+        # Required consent without a consent cookie: the visitor cookie itself is only ever stored after a
+        # grant, so holding one means consent was given (unless a consent cookie is configured and absent).
+        return holds_code and self._consent_cookie_name is None

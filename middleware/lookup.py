@@ -1,0 +1,57 @@
+"""Find trackgate's per-request state on whatever the app holds: a WSGI environ, an ASGI scope, or a
+werkzeug, Flask, starlette or Django request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .identity import Visitor, VisitorState
+
+STATE_KEY = "trackgate.state"
+VISITOR_KEY = "trackgate.visitor"
+
+
+def _holder(request: Any) -> Mapping[str, Any] | None:
+    """The mapping the shells store their keys in: the environ, or the scope's "state" dict."""
+    if isinstance(request, Mapping):
+        if "wsgi.version" in request or STATE_KEY in request:
+            return request
+        if request.get("type") in ("http", "websocket"):
+            state = request.get("state")
+            return state if isinstance(state, Mapping) else None
+        return None
+    for attribute in ("environ", "META", "scope"):  # werkzeug/Flask, Django (WSGI), starlette/Django (ASGI)
+        inner = getattr(request, attribute, None)
+        if isinstance(inner, Mapping):
+            found = _holder(inner)
+            if found is not None and STATE_KEY in found:
+                return found
+    return None
+
+
+def get_state(request: Any) -> VisitorState | None:
+    holder = _holder(request)
+    state = holder.get(STATE_KEY) if holder is not None else None
+    return state if isinstance(state, VisitorState) else None
+
+
+def get_visitor(request: Any) -> Visitor | None:
+    """The visitor of this request, or None when the request did not pass through trackgate."""
+    state = get_state(request)
+    return state.visitor if state is not None else None
+
+
+def set_consent(request: Any, granted: bool = True) -> Visitor:
+    """Grant (or withdraw) tracking consent for this visitor; the response stores (or deletes) the cookie.
+
+    Call it before the response starts: that is when the shell writes the Set-Cookie header.
+    """
+    state = get_state(request)
+    if state is None:
+        raise LookupError("this request did not pass through trackgate's middleware")
+    state.set_consent(granted)
+    holder = _holder(request)
+    if holder is not None and isinstance(holder, dict):
+        holder[VISITOR_KEY] = state.visitor
+    return state.visitor

@@ -1,0 +1,253 @@
+"""WSGI shell: environ -> core -> start_response and the body iterable.
+
+    from trackgate import WSGIMiddleware
+    app = WSGIMiddleware(app)                       # TRACKGATE_* variables
+    app = WSGIMiddleware(app, cookie_name="vid")     # a keyword beats the environment
+
+The wrapped iterable's ``close()`` is always forwarded, and a response that is not rewritten (anything but
+a 200 text/html body) is handed back untouched, ``wsgi.file_wrapper`` included.
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Callable, Iterable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Protocol
+
+from werkzeug.datastructures import EnvironHeaders
+from werkzeug.http import parse_cookie
+
+from ._boundary import guarded
+from .facts import RequestFacts
+from .gate import Emit, Gate
+from .identity import VisitorState
+from .lookup import STATE_KEY, VISITOR_KEY
+from .settings import Settings
+from .shell_common import client_address, edit_headers, looks_like_html, make_settings
+
+if TYPE_CHECKING:
+    from .bodyfilter import BodyFilter
+
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
+Environ = dict[str, Any]
+
+
+class StartResponse(Protocol):
+    def __call__(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = ..., /
+    ) -> Callable[[bytes], object]: ...
+
+
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+class WSGIMiddleware:
+    def __init__(
+        self, app: WSGIApp, settings: Settings | None = None, *, emit: Emit | None = None, **overrides: Any
+    ) -> None:
+        self.app = app
+        self.settings = make_settings(settings, overrides)
+        # emit: where events go instead of the background dispatcher (a callback, for tests and embedding).
+        self.gate = Gate(self.settings, emit=emit)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        gate = self.gate
+        if gate.owns(environ.get("PATH_INFO", "")):
+            return self._answer(environ, start_response)
+        state: VisitorState | None = None
+        with guarded("visitor identity"):
+            state = gate.identity.resolve(
+                environ.get("HTTP_COOKIE"), environ.get("QUERY_STRING", ""), environ.get("HTTP_SEC_GPC")
+            )
+            environ[STATE_KEY] = state
+            environ[VISITOR_KEY] = state.visitor
+        if state is None:
+            return self.app(environ, start_response)
+        return _Responder(gate, environ, state, start_response).run(self.app)
+
+    def _answer(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
+        facts = _facts(environ, self.settings.trusted_proxies)
+        state = self.gate.identity.resolve(environ.get("HTTP_COOKIE"), "", environ.get("HTTP_SEC_GPC"))
+        visitor = state.visitor
+        reply = self.gate.answer(facts, visitor.code if visitor.consent and not visitor.is_new else None)
+        status = f"{reply.status} {http.HTTPStatus(reply.status).phrase}"
+        start_response(status, list(reply.headers))
+        return [] if facts.method == "HEAD" else [reply.body]
+
+
+class _Responder:
+    """One response: adds the visitor cookie, and routes an HTML body through a rewriting filter."""
+
+    __slots__ = ("_environ", "_filter", "_gate", "_pending", "_start_response", "_started", "_state")
+
+    def __init__(self, gate: Gate, environ: Environ, state: VisitorState, start_response: StartResponse) -> None:
+        self._gate = gate
+        self._environ = environ
+        self._state = state
+        self._start_response = start_response
+        self._filter: BodyFilter | None = None
+        self._pending: tuple[str, list[tuple[str, str]]] | None = None  # held until we know the body's shape
+        self._started = False
+
+    def run(self, app: WSGIApp) -> Iterable[bytes]:
+        result = app(self._environ, self._on_start)
+        if self._pending is not None:
+            if isinstance(result, list | tuple):
+                return self._whole(result)
+            return self._stream(result)
+        if not self._started:  # a generator app calls start_response on its first iteration
+            return _LateStart(result, self)
+        return result
+
+    def _on_start(
+        self, status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+    ) -> Callable[[bytes], object]:
+        self._started = True
+        self._filter = None
+        self._pending = None
+        cookie = None
+        with guarded("visitor cookie"):
+            secure = self._environ.get("wsgi.url_scheme") == "https"
+            cookie = self._gate.identity.set_cookie_header(self._state, secure)
+        headers, content_type = edit_headers(headers, cookie)
+        if exc_info is None and looks_like_html(content_type):
+            with guarded("choosing to rewrite"):
+                facts = _facts(self._environ, 0)
+                self._filter = self._gate.body_filter(facts, self._state.visitor, int(status[:3]), headers)
+        if self._filter is None or exc_info is not None:
+            self._filter = None
+            return self._start_response(status, headers, exc_info)
+        self._pending = (status, headers)
+        return self._write
+
+    def _write(self, data: bytes) -> None:
+        """The legacy write() callable: once it is used, the body streams."""
+        write = self._begin_streaming()
+        write(self._feed(data))
+
+    def _begin_streaming(self) -> Callable[[bytes], object]:
+        assert self._pending is not None
+        status, headers = self._pending
+        self._pending = None
+        return self._start_response(status, [(k, v) for k, v in headers if k.lower() != "content-length"])
+
+    def _whole(self, body_parts: list[bytes] | tuple[bytes, ...]) -> list[bytes]:
+        assert self._pending is not None
+        status, headers = self._pending
+        self._pending = None
+        original = b"".join(body_parts)
+        body = original
+        with guarded("rewriting an HTML body"):
+            assert self._filter is not None
+            body = self._filter.feed(original) + self._filter.close()
+        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers.append(("Content-Length", str(len(body))))
+        self._start_response(status, headers)
+        return [body]
+
+    def _stream(self, result: Iterable[bytes]) -> Iterable[bytes]:
+        if self._pending is not None:
+            self._begin_streaming()
+        return _FilteredBody(result, self)
+
+    def _feed(self, chunk: bytes) -> bytes:
+        if self._filter is None:
+            return chunk
+        out = chunk
+        with guarded("rewriting an HTML stream"):
+            out = self._filter.feed(chunk)
+            return out
+        self._filter = None  # it failed: the rest of the body passes through as it is
+        return chunk
+
+    def _finish(self) -> bytes:
+        if self._filter is None:
+            return b""
+        tail = b""
+        with guarded("closing the HTML rewriter"):
+            tail = self._filter.close()
+        self._filter = None
+        return tail
+
+
+class _FilteredBody:
+    """Iterates the app's body through the filter; close() reaches the app's iterable whatever happens."""
+
+    def __init__(self, result: Iterable[bytes], responder: _Responder) -> None:
+        self._result = result
+        self._responder = responder
+
+    def __iter__(self) -> Iterator[bytes]:
+        feed = self._responder._feed
+        for chunk in self._result:
+            out = feed(chunk)
+            if out:
+                yield out
+        tail = self._responder._finish()
+        if tail:
+            yield tail
+
+    def close(self) -> None:
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
+
+
+class _LateStart:
+    """For apps that call start_response only when their body is first iterated."""
+
+    def __init__(self, result: Iterable[bytes], responder: _Responder) -> None:
+        self._result = result
+        self._responder = responder
+
+    def __iter__(self) -> Iterator[bytes]:
+        chunks = iter(self._result)
+        first = next(chunks, None)  # runs the app up to its start_response
+        responder = self._responder
+        if responder._pending is None:
+            if first is not None:
+                yield first
+            yield from chunks
+            return
+        responder._begin_streaming()
+        if first is not None:
+            out = responder._feed(first)
+            if out:
+                yield out
+        for chunk in chunks:
+            out = responder._feed(chunk)
+            if out:
+                yield out
+        tail = responder._finish()
+        if tail:
+            yield tail
+
+    def close(self) -> None:
+        close = getattr(self._result, "close", None)
+        if close is not None:
+            close()
+
+
+def _facts(environ: Environ, trusted_proxies: int) -> RequestFacts:
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST") or _server_host(environ, scheme)
+    peer = environ.get("REMOTE_ADDR")
+    client = client_address(peer, environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies)
+    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    return RequestFacts(
+        method=environ.get("REQUEST_METHOD", "GET").upper(),
+        scheme=scheme,
+        host=host,
+        path=path,
+        query_string=environ.get("QUERY_STRING", ""),
+        headers=EnvironHeaders(environ),
+        client_addr=client,
+        cookies=parse_cookie(environ.get("HTTP_COOKIE", "")),
+    )
+
+
+def _server_host(environ: Environ, scheme: str) -> str:
+    name, port = environ.get("SERVER_NAME", "localhost"), str(environ.get("SERVER_PORT", ""))
+    default = "443" if scheme == "https" else "80"
+    return name if not port or port == default else f"{name}:{port}"
