@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from trackgate import _boundary
+
+
+@pytest.fixture(autouse=True)
+def _raise_internal_errors() -> Iterator[None]:
+    """In tests trackgate's own faults fail the test instead of being logged and swallowed."""
+    _boundary.RAISE_INTERNAL = True
+    yield
+    _boundary.RAISE_INTERNAL = False
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No TRACKGATE_* variable leaks in from the machine; spool and store live in the test's folder."""
+    for name in list(os.environ):
+        if name.startswith("TRACKGATE_") and not name.startswith("TRACKGATE_TEST_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("TRACKGATE_SPOOL_PATH", str(tmp_path / "spool.sqlite3"))
+    monkeypatch.setenv("TRACKGATE_STORE_URL", f"sqlite:///{tmp_path / 'events.sqlite3'}")
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The PostgreSQL server .ci/run starts; locally skipped when there is none, in CI a failure."""
+    url = os.environ.get("TRACKGATE_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("TRACKGATE_TEST_POSTGRES_URL is not set in CI: .ci/run should have started PostgreSQL")
+        pytest.skip("no PostgreSQL (set TRACKGATE_TEST_POSTGRES_URL)")
+    return url
