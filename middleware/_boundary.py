@@ -7,19 +7,28 @@ instead of disappearing into a log line.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 logger = logging.getLogger("trackgate")
 
 RAISE_INTERNAL = False
 
 
-@contextmanager
-def guarded(what: str) -> Iterator[None]:
-    try:
-        yield
-    except Exception:
-        if RAISE_INTERNAL:
-            raise
-        logger.exception("trackgate: %s failed; the request goes on without it", what)
+class guarded:  # lower-case: it reads like a function, ``with guarded("rewriting"): ...``
+    """Logs and swallows an exception raised inside the block (re-raises it in tests)."""
+
+    __slots__ = ("_what",)
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if error is None or not isinstance(error, Exception) or RAISE_INTERNAL:
+            return False
+        logger.error("trackgate: %s failed; the request goes on without it", self._what, exc_info=error)
+        return True

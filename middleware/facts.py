@@ -4,6 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from typing import Protocol
+
+
+class HeaderLookup(Protocol):
+    """Case-insensitive header access: werkzeug's EnvironHeaders and starlette's Headers both fit."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+    def __getitem__(self, key: str, /) -> str: ...
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -13,7 +22,7 @@ class RequestFacts:
     host: str  # host[:port] as the client asked for it
     path: str
     query_string: str
-    headers: Mapping[str, str]  # case-insensitive (werkzeug EnvironHeaders or starlette Headers)
+    headers: HeaderLookup
     client_addr: str | None  # resolved through TRACKGATE_TRUSTED_PROXIES hops, not yet anonymised
     cookies: Mapping[str, str]
 

@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from trackgate import _boundary
 
 
@@ -27,12 +26,19 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TRACKGATE_STORE_URL", f"sqlite:///{tmp_path / 'events.sqlite3'}")
 
 
-@pytest.fixture
+DEFAULT_POSTGRES_URL = "postgresql://trackgate:trackgate@127.0.0.1:5432/trackgate"  # what .ci/setup creates
+
+
+@pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """The PostgreSQL server .ci/run starts; locally skipped when there is none, in CI a failure."""
-    url = os.environ.get("TRACKGATE_TEST_POSTGRES_URL")
-    if not url:
+    """The PostgreSQL server .ci/setup starts; locally skipped when there is none, in CI a failure."""
+    url = os.environ.get("TRACKGATE_TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+    try:
+        import psycopg
+
+        psycopg.connect(url, connect_timeout=3).close()
+    except Exception as exc:
         if os.environ.get("CI"):
-            pytest.fail("TRACKGATE_TEST_POSTGRES_URL is not set in CI: .ci/run should have started PostgreSQL")
-        pytest.skip("no PostgreSQL (set TRACKGATE_TEST_POSTGRES_URL)")
+            pytest.fail(f"PostgreSQL at {url} is unreachable in CI ({exc}): .ci/setup should have started it")
+        pytest.skip(f"no PostgreSQL at {url} ({exc})")
     return url
