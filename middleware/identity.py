@@ -9,19 +9,21 @@ attribute. Anything else is ignored and a fresh code issued.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
-import secrets
 from collections.abc import Mapping
-from typing import Any
 from urllib.parse import parse_qs
 
+from starlette.requests import cookie_parser
 from werkzeug.http import dump_cookie, parse_cookie
 
 from .settings import Settings
 
 _CODE_LENGTH = 16
-_CODE_SPACE = 36**_CODE_LENGTH
-_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+_DIGITS = b"0123456789abcdefghijklmnopqrstuvwxyz"
+# Random bytes below 252 (= 7 * 36) map evenly onto the 36 digits; the rest are dropped, so no digit is favoured.
+_BYTE_TO_DIGIT = bytes(_DIGITS[b % 36] if b < 252 else 0 for b in range(256))
+_UNEVEN_BYTES = bytes(range(252, 256))
 _VALID_CODE = re.compile(r"[A-Za-z0-9._:-]{1,255}\Z")
 _REFUSALS = frozenset({"", "0", "false", "no", "off", "denied", "deny", "reject", "rejected"})
 
@@ -34,12 +36,11 @@ class Visitor:
 
 
 def new_code() -> str:
-    number = secrets.randbelow(_CODE_SPACE)  # one draw, no modulo bias
-    digits = []
-    for _ in range(_CODE_LENGTH):
-        number, digit = divmod(number, 36)
-        digits.append(_DIGITS[digit])
-    return "".join(digits)
+    """16 characters of [a-z0-9] from the operating system's CSPRNG (what ``secrets`` draws from)."""
+    while True:
+        digits = os.urandom(_CODE_LENGTH + 4).translate(_BYTE_TO_DIGIT, _UNEVEN_BYTES)
+        if len(digits) >= _CODE_LENGTH:
+            return digits[:_CODE_LENGTH].decode("ascii")
 
 
 def is_valid_code(code: str) -> bool:
@@ -77,10 +78,14 @@ class Identity:
         name, _, value = (settings.consent_cookie or "").partition("=")
         self._consent_cookie_name = name or None
         self._consent_cookie_value = value or None
+        self._interesting = tuple(n for n in (self._cookie_name, self._consent_cookie_name) if n)
+        self._suffixes: dict[bool, str] = {}
 
     def resolve(self, cookie_header: str | None, query_string: str, gpc: str | None) -> VisitorState:
-        cookies = parse_cookie(cookie_header) if cookie_header else None
-        known = self._code_from_cookie(cookies)
+        cookies = None
+        if cookie_header and any(name in cookie_header for name in self._interesting):
+            cookies = cookie_parser(cookie_header)
+        known = self._code_from_cookie(cookies, cookie_header)
         from_query = self._code_from_query(query_string)
         if not self._consents(cookies, gpc, holds_code=known is not None):
             return VisitorState(Visitor(new_code(), is_new=True, consent=False), None, from_query or known)
@@ -96,27 +101,39 @@ class Identity:
             return None
         settings = self._settings
         secure = secure_request if settings.cookie_secure is None else settings.cookie_secure
-        deleting = state.cookie_action == "delete"
+        if state.cookie_action == "delete":
+            return self._dump("", max_age=0, secure=secure)
+        # Codes are validated to need no quoting, so werkzeug's attribute string is made once per
+        # Secure flag and reused: a new visitor on every request (a load test, a crawler) stays cheap.
+        suffix = self._suffixes.get(secure)
+        if suffix is None:
+            suffix = self._suffixes[secure] = self._dump("x", max_age=settings.cookie_max_age, secure=secure)[
+                len(self._cookie_name) + 2 :
+            ]
+        return f"{self._cookie_name}={state.visitor.code}{suffix}"
+
+    def _dump(self, value: str, *, max_age: int, secure: bool) -> str:
+        settings = self._settings
         return dump_cookie(
             self._cookie_name,
-            "" if deleting else state.visitor.code,
-            max_age=0 if deleting else settings.cookie_max_age,
+            value,
+            max_age=max_age,
             path="/",
             domain=settings.cookie_domain,
             secure=secure or settings.cookie_samesite == "none",
             httponly=settings.cookie_httponly,
             samesite=settings.cookie_samesite.capitalize(),
-            sync_expires=False,  # Max-Age alone: every browser in use honours it, and the header stays cacheable
+            sync_expires=False,  # Max-Age alone: every browser in use honours it
         )
 
-    def _code_from_cookie(self, cookies: Any) -> str | None:
-        if cookies is None or self._cookie_name not in cookies:
+    def _code_from_cookie(self, cookies: Mapping[str, str] | None, header: str | None) -> str | None:
+        if cookies is None or header is None or self._cookie_name not in cookies:
             return None
-        values = set(cookies.getlist(self._cookie_name))
+        code = cookies[self._cookie_name]
         # Two different codes under one name (a parent-domain cookie, an injection attempt): trust neither.
-        if len(values) != 1:
+        # The fast parser keeps only the last value; werkzeug's keeps them all.
+        if header.count(self._cookie_name + "=") > 1 and len(set(parse_cookie(header).getlist(self._cookie_name))) != 1:
             return None
-        code: str = values.pop()
         return code if is_valid_code(code) else None
 
     def _code_from_query(self, query_string: str) -> str | None:
