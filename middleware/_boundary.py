@@ -32,3 +32,10 @@ class guarded:  # lower-case: it reads like a function, ``with guarded("rewritin
             return False
         logger.error("trackgate: %s failed; the request goes on without it", self._what, exc_info=error)
         return True
+
+
+def swallow(what: str, error: Exception) -> None:
+    """For hot paths that use a bare ``try``: the same policy as ``guarded`` without a context object."""
+    if RAISE_INTERNAL:
+        raise error
+    logger.error("trackgate: %s failed; the request goes on without it", what, exc_info=error)

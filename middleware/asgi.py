@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.datastructures import Headers
 from werkzeug.http import parse_cookie
 
-from ._boundary import guarded
+from ._boundary import guarded, swallow
 from .facts import RequestFacts
 from .gate import Emit, Gate
 from .identity import VisitorState
@@ -57,14 +57,14 @@ class ASGIMiddleware:
         if self.gate.owns(scope["path"]):
             await self._answer(scope, send)
             return
-        state: VisitorState | None = None
-        with guarded("visitor identity"):
+        try:
             cookie, gpc = _identity_headers(scope["headers"])
             state = self.gate.identity.resolve(cookie, scope.get("query_string", b"").decode("latin-1"), gpc)
             request_state = scope.setdefault("state", {})
             request_state[STATE_KEY] = state
             request_state[VISITOR_KEY] = state.visitor
-        if state is None:
+        except Exception as error:
+            swallow("visitor identity", error)
             await self.app(scope, receive, send)
             return
         await self.app(scope, receive, _Responder(self.gate, scope, state, send).send)
@@ -123,12 +123,14 @@ class _Responder:
             await self._send(message)
 
     async def _start(self, message: Message) -> None:
-        cookie = None
-        with guarded("visitor cookie"):
+        try:
             cookie = self._gate.identity.set_cookie_header(self._state, self._scope.get("scheme") == "https")
+        except Exception as error:
+            swallow("visitor cookie", error)
+            cookie = None
         headers, content_type = _edit_headers(message.get("headers", ()), cookie)
-        message = {**message, "headers": headers}
-        if looks_like_html(content_type):
+        message["headers"] = headers
+        if content_type is not None and looks_like_html(content_type):
             with guarded("choosing to rewrite"):
                 facts = _facts(self._scope, 0)
                 text_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
@@ -205,8 +207,8 @@ def _edit_headers(
         if lowered == _OPT_OUT:
             opted_out = opted_out or value.strip().lower() == b"off"
             continue
-        if lowered == b"content-type":
-            content_type = value.decode("latin-1")
+        if lowered == b"content-type" and (value[:4].lower() == b"text" or value[:5].lower() == b"appli"):
+            content_type = value.decode("latin-1")  # only HTML-ish types are worth decoding for a closer look
         edited.append((name, value))
     if set_cookie is not None:
         edited.append((b"set-cookie", set_cookie.encode("latin-1")))

@@ -21,7 +21,10 @@ def looks_like_html(content_type: str | None) -> bool:
     if not content_type:
         return False
     kind = content_type.split(";", 1)[0].strip().lower()
-    return kind in ("text/html", "application/xhtml+xml")
+    return kind in HTML_TYPES
+
+
+HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
 def edit_headers(
