@@ -96,6 +96,8 @@ class _Responder:
             if isinstance(result, list | tuple):
                 return self._whole(result)
             return self._stream(result)
+        if self._filter is not None:  # the app used write(): the body already streams through the filter
+            return _FilteredBody(result, self)
         if not self._started:  # a generator app calls start_response on its first iteration
             return _LateStart(result, self)
         return result
