@@ -1,0 +1,47 @@
+"""One HTTP exchange for a sink, with the dispatcher's failure rules applied.
+
+Network errors and timeouts become ``RetryLater``; the status is judged by ``raise_for_status`` (408, 429
+and 5xx retry, other 4xx reject), so every adapter answers the dispatcher in the same terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+import yarl
+
+from trackgate.dispatch.sink import RetryLater, raise_for_status
+
+DEFAULT_TIMEOUT = 10.0  # seconds for one whole exchange; a stuck receiver must not hold a batch forever
+
+
+async def exchange(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    headers: Mapping[str, str] | None = None,
+    data: bytes | None = None,
+    encoded: bool = False,
+) -> tuple[int, bytes]:
+    """Status and body of a 2xx answer; raises ``RetryLater`` or ``Rejected`` otherwise.
+
+    ``encoded=True`` sends the URL exactly as given (a query already encoded the way the receiver wants)."""
+    target: Any = yarl.URL(url, encoded=True) if encoded else url
+    try:
+        async with session.request(
+            method, target, headers=headers, data=data, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
+            body = await response.read()
+            raise_for_status(response.status, response.headers, body.decode("utf-8", "replace"))
+            return response.status, body
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise RetryLater(f"{method} {_origin(url)} failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _origin(url: str) -> str:
+    """The URL without its query, which may carry a key (KISSmetrics ``_k``) that must not reach a log."""
+    return url.split("?", 1)[0]
