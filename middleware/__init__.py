@@ -6,6 +6,7 @@ from .asgi import ASGIMiddleware
 from .errors import BadToken, BadURL, ConfigError, ForeignToken, TokenExpired, TrackgateError
 from .events import Event
 from .identity import Visitor
+from .links import TrackingLinks, TrackingResult
 from .lookup import get_visitor, set_consent
 from .settings import Settings
 from .wsgi import WSGIMiddleware
@@ -19,6 +20,8 @@ __all__ = [
     "ForeignToken",
     "Settings",
     "TokenExpired",
+    "TrackingLinks",
+    "TrackingResult",
     "TrackgateError",
     "Visitor",
     "WSGIMiddleware",

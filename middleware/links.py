@@ -1,0 +1,369 @@
+"""Tracking links: signed (or encrypted) open and click URLs served by the middleware's endpoints.
+
+    links = TrackingLinks(Settings(base_url="https://example.org"))
+    links.click_url("https://shop.example.org/sale", {"recipient": "r-42"}, expires_in=30 * 86400)
+    links.open_url({"recipient": "r-42"})           # the pixel for an email
+    links.decode(url)                               # -> TrackingResult, or raises BadToken
+
+Only http(s) destinations are encoded, and a destination is checked again when a token is decoded, so
+neither a forged nor an old token can redirect to ``javascript:`` or a look-alike host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
+from urllib.parse import quote, urljoin, urlsplit
+
+from .errors import BadToken, BadURL, ConfigError, TokenExpired
+from .events import new_event_id
+from .settings import Settings
+from .tokens import LegacyPytrackingCodec, Purpose, TokenCodec
+
+MAX_URL_CHARS = 4096
+# Links made for web pages carry no visitor, so they can be reused across requests.
+PAGE_LINK_CACHE_SIZE = 4096
+
+# An http(s) URL with a non-empty host, no credentials, and no control, C1 or backslash characters
+# (browsers read "\" as "/", Python does not: the two would disagree about the host).
+_SAFE_URL = re.compile(r"(?i)https?://[^\x00-\x20\x7f-\x9f\\/?#@]+(?:[/?#][^\x00-\x1f\x7f-\x9f\\]*)?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Characters left as they are when a Unicode destination is turned into an ASCII Location header.
+_URL_SAFE_CHARS = "!#$%&'()*+,-./:;=?@[]_~"
+
+TrackingKind = Literal["open", "click", "pageview"]
+_KIND_SEGMENT: dict[Purpose, str] = {"click": "/c/", "open": "/o/"}
+_SEGMENT_KIND: dict[str, Purpose] = {"c": "click", "o": "open"}
+
+
+def check_url(url: str) -> str:
+    """``url`` if it may be a link destination, else ``BadURL`` saying why."""
+    if not isinstance(url, str):
+        raise BadURL(repr(url), "not a string")
+    if len(url) > MAX_URL_CHARS:
+        raise BadURL(url, f"longer than {MAX_URL_CHARS} characters")
+    if _SAFE_URL.fullmatch(url):
+        return url
+    raise BadURL(url, _why_unsafe(url))
+
+
+def _why_unsafe(url: str) -> str:
+    if _CONTROL.search(url):
+        return "contains control characters"
+    if "\\" in url:
+        return "contains a backslash"
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        return "only http:// and https:// destinations can be tracked"
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if not authority:
+        return "no host"
+    if "@" in authority:
+        return "credentials in the URL"
+    return "invalid host"
+
+
+def location_header(url: str) -> str:
+    """An ASCII spelling of a checked destination, for the Location header (IDNA host, %-escaped rest)."""
+    if url.isascii() and " " not in url:
+        return url
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_host = quote(host, safe="")
+    netloc = ascii_host if parts.port is None else f"{ascii_host}:{parts.port}"
+    rest = url[len(parts.scheme) + 3 + len(parts.netloc) :]
+    return f"{parts.scheme}://{netloc}{quote(rest, safe=_URL_SAFE_CHARS)}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TrackingResult:
+    """A decoded link: pytracking's fields plus the kind, visitor code and the id the event will carry."""
+
+    tracked_url: str | None  # the destination of a click, or the page of a page-view pixel
+    webhook_url: str | None
+    metadata: Mapping[str, Any]
+    request_data: Mapping[str, Any] | None
+    timestamp: int
+    kind: TrackingKind = "open"
+    visitor: str | None = None
+    event_id: str = ""
+    # Made by pytracking 0.2 (accepted only with TRACKGATE_LEGACY_PYTRACKING).
+    legacy: bool = False
+
+    @property
+    def is_open_tracking(self) -> bool:
+        return self.kind != "click"
+
+    @property
+    def is_click_tracking(self) -> bool:
+        return self.kind == "click"
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A plain dict that ``json.dumps`` accepts (pytracking's keys first)."""
+        return {
+            "is_open_tracking": self.is_open_tracking,
+            "is_click_tracking": self.is_click_tracking,
+            "tracked_url": self.tracked_url,
+            "webhook_url": self.webhook_url,
+            "metadata": dict(self.metadata),
+            "request_data": None if self.request_data is None else dict(self.request_data),
+            "timestamp": self.timestamp,
+            "kind": self.kind,
+            "visitor": self.visitor,
+            "event_id": self.event_id,
+            "legacy": self.legacy,
+        }
+
+
+class LinkSource(Protocol):
+    """What the HTML rewriter needs to make links."""
+
+    def click_url(self, url: str, metadata: Mapping[str, Any] | None = None) -> str: ...
+
+    def open_url(self, metadata: Mapping[str, Any] | None = None) -> str: ...
+
+    def is_tracking_url(self, url: str) -> bool: ...
+
+
+def _expires_at(expires_in: float | datetime.timedelta | None) -> int | None:
+    if expires_in is None:
+        return None
+    seconds = expires_in.total_seconds() if isinstance(expires_in, datetime.timedelta) else expires_in
+    if seconds <= 0:
+        raise ValueError(f"expires_in must be positive, got {expires_in!r}")
+    return int(time.time() + seconds)
+
+
+def _host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
+    """Exact host names, or ``.example.org`` / ``*.example.org`` for a domain and its subdomains."""
+    host = (urlsplit(url).hostname or "").lower()
+    for entry in map(str.lower, allowed):
+        if entry.startswith(("*.", ".")):
+            domain = entry.lstrip("*.")
+            if host == domain or host.endswith("." + domain):
+                return True
+        elif host == entry:
+            return True
+    return False
+
+
+class TrackingLinks:
+    """Makes and reads tracking links for one configuration; safe to share between threads."""
+
+    def __init__(self, settings: Settings, *, base_url: str | None = None) -> None:
+        self.settings = settings
+        # Links in emails need an absolute origin; pages use their own (see for_page).
+        self.base_url = (base_url or settings.base_url or "").rstrip("/") or None
+        self.prefix = settings.path_prefix
+        encryption_keys = tuple(k.strip() for k in (settings.encryption_key or "").split(",") if k.strip())
+        self._codec = TokenCodec(settings.signing_keys, encryption_keys=encryption_keys)
+        self._legacy = LegacyPytrackingCodec(settings.legacy_pytracking_key) if settings.legacy_pytracking else None
+        self._marks = self._tracking_marks(self.base_url)
+        # lru_cache is bounded and thread-safe; keyed by (base, destination), holding only public links.
+        self._page_click = functools.lru_cache(maxsize=PAGE_LINK_CACHE_SIZE)(self._make_page_click)
+
+    # --- making links ---------------------------------------------------------------------------------
+    def click_url(
+        self,
+        url: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        expires_in: float | datetime.timedelta | None = None,
+    ) -> str:
+        """A link that records a click and redirects to ``url`` (``BadURL`` for unsafe destinations)."""
+        return self._require_base() + self.click_path(url, metadata, expires_in=expires_in)
+
+    def open_url(
+        self, metadata: Mapping[str, Any] | None = None, *, expires_in: float | datetime.timedelta | None = None
+    ) -> str:
+        """The URL of a 1x1 pixel that records an open (for emails)."""
+        return self._require_base() + self.open_path(metadata, expires_in=expires_in)
+
+    def click_path(
+        self,
+        url: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        expires_in: float | datetime.timedelta | None = None,
+    ) -> str:
+        """Like ``click_url`` without the origin (``/_tg/c/...``)."""
+        data: dict[str, Any] = {"u": check_url(url)}
+        if metadata:
+            data["m"] = dict(metadata)
+        token = self._codec.dumps(data, "click", expires_at=_expires_at(expires_in))
+        return self.prefix + "/c/" + token
+
+    def open_path(
+        self,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        expires_in: float | datetime.timedelta | None = None,
+        page_url: str | None = None,
+    ) -> str:
+        """Like ``open_url`` without the origin; with ``page_url`` the pixel records a page view."""
+        data: dict[str, Any] = {}
+        if page_url is not None:
+            data["u"] = check_url(page_url)
+        if metadata:
+            data["m"] = dict(metadata)
+        token = self._codec.dumps(data, "open", expires_at=_expires_at(expires_in))
+        return self.prefix + "/o/" + token
+
+    def for_page(self, page_url: str, base_url: str) -> PageLinks:
+        """A cheap view for one web page: click links without a visitor and the page-view pixel."""
+        return PageLinks(self, page_url, base_url)
+
+    def is_tracking_url(self, url: str) -> bool:
+        """True for our tracking paths and for URLs under the prefix at our base URL."""
+        return url.startswith(self._marks)
+
+    def _tracking_marks(self, base_url: str | None) -> tuple[str, ...]:
+        marks = [self.prefix + "/"]
+        if base_url:
+            marks.append(base_url + self.prefix + "/")
+            base_path = urlsplit(base_url).path.rstrip("/")
+            if base_path:
+                marks.append(base_path + self.prefix + "/")
+        return tuple(marks)
+
+    def _require_base(self) -> str:
+        if self.base_url is None:
+            raise ConfigError(
+                "TRACKGATE_BASE_URL", None, "links for emails need an absolute origin, like https://example.org"
+            )
+        return self.base_url
+
+    def _make_page_click(self, base: str, url: str) -> str:
+        return base + self.click_path(url)
+
+    # --- reading links --------------------------------------------------------------------------------
+    def decode(self, url_or_path: str, request_data: Mapping[str, Any] | None = None) -> TrackingResult:
+        """The result for a tracking URL, a path under the prefix, or a bare token.
+
+        Raises only ``BadToken``: ``TokenExpired`` (its ``payload`` is the TrackingResult) and
+        ``ForeignToken`` among others.
+        """
+        if not isinstance(url_or_path, str):
+            raise BadToken("not a string")
+        # Tokens hold no "/", "?" or "#", so the last "{prefix}/" of the URL or path starts ours.
+        path = url_or_path.partition("#")[0].partition("?")[0].rstrip("/")
+        at = path.rfind(self.prefix + "/")
+        if at >= 0:
+            segment, _, token = path[at + len(self.prefix) + 1 :].partition("/")
+            purpose = _SEGMENT_KIND.get(segment)
+            if purpose is None or not token or "/" in token:
+                raise BadToken(f"not a tracking path: {url_or_path[:80]!r}")
+            return self.decode_token(token, purpose, request_data)
+        try:
+            return self.decode_token(path, "click", request_data)
+        except TokenExpired:
+            raise
+        except BadToken:
+            return self.decode_token(path, "open", request_data)
+
+    def decode_token(
+        self,
+        token: str,
+        purpose: Purpose,
+        request_data: Mapping[str, Any] | None = None,
+        *,
+        visitor: str | None = None,
+    ) -> TrackingResult:
+        """The result for the token part of a link; see ``decode``."""
+        try:
+            data = self._codec.loads(token, purpose)
+        except TokenExpired as expired:
+            result = self._result(expired.payload, purpose, request_data, visitor, legacy=False)
+            raise TokenExpired(expired.reason, payload=result) from None
+        except BadToken:
+            if self._legacy is None or "." in token:
+                raise
+            return self._legacy_result(token, purpose, request_data, visitor)
+        return self._result(data, purpose, request_data, visitor, legacy=False)
+
+    def _result(
+        self,
+        data: dict[str, Any],
+        purpose: Purpose,
+        request_data: Mapping[str, Any] | None,
+        visitor: str | None,
+        *,
+        legacy: bool,
+    ) -> TrackingResult:
+        url = data.get("url" if legacy else "u")
+        metadata = data.get("metadata" if legacy else "m") or {}
+        if not isinstance(metadata, dict):
+            raise BadToken("metadata is not an object")
+        if url is not None:
+            try:
+                check_url(url)
+            except BadURL as refused:
+                raise BadToken(f"destination refused: {refused.reason}") from None
+        if purpose == "click":
+            if url is None:
+                raise BadToken("click token without a destination")
+            kind: TrackingKind = "click"
+        else:
+            kind = "open" if url is None or legacy else "pageview"
+        now = time.time()
+        return TrackingResult(
+            tracked_url=url,
+            webhook_url=self.settings.webhook_url,
+            metadata=metadata,
+            request_data=request_data,
+            timestamp=int(now),
+            kind=kind,
+            visitor=visitor,
+            event_id=new_event_id(now),
+            legacy=legacy,
+        )
+
+    def _legacy_result(
+        self, token: str, purpose: Purpose, request_data: Mapping[str, Any] | None, visitor: str | None
+    ) -> TrackingResult:
+        assert self._legacy is not None
+        data, authentic = self._legacy.loads(token)
+        result = self._result(data, purpose, request_data, visitor, legacy=True)
+        # Unsigned pytracking links can be forged: they may only lead to hosts the site names.
+        if (
+            purpose == "click"
+            and not authentic
+            and not _host_allowed(result.tracked_url or "", self.settings.redirect_allowed_hosts)
+        ):
+            raise BadToken("unsigned pytracking link to a host not in TRACKGATE_REDIRECT_ALLOWED_HOSTS")
+        return result
+
+
+class PageLinks:
+    """Links for one web page; made per request, cheap (the click links come from a shared cache)."""
+
+    __slots__ = ("_base", "_links", "_marks", "page_url")
+
+    def __init__(self, links: TrackingLinks, page_url: str, base_url: str) -> None:
+        self._links = links
+        self.page_url = page_url
+        self._base = base_url.rstrip("/")
+        self._marks = links._tracking_marks(self._base)
+
+    def click_url(self, url: str, metadata: Mapping[str, Any] | None = None) -> str:
+        """A click link for a link on this page (relative links are resolved against the page)."""
+        if not url[:8].lower().startswith(("http://", "https://")):
+            url = urljoin(self.page_url, url)
+        if metadata:
+            return self._base + self._links.click_path(url, metadata)
+        return self._links._page_click(self._base, url)
+
+    def open_url(self, metadata: Mapping[str, Any] | None = None) -> str:
+        """The page-view pixel for this page."""
+        return self._base + self._links.open_path(metadata, page_url=self.page_url)
+
+    def is_tracking_url(self, url: str) -> bool:
+        return url.startswith(self._marks)

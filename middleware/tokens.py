@@ -1,0 +1,271 @@
+"""Tracking tokens: compact JSON, signed with HMAC-SHA256 or sealed with AES-GCM, purpose-bound, expiring.
+
+    codec = TokenCodec(["newest-key", "older-key"])
+    token = codec.dumps({"u": "https://example.org/"}, "click", expires_at=None)
+    codec.loads(token, "click")      # -> {"u": "https://example.org/"}
+    codec.loads(token, "open")       # ForeignToken: signed for another purpose
+
+Signed tokens are exactly what ``itsdangerous.URLSafeSerializer(keys[::-1], salt="trackgate.click",
+signer_kwargs={"digest_method": hashlib.sha256})`` produces and loads (compact JSON, zlib only where it
+pays, marked by a leading "."), so itsdangerous's semantics hold: the purpose is the salt of the key
+derivation, the first key signs, every key verifies, comparisons are constant-time. The fast path only
+precomputes what itsdangerous derives on every call (the derived key's HMAC state, copied per token).
+
+With encryption keys the token is ``base64url(nonce || AES-256-GCM(payload))`` with the purpose as
+associated data; the AES key is HKDF-SHA256 of the configured key. Encrypted tokens hide the destination
+and metadata from the recipient; signed ones only stop forgery.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import json
+import os
+import re
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from itsdangerous import Signer
+from itsdangerous.encoding import want_bytes
+
+from .errors import BadToken, ConfigError, ForeignToken, TokenExpired
+
+try:  # the cryptography extra
+    from cryptography.exceptions import InvalidTag
+except ImportError:  # pragma: no cover - without the extra no cipher is ever made
+    InvalidTag = ValueError  # type: ignore[assignment,misc]
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+Purpose = Literal["click", "open"]
+PURPOSES: tuple[Purpose, ...] = ("click", "open")
+SALT_PREFIX = "trackgate."
+
+# Longer than any token we make (4096-char URL plus generous metadata); refuse before doing any work.
+MAX_TOKEN_CHARS = 16384
+# zlib is tried only past this size: below it the deflate header eats the gain and costs time.
+_COMPRESS_FROM = 120
+_MAX_PAYLOAD_BYTES = 65536
+_NONCE_BYTES = 12
+_TAG_BYTES = 16
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
+_EXPIRES = "x"
+
+
+# Made once: json.dumps with options builds a new encoder on every call.
+_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+_decode_json = json.JSONDecoder().decode
+_TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
+_FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+
+
+def base64_encode(data: bytes) -> bytes:
+    """URL-safe base64 without padding (itsdangerous's ``base64_encode``, without its per-call overhead)."""
+    return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE)
+
+
+def _b64decode(text: bytes) -> bytes:
+    try:
+        return binascii.a2b_base64(text.translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4))
+    except binascii.Error:
+        raise BadToken("not valid base64") from None
+
+
+def _dump_json(data: Mapping[str, Any]) -> bytes:
+    try:
+        return _encode_json(data).encode()
+    except UnicodeEncodeError:
+        raise ValueError("token data contains unpaired surrogate characters") from None
+
+
+def _pack(data: Mapping[str, Any]) -> bytes:
+    """Compact JSON, or zlib of it (first byte 0x78, never "{") when that is shorter."""
+    raw = _dump_json(data)
+    if len(raw) >= _COMPRESS_FROM:
+        packed = zlib.compress(raw, 9)
+        if len(packed) < len(raw) - 1:
+            return packed
+    return raw
+
+
+def _inflate(data: bytes) -> bytes:
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(data, _MAX_PAYLOAD_BYTES)
+    except zlib.error:
+        raise BadToken("payload does not decompress") from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise BadToken("payload too large or truncated")
+    return raw
+
+
+def _parse_json(raw: bytes) -> dict[str, Any]:
+    try:
+        data = _decode_json(raw.decode())
+    except (ValueError, RecursionError):  # JSON, UTF-8 and absurd nesting errors
+        raise BadToken("payload is not JSON") from None
+    if not isinstance(data, dict):
+        raise BadToken("payload is not a JSON object")
+    return data
+
+
+def _check_expiry(data: dict[str, Any], now: float | None) -> dict[str, Any]:
+    expires = data.pop(_EXPIRES, None)
+    if expires is None:
+        return data
+    if not isinstance(expires, int) or isinstance(expires, bool):
+        raise BadToken("malformed expiry")
+    if expires <= (time.time() if now is None else now):
+        raise TokenExpired(f"token expired at {expires}", payload=data)
+    return data
+
+
+def _mac(secret_key: str, purpose: Purpose) -> hmac.HMAC:
+    """HMAC state for one key and purpose, derived as itsdangerous's Signer derives it."""
+    signer = Signer(secret_key, salt=SALT_PREFIX + purpose, digest_method=hashlib.sha256)
+    return hmac.new(signer.derive_key(), digestmod=hashlib.sha256)
+
+
+def _aes_key(secret: str) -> AESGCM:
+    try:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+        from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+    except ImportError:
+        raise ConfigError(
+            "TRACKGATE_ENCRYPTION_KEY", "****", "needs the cryptography extra: pip install 'trackgate[cryptography]'"
+        ) from None
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"trackgate.links.aes-256-gcm").derive(
+        want_bytes(secret)
+    )
+    return AESGCM(key)
+
+
+class TokenCodec:
+    """Makes and checks tokens; keys newest first. Immutable after construction, so shareable by threads."""
+
+    __slots__ = ("_aads", "_ciphers", "_macs")
+
+    def __init__(self, secret_keys: Sequence[str], *, encryption_keys: Sequence[str] = ()) -> None:
+        if not secret_keys:
+            raise ConfigError("TRACKGATE_SECRET_KEY", None, "at least one signing key is needed")
+        self._macs: dict[Purpose, tuple[hmac.HMAC, ...]] = {
+            purpose: tuple(_mac(key, purpose) for key in secret_keys) for purpose in PURPOSES
+        }
+        self._ciphers: tuple[AESGCM, ...] = tuple(_aes_key(key) for key in encryption_keys)
+        self._aads: dict[Purpose, bytes] = {purpose: (SALT_PREFIX + purpose).encode() for purpose in PURPOSES}
+
+    @property
+    def encrypts(self) -> bool:
+        return bool(self._ciphers)
+
+    def dumps(self, data: Mapping[str, Any], purpose: Purpose, *, expires_at: int | None = None) -> str:
+        """A URL-safe token for ``data`` (a JSON-serialisable mapping); ``TypeError`` if it is not one."""
+        if expires_at is not None:
+            data = {**data, _EXPIRES: int(expires_at)}
+        packed = _pack(data)
+        if self._ciphers:
+            nonce = os.urandom(_NONCE_BYTES)
+            sealed = self._ciphers[0].encrypt(nonce, packed, self._aads[purpose])
+            return base64_encode(nonce + sealed).decode()
+        # A leading "." marks a zlib payload, as in itsdangerous's URLSafeSerializer.
+        body = base64_encode(packed) if packed[:1] == b"{" else b"." + base64_encode(packed)
+        mac = self._macs[purpose][0].copy()
+        mac.update(body)
+        return (body + b"." + base64_encode(mac.digest())).decode()
+
+    def loads(self, token: str, purpose: Purpose, *, now: float | None = None) -> dict[str, Any]:
+        """The data of an authentic token for ``purpose``; raises only ``BadToken`` and its subclasses."""
+        if not isinstance(token, str) or not token:
+            raise BadToken("empty token")
+        if len(token) > MAX_TOKEN_CHARS:
+            raise BadToken("token too long")
+        if "." in token:
+            return _check_expiry(_parse_json(self._unsign(token, purpose)), now)
+        if self._ciphers:
+            return _check_expiry(_parse_json(self._unseal(token, purpose)), now)
+        raise BadToken("not a signed token")
+
+    def _unsign(self, token: str, purpose: Purpose) -> bytes:
+        body, _, signature = token.rpartition(".")
+        if not body or not signature:
+            raise BadToken("missing signature")
+        try:
+            body_bytes = body.encode("ascii")
+            signature_bytes = signature.encode("ascii")
+        except UnicodeEncodeError:
+            raise BadToken("token is not ASCII") from None
+        # Compare the base64 text, not decoded bytes: base64 decoding forgives stray and low-bit changes,
+        # and a token that differs in any character must not verify.
+        for state in self._macs[purpose]:
+            mac = state.copy()
+            mac.update(body_bytes)
+            if hmac.compare_digest(base64_encode(mac.digest()), signature_bytes):
+                break
+        else:
+            raise ForeignToken(f"signature does not match any key for {purpose} links")
+        compressed = body_bytes[:1] == b"."
+        packed = _b64decode(body_bytes[1:] if compressed else body_bytes)
+        return _inflate(packed) if compressed else packed
+
+    def _unseal(self, token: str, purpose: Purpose) -> bytes:
+        if not _B64URL.fullmatch(token):
+            raise BadToken("token is not URL-safe base64")
+        raw = _b64decode(token.encode("ascii"))
+        # Only the canonical spelling is accepted, so no two strings name the same token.
+        if base64_encode(raw).decode() != token:
+            raise BadToken("token is not canonical base64")
+        if len(raw) < _NONCE_BYTES + _TAG_BYTES + 1:
+            raise BadToken("token too short")
+        nonce, sealed = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
+        for cipher in self._ciphers:
+            try:
+                packed = cipher.decrypt(nonce, sealed, self._aads[purpose])
+            except InvalidTag:
+                continue
+            return packed if packed[:1] == b"{" else _inflate(packed)
+        raise ForeignToken(f"token does not open with any encryption key for {purpose} links")
+
+
+class LegacyPytrackingCodec:
+    """Reads pytracking 0.2 tokens: unsigned base64 JSON, or Fernet when the old key is given.
+
+    Plain tokens are not authentic (anyone can make one); the caller decides what they may do.
+    """
+
+    __slots__ = ("_fernet",)
+
+    def __init__(self, fernet_key: str | None = None) -> None:
+        self._fernet: Any = None
+        if fernet_key:
+            try:
+                from cryptography.fernet import Fernet
+            except ImportError:
+                raise ConfigError("TRACKGATE_LEGACY_PYTRACKING_KEY", "****", "needs the cryptography extra") from None
+            try:
+                self._fernet = Fernet(fernet_key)
+            except ValueError:
+                raise ConfigError(
+                    "TRACKGATE_LEGACY_PYTRACKING_KEY", "****", "expected a Fernet key (32 url-safe base64 bytes)"
+                ) from None
+
+    def loads(self, token: str) -> tuple[dict[str, Any], bool]:
+        """(data, authentic): authentic is True only for a Fernet token that opened with the old key."""
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+            raise BadToken("not a pytracking token")
+        if self._fernet is not None:
+            from cryptography.fernet import InvalidToken
+
+            try:
+                return _parse_json(self._fernet.decrypt(token.encode("ascii", "replace"))), True
+            except InvalidToken:
+                pass
+        stripped = token.rstrip("=")
+        if not _B64URL.fullmatch(stripped):
+            raise BadToken("not a pytracking token")
+        return _parse_json(_b64decode(stripped.encode("ascii"))), False
