@@ -1,0 +1,123 @@
+"""The tracking paths as one plain function: request facts in, a Reply out, an event to ``gate.emit``.
+
+    GET  {prefix}/o/{token}   200, a transparent 1x1 GIF that is never cached; records an open (email) or a
+                              page view (pixel of a web page)
+    GET  {prefix}/c/{token}   302 to the signed destination; records a click
+    HEAD either               the same headers, records nothing (link scanners send HEAD)
+    anything else             404 (counted), or 405 for other methods
+
+A bad, forged, truncated or foreign token is a 404 with no event; an expired but authentic click link
+still redirects (we signed its destination) and records nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+from typing import TYPE_CHECKING
+
+from werkzeug.datastructures import LanguageAccept
+from werkzeug.http import parse_accept_header
+
+from ._boundary import swallow
+from .errors import BadToken, TokenExpired
+from .events import Event
+from .facts import RequestFacts
+from .links import TrackingResult, location_header
+from .netaddr import anonymize_ip
+from .tokens import Purpose
+
+if TYPE_CHECKING:
+    from .gate import Gate
+
+# The smallest well-formed transparent GIF (42 bytes).
+PIXEL_GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+
+
+@dataclasses.dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+def _plain(status: int, text: str, *extra: tuple[str, str]) -> Reply:
+    body = text.encode()
+    return Reply(
+        status,
+        (
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            *extra,
+        ),
+        body,
+    )
+
+
+NOT_FOUND = _plain(404, "Not found\n")
+METHOD_NOT_ALLOWED = _plain(405, "Method not allowed\n", ("Allow", "GET, HEAD"))
+PIXEL = Reply(
+    200,
+    (
+        ("Content-Type", "image/gif"),
+        ("Content-Length", str(len(PIXEL_GIF))),
+        ("Cache-Control", "no-store, no-cache, must-revalidate, private"),
+        ("Pragma", "no-cache"),
+        ("Expires", "0"),
+    ),
+    PIXEL_GIF,
+)
+_SEGMENTS: dict[str, Purpose] = {"/o/": "open", "/c/": "click"}
+
+
+def _redirect(result: TrackingResult) -> Reply:
+    location = location_header(result.tracked_url or "")
+    return Reply(302, (("Location", location), ("Cache-Control", "no-store"), ("Content-Length", "0")), b"")
+
+
+def answer(facts: RequestFacts, visitor_code: str | None, gate: Gate) -> Reply:
+    """The reply for any path under the prefix (the shell answers ``{prefix}/health`` first)."""
+    prefix = gate.settings.path_prefix
+    # The WSGI path includes SCRIPT_NAME when the app is mounted below the root.
+    rest = facts.path[facts.path.find(prefix + "/") + len(prefix) :]
+    purpose = _SEGMENTS.get(rest[:3])
+    if purpose is None:
+        gate.count("not_found")
+        return NOT_FOUND
+    if facts.method not in ("GET", "HEAD"):
+        return METHOD_NOT_ALLOWED
+    try:
+        result = gate.links.decode_token(rest[3:], purpose, visitor=visitor_code)
+    except TokenExpired as expired:
+        gate.count("expired_token")
+        if isinstance(expired.payload, TrackingResult) and purpose == "click":
+            return _redirect(expired.payload)
+        return PIXEL
+    except BadToken:
+        gate.count("bad_token")
+        return NOT_FOUND
+    if facts.method == "GET":
+        _record(facts, visitor_code, gate, result)
+    return _redirect(result) if purpose == "click" else PIXEL
+
+
+def _record(facts: RequestFacts, visitor_code: str | None, gate: Gate, result: TrackingResult) -> None:
+    headers = facts.headers
+    languages = headers.get("accept-language")
+    try:
+        event = Event(
+            kind=result.kind,
+            visitor=visitor_code,
+            url=result.tracked_url,
+            referrer=headers.get("referer"),
+            metadata=result.metadata,
+            user_agent=headers.get("user-agent"),
+            ip=anonymize_ip(facts.client_addr, gate.settings.anonymize_ip),
+            language=parse_accept_header(languages, LanguageAccept).best if languages else None,
+            id=result.event_id,
+        )
+        gate.emit(event)
+    except Exception as error:  # the visitor still gets the pixel or the redirect
+        gate.count("emit_failed")
+        swallow("recording a tracking event", error)
