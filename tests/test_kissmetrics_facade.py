@@ -1,0 +1,208 @@
+"""The py-KISSmetrics facade sends the same requests as py-KISSmetrics 1.1 itself, through a real receiver."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import aiohttp
+import KISSmetrics
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from KISSmetrics.query_string import create_query as their_create_query
+from sinks import GIF_1X1, KissmetricsReceiver
+
+import trackgate.dispatch
+from trackgate import Event
+from trackgate.adapters import kissmetrics as km
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(60)]
+
+KEY = "facade-key"
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[KissmetricsReceiver]:
+    with KissmetricsReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def fresh(receiver: KissmetricsReceiver) -> KissmetricsReceiver:
+    receiver.recover()
+    receiver.clear()
+    return receiver
+
+
+def requests_of(receiver: KissmetricsReceiver, calls: Callable[[Any], None], client: Any) -> list[Any]:
+    receiver.clear()
+    try:
+        calls(client)
+    finally:
+        close(client)
+    return receiver.requests()
+
+
+def close(client: Any) -> None:
+    """Both libraries keep connections alive; unclosed sockets would be warnings (errors here)."""
+    inner = getattr(client, "client", client)
+    if isinstance(inner, KISSmetrics.Client):
+        inner.http.clear()
+    else:
+        inner.close()
+
+
+CALLS: dict[str, Callable[[Any], None]] = {
+    "record": lambda c: c.record("bob@example.org", "Signed Up"),
+    "record-properties": lambda c: c.record("bob", "Bought", {"Plan": "Pro", "Amount": 99.95, "n": 3}),
+    "record-timestamp": lambda c: c.record("bob", "Bought", timestamp=1_700_000_000.9),
+    "record-unicode-and-reserved-characters": lambda c: c.record(
+        "zoë+1@example.org", "Clicked: a&b=c, d", {"Prix €": "1 000 & more?", "#": "/%"}
+    ),
+    "record-other-path": lambda c: c.record("bob", "Signed Up", path="s"),
+    "set": lambda c: c.set("bob", {"Gender": "F", "Age": 30}),
+    "set-timestamp": lambda c: c.set("bob", {"Gender": "F"}, timestamp=1_600_000_000),
+    "set-nothing": lambda c: c.set("bob"),
+    "alias": lambda c: c.alias("anon-123", "bob@example.org"),
+    "several": lambda c: [c.record("p", f"e{i}", {"i": i}) for i in range(5)],
+}
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_client_sends_what_py_kissmetrics_sends(fresh: KissmetricsReceiver, name: str) -> None:
+    host = f"127.0.0.1:{fresh.port}"
+    theirs = requests_of(fresh, CALLS[name], KISSmetrics.Client(KEY, trk_host=host, trk_scheme="http"))
+    ours = requests_of(fresh, CALLS[name], km.Client(KEY, trk_host=host, trk_scheme="http"))
+    assert theirs
+    assert ours == theirs
+
+
+COMPAT_CALLS: dict[str, Callable[[Any], None]] = {
+    "record": lambda k: (k.identify("bob"), k.record("Signed Up")),
+    "record-props": lambda k: (k.identify("bob"), k.record("Signed Up", {"Plan": "Pro"})),
+    "set": lambda k: (k.identify("bob"), k.set({"Plan": "Pro"})),
+    "alias": lambda k: k.alias("anon", "bob"),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPAT_CALLS))
+def test_client_compat_sends_what_py_kissmetrics_sends(fresh: KissmetricsReceiver, name: str) -> None:
+    host = f"127.0.0.1:{fresh.port}"
+    theirs_km = KISSmetrics.KM(KEY)
+    theirs_km.client = KISSmetrics.Client(KEY, trk_host=host)  # their ClientCompat only takes ports 80/443
+    ours_km = km.KM(KEY)
+    ours_km.client = km.Client(KEY, trk_host=host)
+    assert requests_of(fresh, COMPAT_CALLS[name], ours_km) == requests_of(fresh, COMPAT_CALLS[name], theirs_km)
+
+
+def test_responses_carry_status_and_data(fresh: KissmetricsReceiver) -> None:
+    with km.Client(KEY, trk_host=f"127.0.0.1:{fresh.port}") as client:
+        response = client.record("bob", "Signed Up")
+        assert (response.status, response.data) == (200, GIF_1X1)
+        fresh.fail(503, times=1)
+        assert client.record("bob", "x").status == 503
+
+
+def test_a_closed_keep_alive_connection_is_reopened(fresh: KissmetricsReceiver) -> None:
+    with km.Client(KEY, trk_host=f"127.0.0.1:{fresh.port}") as client:
+        client.record("bob", "one")
+        fresh.down()  # closes the kept-alive connection
+        fresh.up()
+        assert client.record("bob", "two").status == 200
+    assert [params["_n"] for _, params in fresh.requests()] == ["one", "two"]
+
+
+def test_compat_behaves_like_py_kissmetrics_without_identity_or_key(fresh: KissmetricsReceiver) -> None:
+    for module in (KISSmetrics, km):
+        client = module.KM(KEY)
+        with pytest.raises(Exception, match="identify first"):
+            client.record("x")
+        client.identify("bob")
+        client.reset()
+        with pytest.raises(Exception, match="initialize first"):
+            client.alias("a", "b")
+        assert client.log_file() == "/tmp/kissmetrics_error.log"
+        with pytest.raises(ValueError, match="80 or 443"):
+            module.KM(KEY, host="127.0.0.1:8080")
+    assert fresh.received == []
+
+
+def test_compat_host_picks_the_scheme_from_the_port() -> None:
+    assert km.KM(KEY, host="trk.example:443").client.trk_scheme == "https"
+    assert km.KM(KEY, host="trk.example:80").client.trk_scheme == "http"
+    with pytest.raises(ValueError, match="trk_scheme"):
+        km.Client(KEY, trk_scheme="ftp")
+
+
+def test_now_is_naive_utc() -> None:
+    now = km.KM(KEY).now()
+    assert now.tzinfo is None
+    assert abs(now - datetime.datetime.now(datetime.UTC).replace(tzinfo=None)) < datetime.timedelta(seconds=5)
+
+
+def test_resp_true_returns_the_response(fresh: KissmetricsReceiver) -> None:
+    client = km.KM(KEY)
+    client.client = km.Client(KEY, trk_host=f"127.0.0.1:{fresh.port}")
+    client.identify("bob")
+    assert client.record("x") is None
+    response = client.record("x", resp=True)
+    client.client.close()
+    assert response is not None
+    assert response.status == 200
+
+
+async def test_background_calls_become_the_same_requests_through_the_sink(
+    fresh: KissmetricsReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    submitted: list[Event] = []
+    monkeypatch.setattr(trackgate.dispatch, "submit", submitted.append, raising=False)
+    background = km.Client(KEY, background=True)
+    calls = [CALLS[name] for name in ("record-properties", "record-timestamp", "set", "alias")]
+    for call in calls:
+        call(background)
+    assert background.record("bob", "x").status == 202  # accepted, not yet sent
+    assert fresh.received == []  # nothing touched the network in the caller's thread
+    submitted.pop()
+
+    sink = km.KissmetricsSink(KEY, fresh.base_url)
+    async with aiohttp.ClientSession() as session:
+        for event in submitted:
+            await sink.send(session, [event])
+    ours = fresh.requests()
+
+    blocking = KISSmetrics.Client(KEY, trk_host=f"127.0.0.1:{fresh.port}")
+    theirs = []
+    for call in calls:
+        theirs += requests_of(fresh, call, blocking)
+    # The dispatcher always back-dates (events arrive late): _d/_t are the only additions.
+    for (our_path, our_params), (their_path, their_params) in zip(ours, theirs, strict=True):
+        assert our_path == their_path
+        assert {k: v for k, v in our_params.items() if k not in ("_d", "_t")} == {
+            k: v for k, v in their_params.items() if k not in ("_d", "_t")
+        }
+        assert "_t" not in their_params or our_params["_t"] == their_params["_t"]
+
+
+def test_background_rejects_a_custom_path() -> None:
+    with pytest.raises(ValueError, match="standard path"):
+        km.Client(KEY, background=True).record("bob", "x", path="s")
+
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+
+
+@given(
+    person=text,
+    event=st.none() | text,
+    timestamp=st.none() | st.integers(0, 2**33) | st.floats(0, 2e9),
+    identity=st.none() | text,
+    properties=st.none() | st.dictionaries(text, text | st.integers() | st.floats(allow_nan=False), max_size=4),
+)
+def test_query_strings_equal_py_kissmetrics_for_any_input(
+    person: str, event: str | None, timestamp: float | None, identity: str | None, properties: dict[str, Any] | None
+) -> None:
+    ours = km.create_query(KEY, person, event=event, timestamp=timestamp, identity=identity, properties=properties)
+    theirs = their_create_query(KEY, person, event=event, timestamp=timestamp, identity=identity, properties=properties)
+    assert ours == theirs
