@@ -1,0 +1,261 @@
+"""The local event store: every event kept in a table you own (``TRACKGATE_SINKS=store``, the default).
+
+    TRACKGATE_STORE_URL=sqlite:////var/lib/myapp/events.sqlite3       # an absolute path: four slashes
+    TRACKGATE_STORE_URL=postgresql://user:password@db.example/analytics    # pip install trackgate[postgresql]
+
+Without a URL the store is SQLite in the user's data directory (``platformdirs.user_data_dir("trackgate")``
+when platformdirs is installed, else ``$XDG_DATA_HOME/trackgate`` or ``~/.local/share/trackgate``).
+SQLite suits one host (WAL mode lets several processes write); PostgreSQL suits several hosts.
+
+Events land in table ``trackgate_events`` (id, kind, name, visitor, user_id, occurred_at, data) with the
+whole event as JSON in ``data``. The insert ignores an id already stored, so a redelivery after a
+crash or a retry never makes a duplicate row. Read the newest with::
+
+    from trackgate.adapters.store import open_store
+    for event in open_store(settings.store_url).tail(20): ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiohttp
+
+from trackgate import ConfigError, Event, Settings
+from trackgate.dispatch.sink import Outcome, RetryLater
+
+__all__ = ["EventStore", "PostgresStore", "SQLiteStore", "StoreSink", "create_sink", "default_store_url", "open_store"]
+
+TABLE = "trackgate_events"
+
+_CREATE_LOCK = 0x7472_6B67_6174_6501  # any constant shared by every trackgate process
+
+_Row = tuple[str, str, str, str | None, str | None, float, str]
+
+
+def default_store_url() -> str:
+    try:
+        platformdirs: Any = importlib.import_module("platformdirs")
+        folder = Path(platformdirs.user_data_dir("trackgate"))
+    except ImportError:
+        base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        folder = Path(base) / "trackgate"
+    return f"sqlite:///{folder / 'events.sqlite3'}"
+
+
+class EventStore(Protocol):
+    def insert(self, events: Sequence[Event]) -> int:
+        """Store the events whose id is new; returns how many were new."""
+
+    def tail(self, count: int = 20) -> list[Event]:
+        """The newest ``count`` events, oldest first (like ``tail``)."""
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str | None = None) -> EventStore:
+    """The store a ``TRACKGATE_STORE_URL`` names (the default SQLite file when None)."""
+    url = url or default_store_url()
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://").removeprefix("/")  # sqlite:///rel, sqlite:////abs
+        if not path:
+            raise ConfigError("TRACKGATE_STORE_URL", url, "expected sqlite:///<path>")
+        return SQLiteStore(path)
+    if url.startswith(("postgresql://", "postgres://")):
+        return PostgresStore(url)
+    scheme = url.split(":", 1)[0] if ":" in url else url[:20]
+    raise ConfigError("TRACKGATE_STORE_URL", f"{scheme}:...", "expected sqlite:///<path> or postgresql://...")
+
+
+def _row(event: Event) -> _Row:
+    data = json.dumps(event.to_dict(), default=str, separators=(",", ":"))
+    return (
+        event.id,
+        event.kind,
+        _text(event.name),
+        _opt(event.visitor),
+        _opt(event.user_id),
+        float(event.timestamp),
+        data,
+    )
+
+
+def _text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; the JSON copy in ``data`` keeps the original (escaped as \u0000).
+    return value.replace("\x00", "\ufffd")
+
+
+def _opt(value: str | None) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _event(data: Any) -> Event:
+    return Event.from_dict(json.loads(data) if isinstance(data, str | bytes) else data)
+
+
+class SQLiteStore:
+    transient_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # One connection used from the dispatcher's worker threads, one statement at a time.
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,"
+            " visitor TEXT, user_id TEXT, occurred_at REAL NOT NULL, data TEXT NOT NULL)"
+        )
+
+    def insert(self, events: Sequence[Event]) -> int:
+        rows = [_row(e) for e in events]
+        with self._lock:
+            before = self._conn.total_changes
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO NOTHING", rows
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            return self._conn.total_changes - before
+
+    def tail(self, count: int = 20) -> list[Event]:
+        with self._lock:
+            rows = self._conn.execute(f"SELECT data FROM {TABLE} ORDER BY id DESC LIMIT ?", (count,)).fetchall()
+        return [_event(data) for (data,) in reversed(rows)]
+
+    def count(self) -> int:
+        with self._lock:
+            (number,) = self._conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()
+        return int(number)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+class PostgresStore:
+    def __init__(self, url: str) -> None:
+        try:
+            self._psycopg: Any = importlib.import_module("psycopg")
+        except ImportError:
+            raise ConfigError(
+                "TRACKGATE_STORE_URL", "postgresql://...", "needs psycopg: pip install 'trackgate[postgresql]'"
+            ) from None
+        self.url = url
+        # Connection trouble is worth a retry (server restarting, failover); anything else is a bug.
+        self.transient_errors: tuple[type[Exception], ...] = (
+            self._psycopg.OperationalError,
+            self._psycopg.InterfaceError,
+        )
+        self._lock = threading.Lock()
+        self._conn: Any = None
+
+    def _connection(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            conn = self._psycopg.connect(self.url, connect_timeout=10)
+            with conn.transaction():
+                # Several hosts may start at once; CREATE TABLE IF NOT EXISTS alone races on the catalog.
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+                conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+                    " name TEXT NOT NULL, visitor TEXT, user_id TEXT, occurred_at DOUBLE PRECISION NOT NULL,"
+                    " data JSON NOT NULL)"
+                )
+            self._conn = conn
+        return self._conn
+
+    def _run(self, work: Any) -> Any:
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.transaction():
+                    return work(conn)
+            except self.transient_errors:
+                self._drop()
+                raise
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        self._conn = None
+
+    def insert(self, events: Sequence[Event]) -> int:
+        rows = [_row(e) for e in events]
+
+        def work(conn: Any) -> int:
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    rows,
+                    returning=False,
+                )
+                return int(cursor.rowcount)
+
+        return int(self._run(work))
+
+    def tail(self, count: int = 20) -> list[Event]:
+        rows: Iterable[Any] = self._run(
+            lambda conn: conn.execute(f"SELECT data FROM {TABLE} ORDER BY id DESC LIMIT %s", (count,)).fetchall()
+        )
+        return [_event(data) for (data,) in reversed(list(rows))]
+
+    def count(self) -> int:
+        return int(self._run(lambda conn: conn.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]))
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+class StoreSink:
+    name = "store"
+    batch_size = 500  # one transaction per batch: a disk sync per 500 events, not per event
+    concurrency = 1  # one writer; SQLite serialises writers anyway
+
+    def __init__(self, url: str | None = None, *, store: EventStore | None = None) -> None:
+        self.url = url
+        self._store = store
+
+    @property
+    def store(self) -> EventStore:
+        # Opened on first use, in the dispatcher, not at construction (no files made by reading settings).
+        if self._store is None:
+            self._store = open_store(self.url)
+        return self._store
+
+    async def send(self, session: aiohttp.ClientSession, events: Sequence[Event]) -> Outcome:
+        store = self.store
+        try:
+            await asyncio.to_thread(store.insert, events)
+        except getattr(store, "transient_errors", ()) as exc:
+            raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
+        return Outcome()
+
+    async def aclose(self) -> None:
+        if self._store is not None:
+            store, self._store = self._store, None
+            await asyncio.to_thread(store.close)
+
+
+def create_sink(settings: Settings) -> StoreSink:
+    url = settings.store_url or default_store_url()
+    if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        open_store(url)  # raises the ConfigError that names TRACKGATE_STORE_URL
+    return StoreSink(url)
