@@ -1,0 +1,315 @@
+"""The durable spool: a SQLite file in WAL mode that holds every accepted event until its sinks confirm.
+
+Tables:
+
+* ``events``     one row per accepted event (its JSON); deleted by a trigger once no delivery is pending.
+* ``deliveries`` one row per (event, sink) still to deliver. ``ready_at`` is when it may next be tried:
+  a claim pushes it ``lease`` seconds ahead under the claimer's ``owner`` tag, so several processes
+  sharing the file never send the same row at the same time; a retry pushes it to the backoff's end.
+* ``dead``       deliveries refused for good, with the reason and the receiver's answer, until retried.
+
+Every method takes the spool's lock: one connection is shared by the worker thread and by callers that
+write themselves (``TRACKGATE_SPOOL_SYNC``, or a worker that has fallen far behind).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..events import Event
+
+logger = logging.getLogger("trackgate.dispatch")
+
+__all__ = ["Claimed", "DeadRow", "Spool", "default_spool_path", "encode_event"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER NOT NULL,
+    sink TEXT NOT NULL,
+    ready_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    PRIMARY KEY (seq, sink)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (sink, ready_at, seq);
+CREATE TRIGGER IF NOT EXISTS events_done AFTER DELETE ON deliveries
+WHEN NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = OLD.seq)
+BEGIN
+    DELETE FROM events WHERE seq = OLD.seq;
+END;
+CREATE TABLE IF NOT EXISTS dead (
+    n INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    sink TEXT NOT NULL,
+    body TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status INTEGER,
+    response TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL,
+    failed_at REAL NOT NULL
+);
+"""
+
+
+def default_spool_path() -> Path:
+    """``platformdirs.user_cache_dir("trackgate")`` when platformdirs is installed, else the XDG cache dir."""
+    try:
+        import platformdirs  # optional: only its cache-dir rule is used
+    except ImportError:
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trackgate"
+    else:
+        base = Path(platformdirs.user_cache_dir("trackgate"))
+    return base / "spool.sqlite3"
+
+
+def encode_event(event: Event) -> str:
+    # default=str: an app's odd property value (a datetime, a Decimal) must not cost the event.
+    return json.dumps(event.to_dict(), separators=(",", ":"), default=str)
+
+
+def decode_event(body: str) -> Event:
+    return Event.from_dict(json.loads(body))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claimed:
+    seq: int
+    attempts: int
+    event: Event
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DeadRow:
+    n: int
+    event_id: str
+    sink: str
+    reason: str
+    status: int | None
+    response: str
+    attempts: int
+    failed_at: float
+    body: str
+
+
+class Spool:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front,
+        # so two processes never both read "free" rows and then both claim them).
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode: a commit survives the process being killed; only a power cut may lose the tail.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        # One transaction, so processes opening a new file at once do not trip over each other.
+        self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+
+    # --- writing ---------------------------------------------------------------------------------------
+    def add(self, events: Sequence[Event], sinks: Sequence[str]) -> int:
+        """Store events with one pending delivery per sink, in one transaction; returns how many."""
+        if not events:
+            return 0
+        rows = [(event.id, encode_event(event)) for event in events]
+        now = time.time()
+        with self._lock, self._transaction():
+            first = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]) + 1
+            self._db.executemany(
+                "INSERT INTO events (seq, id, body) VALUES (?, ?, ?)",
+                ((first + i, event_id, body) for i, (event_id, body) in enumerate(rows)),
+            )
+            for sink in sinks:
+                self._db.executemany(
+                    "INSERT INTO deliveries (seq, sink, ready_at) VALUES (?, ?, ?)",
+                    ((first + i, sink, now) for i in range(len(rows))),
+                )
+        return len(rows)
+
+    def claim(self, sink: str, limit: int, *, lease: float, owner: str) -> list[Claimed]:
+        """Lease up to ``limit`` due deliveries of ``sink``, oldest first."""
+        now = time.time()
+        with self._lock, self._transaction():
+            found = self._db.execute(
+                "SELECT d.seq, d.attempts, e.body FROM deliveries d JOIN events e ON e.seq = d.seq "
+                "WHERE d.sink = ? AND d.ready_at <= ? ORDER BY d.ready_at, d.seq LIMIT ?",
+                (sink, now, limit),
+            ).fetchall()
+            if not found:
+                return []
+            self._db.executemany(
+                "UPDATE deliveries SET ready_at = ?, owner = ? WHERE seq = ? AND sink = ?",
+                ((now + lease, owner, seq, sink) for seq, _, _ in found),
+            )
+        claimed = []
+        for seq, attempts, body in found:
+            try:
+                event = decode_event(body)
+            except (ValueError, TypeError) as exc:
+                # A row this version cannot read: keep it, dead-lettered, rather than loop on it.
+                self.bury(sink, [(seq, f"unreadable spool row: {exc}", None, "")], owner=owner)
+                continue
+            claimed.append(Claimed(seq, attempts, event))
+        return claimed
+
+    def done(self, sink: str, seqs: Iterable[int]) -> None:
+        with self._lock, self._transaction():
+            self._db.executemany(
+                "DELETE FROM deliveries WHERE seq = ? AND sink = ?", ((seq, sink) for seq in seqs)
+            )
+
+    def reschedule(self, sink: str, seqs: Iterable[int], *, at: float, owner: str) -> int:
+        """Release our lease and make the rows due again at ``at``; returns how many were still ours."""
+        with self._lock, self._transaction():
+            cursor = self._db.executemany(
+                "UPDATE deliveries SET ready_at = ?, attempts = attempts + 1, owner = NULL "
+                "WHERE seq = ? AND sink = ? AND owner = ?",
+                ((at, seq, sink, owner) for seq in seqs),
+            )
+            return cursor.rowcount
+
+    def bury(self, sink: str, failures: Sequence[tuple[int, str, int | None, str]], *, owner: str) -> int:
+        """Move deliveries refused for good, as (seq, reason, status, response), to the dead table."""
+        now = time.time()
+        with self._lock, self._transaction():
+            for seq, reason, status, response in failures:
+                self._db.execute(
+                    "INSERT INTO dead (event_id, sink, body, reason, status, response, attempts, failed_at) "
+                    "SELECT e.id, d.sink, e.body, ?, ?, ?, d.attempts + 1, ? FROM deliveries d "
+                    "JOIN events e ON e.seq = d.seq WHERE d.seq = ? AND d.sink = ?",
+                    (reason, status, response, now, seq, sink),
+                )
+            self._db.executemany(
+                "DELETE FROM deliveries WHERE seq = ? AND sink = ?", ((f[0], sink) for f in failures)
+            )
+        return len(failures)
+
+    def reclaim(self, is_gone: Any) -> int:
+        """Free rows leased by owners ``is_gone(owner)`` says are dead (a killed process on this host)."""
+        with self._lock:
+            owners = [row[0] for row in self._db.execute(
+                "SELECT DISTINCT owner FROM deliveries WHERE owner IS NOT NULL AND ready_at > ?", (time.time(),)
+            )]
+            gone = [owner for owner in owners if is_gone(owner)]
+            if not gone:
+                return 0
+            with self._transaction():
+                cursor = self._db.executemany(
+                    "UPDATE deliveries SET ready_at = ?, owner = NULL WHERE owner = ?",
+                    ((time.time(), owner) for owner in gone),
+                )
+                return cursor.rowcount
+
+    def enforce_cap(self, max_bytes: int) -> int:
+        """Drop the oldest events until the data fits in ``max_bytes``; returns how many were dropped."""
+        dropped = 0
+        with self._lock:
+            while self._used_bytes() > max_bytes:
+                with self._transaction():
+                    total, newest = self._db.execute("SELECT COUNT(*), MAX(seq) FROM events").fetchone()
+                    if not total:
+                        break
+                    # Drop a twentieth of the backlog at a time: few passes, and little more than needed.
+                    cut = self._db.execute(
+                        "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?", (max(1, total // 20) - 1,)
+                    ).fetchone()
+                    last = int(cut[0]) if cut else int(newest)
+                    count = int(self._db.execute(
+                        "SELECT COUNT(*) FROM events WHERE seq <= ?", (last,)).fetchone()[0])
+                    self._db.execute("DELETE FROM deliveries WHERE seq <= ?", (last,))
+                    self._db.execute("DELETE FROM events WHERE seq <= ?", (last,))
+                dropped += count
+        return dropped
+
+    # --- reading ---------------------------------------------------------------------------------------
+    def backlog(self) -> int:
+        """Events still waiting for at least one sink."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def pending(self, sink: str) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM deliveries WHERE sink = ?", (sink,)).fetchone()[0])
+
+    def next_ready(self, sink: str) -> float | None:
+        """When the earliest delivery of ``sink`` becomes due (it may be now or past), None if none."""
+        with self._lock:
+            row = self._db.execute("SELECT MIN(ready_at) FROM deliveries WHERE sink = ?", (sink,)).fetchone()
+        return None if row[0] is None else float(row[0])
+
+    def dead(self, limit: int = 100, sink: str | None = None) -> list[DeadRow]:
+        where, args = ("WHERE sink = ?", (sink,)) if sink else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT n, event_id, sink, reason, status, response, attempts, failed_at, body FROM dead "
+                f"{where} ORDER BY n DESC LIMIT ?", (*args, limit),
+            ).fetchall()
+        return [DeadRow(*row) for row in rows]
+
+    def dead_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+
+    def retry_dead(self, numbers: Sequence[int] | None = None, sink: str | None = None) -> int:
+        """Put dead deliveries back in the queue (all, or the given dead-row numbers); returns how many."""
+        conditions: list[str] = []
+        args: list[object] = []
+        if numbers is not None:
+            conditions.append(f"n IN ({','.join('?' * len(numbers))})")
+            args.extend(numbers)
+        if sink is not None:
+            conditions.append("sink = ?")
+            args.append(sink)
+        where = ("WHERE " + " AND ".join(conditions)) if conditions else ""
+        now = time.time()
+        with self._lock, self._transaction():
+            rows = self._db.execute(f"SELECT n, event_id, sink, body FROM dead {where}", args).fetchall()
+            first = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]) + 1
+            for i, (n, event_id, row_sink, body) in enumerate(rows):
+                self._db.execute("INSERT INTO events (seq, id, body) VALUES (?, ?, ?)", (first + i, event_id, body))
+                self._db.execute(
+                    "INSERT INTO deliveries (seq, sink, ready_at) VALUES (?, ?, ?)", (first + i, row_sink, now)
+                )
+                self._db.execute("DELETE FROM dead WHERE n = ?", (n,))
+        return len(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- internals -------------------------------------------------------------------------------------
+    def _used_bytes(self) -> int:
+        pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
+        free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * self._page_size
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error (sqlite3's own context manager does not BEGIN)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        self._db.execute("COMMIT" if kind is None else "ROLLBACK")
+

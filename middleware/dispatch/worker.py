@@ -1,0 +1,527 @@
+"""The dispatcher: one daemon thread a process, with its own asyncio loop and one aiohttp session.
+
+    submit(event)            O(1): a deque append, and a wake-up only when the worker sleeps
+      -> intake task         group-commits the queue to the spool (within 50 ms or 500 events)
+      -> one pump per sink   leases due rows in batches, sends them (a concurrency limit per sink),
+                             deletes them when the sink confirms, reschedules them with backoff when it
+                             says "later", dead-letters them when it says "never"
+
+Delivery is at-least-once: every event has an id so receivers can drop duplicates. An accepted event is
+lost only when the spool cap (``TRACKGATE_SPOOL_MAX_MB``) drops it (counted and logged) or when the process
+is killed within the group-commit window (``TRACKGATE_SPOOL_SYNC=true`` closes that window).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import aiohttp
+
+from ..events import Event
+from ..settings import Settings
+from .backoff import retry_delay
+from .registry import create_sinks
+from .sink import Rejected, RetryLater, Sink
+from .spool import Claimed, Spool, default_spool_path
+
+logger = logging.getLogger("trackgate.dispatch")
+
+__all__ = ["COUNTER_NAMES", "Dispatcher"]
+
+GROUP_WINDOW = 0.05  # seconds an event may wait in memory before its group is committed
+GROUP_MAX = 500  # ... or fewer, when this many are waiting
+HIGH_WATER = 10_000  # queued events past which submit() commits them itself: memory stays bounded
+SEND_TIMEOUT = 30.0  # one send() call, whatever the sink does inside
+LEASE = SEND_TIMEOUT + 30.0  # claimed rows stay invisible to other processes this long
+IDLE_POLL = 1.0  # an idle pump looks at the spool this often (rows of dead processes, due retries)
+DRAIN_POLL = 0.02
+
+COUNTER_NAMES = ("submitted", "spooled", "delivered", "retried", "failed", "dropped")
+
+State = Literal["new", "running", "stopped", "final"]
+
+# Rows are leased under "host:pid:token"; the token tells a process from an earlier one with the same pid.
+_HOST = socket.gethostname()
+_process_token = secrets.token_hex(4)
+
+
+def _owner_tag() -> str:
+    return f"{_HOST}:{os.getpid()}:{_process_token}"
+
+
+def _owner_gone(owner: str) -> bool:
+    """True when ``owner`` was a process on this host that no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, token = rest.partition(":")
+    if host != _HOST or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return token != _process_token
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+@dataclasses.dataclass
+class _SinkState:
+    sink: Sink
+    failures: int = 0  # consecutive failed sends: the backoff exponent
+    paused_until: float = 0.0
+    in_flight: int = 0
+    settled: bool = False  # nothing in flight and nothing due: drain may stop waiting for this sink
+
+
+class Dispatcher:
+    """Delivers events to the sinks of one ``Settings``; ``get_dispatcher(settings)`` shares one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sink_names: tuple[str, ...] = tuple(dict.fromkeys(settings.sinks))
+        self.spool_path = Path(settings.spool_path) if settings.spool_path else default_spool_path()
+        self._max_bytes = settings.spool_max_mb * 1024 * 1024
+        self._exit_hooked = False
+        self._reset_process_state()
+
+    def _reset_process_state(self) -> None:
+        self._pid = os.getpid()
+        self._owner = _owner_tag()
+        self._queue: deque[Event] = deque()
+        self._idle = False
+        self._state: State = "new"
+        self._start_lock = threading.RLock()
+        self._spill_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTER_NAMES, 0)
+        self._spool: Spool | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._poke: Callable[[], None] = _nothing
+        self._sink_states: dict[str, _SinkState] = {}
+
+    # --- the request path --------------------------------------------------------------------------------
+    def submit(self, event: Event) -> None:
+        """Accept an event for delivery. O(1), never blocks, safe from any thread or event loop."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._state != "running" or self.settings.spool_sync:
+            self._submit_slow(event)
+            return
+        queue = self._queue
+        queue.append(event)
+        if self._idle:
+            self._idle = False
+            self._poke()
+        elif len(queue) >= GROUP_MAX:
+            if len(queue) == GROUP_MAX:
+                self._poke()
+            elif len(queue) >= HIGH_WATER:
+                self._spill()
+
+    def _submit_slow(self, event: Event) -> None:
+        if self._state in ("new", "stopped"):
+            try:
+                self.start()
+            except Exception as exc:  # the host app goes on; the event is written below
+                logger.error("trackgate: the event dispatcher did not start: %s", exc)
+        if self._state == "running" and not self.settings.spool_sync:
+            self.submit(event)
+            return
+        # Spool-sync mode, or a dispatcher that cannot run (interpreter exit): commit it here.
+        self._write_now([event])
+        self._wake_pumps_threadsafe()
+
+    def _spill(self) -> None:
+        """The worker has fallen far behind: commit the queue from this thread rather than grow memory."""
+        if not self._spill_lock.acquire(blocking=False):
+            return  # another thread is already spilling
+        try:
+            batch = _take(self._queue, len(self._queue))
+            self._write_now(batch)
+        finally:
+            self._spill_lock.release()
+        self._wake_pumps_threadsafe()
+
+    def _write_now(self, events: Sequence[Event]) -> None:
+        try:
+            spool = self._open_spool()
+            written = spool.add(events, self.sink_names)
+        except Exception as exc:
+            logger.error("trackgate: could not write %d event(s) to the spool: %s", len(events), exc)
+            self._count(dropped=len(events), submitted=len(events))
+            return
+        self._count(submitted=written, spooled=written)
+        self._enforce_cap(spool)
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    def start(self) -> Dispatcher:
+        """Start the worker thread (idempotent); raises ``ConfigError`` for an unknown or misconfigured sink."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        with self._start_lock:
+            if self._state == "running":
+                return self
+            sinks = create_sinks(self.settings)
+            spool = self._open_spool()
+            reclaimed = spool.reclaim(_owner_gone)
+            if reclaimed:
+                logger.info("trackgate: %d spooled deliveries of stopped processes are due again", reclaimed)
+            self._sink_states = {name: _SinkState(sink) for name, sink in zip(self.sink_names, sinks, strict=True)}
+            loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            thread = threading.Thread(
+                target=self._run, args=(loop, ready), name="trackgate-dispatch", daemon=True
+            )
+            self._loop, self._thread = loop, thread
+            thread.start()
+            ready.wait()
+            self._state = "running"
+            self._hook_exit()
+        return self
+
+    def drain(self, timeout: float) -> int:
+        """Deliver what can be delivered within ``timeout`` seconds, then stop the worker.
+
+        Returns how many events are left in the spool (they go out at the next start). A later
+        ``submit()`` starts the worker again.
+        """
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._thread is not None and threading.current_thread() is self._thread:
+            raise RuntimeError("drain() called from the dispatcher's own thread")
+        deadline = time.monotonic() + max(timeout, 0.0)
+        with self._start_lock:
+            loop, thread = self._loop, self._thread
+            if self._state == "running" and loop is not None and thread is not None:
+                future = asyncio.run_coroutine_threadsafe(self._drain(deadline), loop)
+                with contextlib.suppress(TimeoutError, RuntimeError):
+                    future.result(max(0.0, deadline - time.monotonic()) + 5.0)
+                thread.join(max(0.0, deadline - time.monotonic()) + 5.0)
+                self._poke = _nothing
+                self._state = "stopped"
+            # Events that slipped into the queue while the worker stopped still get spooled.
+            if self._queue:
+                self._write_now(_take(self._queue, len(self._queue)))
+            return self.backlog()
+
+    def _after_fork(self) -> None:
+        """In a forked child: forget the parent's thread, loop, session and SQLite connection."""
+        with _registry_lock:
+            if self._pid == os.getpid():
+                return
+            # Closing them here could disturb the parent (SQLite's locks, the session's sockets); keep them
+            # referenced so the garbage collector never closes them either.
+            _abandoned.append((self._spool, self._loop, self._sink_states))
+            self._reset_process_state()
+
+    def _hook_exit(self) -> None:
+        if self._exit_hooked:
+            return
+        self._exit_hooked = True
+        # threading's exit hooks run before concurrent.futures refuses new work (aiohttp resolves names in
+        # an executor), so the last batches can still go out; atexit is the fallback.
+        register = getattr(threading, "_register_atexit", None)
+        try:
+            if register is None:
+                raise RuntimeError
+            register(self._at_exit)
+        except RuntimeError:
+            atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._state == "running":
+            left = self.drain(self.settings.shutdown_timeout)
+            if left:
+                logger.info("trackgate: %d event(s) stay spooled for the next start", left)
+        # From here on submit() writes to the spool itself: no thread may start any more.
+        self._state = "final"
+
+    # --- figures -----------------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        with self._count_lock:
+            counts = dict(self._counts)
+        counts["submitted"] += len(self._queue)
+        return counts
+
+    def backlog(self) -> int:
+        """Events not yet confirmed by every sink: in the spool, plus any not yet committed."""
+        spool = self._spool if self._pid == os.getpid() else None
+        return (spool.backlog() if spool is not None else 0) + len(self._queue)
+
+    def stats(self) -> dict[str, int]:
+        figures = self.counts()
+        figures["backlog"] = self.backlog()
+        spool = self._spool if self._pid == os.getpid() else None
+        figures["dead"] = spool.dead_count() if spool is not None else 0
+        return figures
+
+    def retry_dead(self, numbers: Sequence[int] | None = None, sink: str | None = None) -> int:
+        """Queue dead-lettered deliveries again (all, or the given dead-row numbers); returns how many."""
+        count = self._open_spool().retry_dead(numbers, sink)
+        self._wake_pumps_threadsafe()
+        return count
+
+    @property
+    def spool(self) -> Spool:
+        return self._open_spool()
+
+    # --- worker thread -----------------------------------------------------------------------------------
+    def _run(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main(ready))
+        except Exception:
+            logger.exception("trackgate: the event dispatcher stopped on an error")
+        finally:
+            ready.set()
+            with contextlib.suppress(Exception):
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _main(self, ready: threading.Event) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._pump_wake = {name: asyncio.Event() for name in self._sink_states}
+        wake = self._wake
+
+        def poke() -> None:
+            loop.call_soon_threadsafe(wake.set)
+
+        self._poke = poke
+        session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT))
+        tasks = [asyncio.create_task(self._intake(), name="trackgate-intake")]
+        tasks += [
+            asyncio.create_task(self._pump(name, state, session), name=f"trackgate-{name}")
+            for name, state in self._sink_states.items()
+        ]
+        ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for name, state in self._sink_states.items():
+                try:
+                    await state.sink.aclose()
+                except Exception:
+                    logger.exception("trackgate: closing sink %s failed", name)
+            await session.close()
+
+    async def _drain(self, deadline: float) -> None:
+        self._commit_queued()
+        while time.monotonic() < deadline:
+            if not self._queue and all(self._settled(state) for state in self._sink_states.values()):
+                break
+            await asyncio.sleep(DRAIN_POLL)
+            self._commit_queued()
+        self._stop.set()
+
+    def _settled(self, state: _SinkState) -> bool:
+        # A sink in backoff will not be tried before we must be gone: what it holds stays spooled.
+        return state.in_flight == 0 and (state.settled or state.paused_until > time.time())
+
+    async def _intake(self) -> None:
+        queue, wake = self._queue, self._wake
+        while True:
+            wake.clear()
+            self._idle = True
+            if not queue:  # checked after publishing idleness: submit() looks at _idle after appending
+                await wake.wait()
+            self._idle = False
+            if len(queue) < GROUP_MAX:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), GROUP_WINDOW)
+            if not self._commit_queued():
+                await asyncio.sleep(1.0)  # the spool is not writable now; the events wait in memory
+
+    def _commit_queued(self) -> bool:
+        batch = _take(self._queue, len(self._queue))
+        if not batch:
+            return True
+        try:
+            spool = self._open_spool()
+            spool.add(batch, self.sink_names)
+        except Exception as exc:
+            self._queue.extendleft(reversed(batch))
+            logger.error("trackgate: could not write %d event(s) to the spool, will retry: %s", len(batch), exc)
+            return False
+        self._count(submitted=len(batch), spooled=len(batch))
+        self._enforce_cap(spool)
+        self._wake_pumps()
+        return True
+
+    def _wake_pumps(self) -> None:
+        for wake in self._pump_wake.values():
+            wake.set()
+
+    def _wake_pumps_threadsafe(self) -> None:
+        loop = self._loop
+        if self._state == "running" and loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: the next start finds them
+                loop.call_soon_threadsafe(self._wake_pumps)
+
+    def _enforce_cap(self, spool: Spool) -> None:
+        dropped = spool.enforce_cap(self._max_bytes)
+        if dropped:
+            self._count(dropped=dropped)
+            logger.warning(
+                "trackgate: the spool reached TRACKGATE_SPOOL_MAX_MB=%d; dropped the %d oldest event(s)",
+                self.settings.spool_max_mb, dropped,
+            )
+
+    async def _pump(self, name: str, state: _SinkState, session: aiohttp.ClientSession) -> None:
+        spool = self._open_spool()
+        wake = self._pump_wake[name]
+        slots = asyncio.Semaphore(max(1, state.sink.concurrency))
+        batch_size = max(1, state.sink.batch_size)
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                pause = state.paused_until - time.time()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                    continue
+                await slots.acquire()
+                wake.clear()
+                claimed = spool.claim(name, batch_size, lease=LEASE, owner=self._owner)
+                if not claimed:
+                    slots.release()
+                    state.settled = state.in_flight == 0
+                    due = spool.next_ready(name)
+                    delay = IDLE_POLL if due is None else min(max(due - time.time(), 0.005), IDLE_POLL)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), delay)
+                    continue
+                state.settled = False
+                state.in_flight += 1
+                task = asyncio.create_task(self._send(name, state, session, claimed))
+                sending.add(task)
+
+                def finished(task: asyncio.Task[None]) -> None:
+                    sending.discard(task)
+                    state.in_flight -= 1
+                    slots.release()
+                    wake.set()  # look again now: more may be due, or drain may be waiting for us
+
+                task.add_done_callback(finished)
+        finally:
+            for task in list(sending):
+                task.cancel()
+            await asyncio.gather(*sending, return_exceptions=True)
+
+    async def _send(
+        self, name: str, state: _SinkState, session: aiohttp.ClientSession, claimed: list[Claimed]
+    ) -> None:
+        spool = self._open_spool()
+        seqs = [row.seq for row in claimed]
+        try:
+            async with asyncio.timeout(SEND_TIMEOUT + 5.0):
+                outcome = await state.sink.send(session, [row.event for row in claimed])
+        except RetryLater as exc:
+            self._later(name, state, seqs, str(exc), exc.retry_after)
+        except Rejected as exc:
+            failures = [(seq, exc.reason, exc.status, exc.body) for seq in seqs]
+            spool.bury(name, failures, owner=self._owner)
+            self._count(failed=len(seqs))
+            state.failures = 0
+            logger.warning("trackgate: sink %s refused %d event(s) for good: %s", name, len(seqs), exc)
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            self._later(name, state, seqs, f"{type(exc).__name__}: {exc}", None)
+        except asyncio.CancelledError:
+            # Stopping mid-send: give the rows back now rather than when the lease runs out.
+            spool.reschedule(name, seqs, at=time.time(), owner=self._owner)
+            raise
+        except Exception:
+            logger.exception("trackgate: sink %s failed unexpectedly; its events will be retried", name)
+            self._later(name, state, seqs, "unexpected error", None)
+        else:
+            by_id = {row.event.id: row.seq for row in claimed}
+            refused = [(by_id[event_id], reason, None, "") for event_id, reason in outcome.rejected.items()
+                       if event_id in by_id]
+            refused_seqs = {failure[0] for failure in refused}
+            delivered = [seq for seq in seqs if seq not in refused_seqs]
+            spool.done(name, delivered)
+            if refused:
+                spool.bury(name, refused, owner=self._owner)
+                logger.warning("trackgate: sink %s refused %d event(s) for good", name, len(refused))
+            if state.failures:
+                logger.info("trackgate: sink %s delivers again", name)
+            state.failures = 0
+            self._count(delivered=len(delivered), failed=len(refused))
+
+    def _later(self, name: str, state: _SinkState, seqs: list[int], reason: str, retry_after: float | None) -> None:
+        state.failures += 1
+        delay = retry_delay(state.failures, retry_after)
+        at = time.time() + delay
+        # The whole sink waits, not just this batch: a receiver that is down or throttling gets one probe
+        # per backoff step instead of one per batch of the backlog.
+        state.paused_until = max(state.paused_until, at)
+        self._open_spool().reschedule(name, seqs, at=at, owner=self._owner)
+        self._count(retried=len(seqs))
+        log = logger.warning if state.failures == 1 else logger.info
+        log("trackgate: sink %s: %s; retrying %d event(s) in %.1f s (failure %d)",
+            name, reason, len(seqs), delay, state.failures)
+
+    # --- helpers -----------------------------------------------------------------------------------------
+    def _open_spool(self) -> Spool:
+        spool = self._spool
+        if spool is None:
+            with self._start_lock:
+                spool = self._spool
+                if spool is None:
+                    spool = self._spool = Spool(self.spool_path)
+        return spool
+
+    def _count(self, **amounts: int) -> None:
+        with self._count_lock:
+            for name, amount in amounts.items():
+                self._counts[name] += amount
+
+
+def _take(queue: deque[Event], count: int) -> list[Event]:
+    taken = []
+    popleft = queue.popleft
+    for _ in range(count):
+        try:
+            taken.append(popleft())
+        except IndexError:  # another thread took the rest
+            break
+    return taken
+
+
+def _nothing() -> None:
+    return None
+
+
+# Kept alive on purpose after a fork (see Dispatcher._after_fork).
+_abandoned: list[object] = []
+_registry_lock = threading.RLock()
+
+
+def _reset_in_child() -> None:
+    global _process_token, _registry_lock  # noqa: PLW0603 — per-process identity, renewed in a forked child
+    _process_token = secrets.token_hex(4)
+    # A lock some parent thread held at the fork would stay held for ever in the child.
+    _registry_lock = threading.RLock()
