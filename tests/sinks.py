@@ -18,8 +18,9 @@ request (path and parameters) for KISSmetrics and Matomo, whose wire formats car
 events a distinct property when a test counts duplicates there.
 
 Pytest fixtures: ``webhook_receiver`` (checks signatures made with ``WEBHOOK_SECRET``),
-``kissmetrics_receiver``, ``matomo_receiver`` (site ``MATOMO_SITE_ID``, token ``MATOMO_TOKEN``). Import
-them into a test module: ``from sinks import webhook_receiver  # noqa: F401``.
+``kissmetrics_receiver``, ``matomo_receiver`` (site ``MATOMO_SITE_ID``, token ``MATOMO_TOKEN``), available
+everywhere once tests/conftest.py says ``pytest_plugins = ("sinks",)``; or make a local fixture with
+``with KissmetricsReceiver() as receiver: yield receiver``.
 
 ``GET /_received`` on any receiver answers ``{"delivered": n, "unique": u, "received": r}`` for
 receivers living in another process.
