@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sinks import MATOMO_SITE_ID, MATOMO_TOKEN, MatomoReceiver
 
 from trackgate import ConfigError, Event, Settings
@@ -249,3 +252,40 @@ def test_create_sink_reads_the_settings() -> None:
         )
     )
     assert (made.endpoint, made.site_id, made.token) == ("https://m.example/matomo.php", 3, "t")
+
+
+text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)
+
+
+@given(
+    visitor=text,
+    user_id=st.none() | text,
+    url=st.none() | text,
+    title=st.none() | text,
+    name=text,
+    category=st.none() | text,
+    value=st.none() | st.floats(-1e6, 1e6) | st.integers(-1000, 1000),
+)
+def test_any_text_survives_the_request_line(
+    *,
+    visitor: str,
+    user_id: str | None,
+    url: str | None,
+    title: str | None,
+    name: str,
+    category: str | None,
+    value: float | None,
+) -> None:
+    made = MatomoSink("https://m.example", 3)
+    page = made.request_for(Event("pageview", visitor=visitor, user_id=user_id, url=url, title=title))
+    assert page is not None and page.startswith("?")
+    params = dict(urllib.parse.parse_qsl(page[1:], keep_blank_values=True))
+    assert params["_id"] == visitor_id(visitor)
+    assert (params.get("uid"), params.get("url"), params.get("action_name")) == (user_id, url, title)
+    custom = made.request_for(
+        Event("custom", name=name, visitor=visitor, properties={"category": category, "value": value})
+    )
+    assert custom is not None
+    params = dict(urllib.parse.parse_qsl(custom[1:], keep_blank_values=True))
+    assert (params["e_c"], params["e_a"]) == (category or "custom", name)
+    assert ("e_v" in params) == (value is not None)
