@@ -12,15 +12,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .endpoints import Reply, answer
 from .events import Event
 from .facts import RequestFacts
 from .identity import Identity, Visitor
+from .links import TrackingLinks
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
-    from .endpoints import Reply
-    from .links import TrackingLinks
 
 Emit = Callable[[Event], None]
 
@@ -41,8 +41,6 @@ class Gate:
         return path.startswith(self._prefix_slash) or path == self.prefix
 
     def answer(self, facts: RequestFacts, visitor_code: str | None) -> Reply:
-        from .endpoints import Reply, answer
-
         if facts.path == self._prefix_slash + "health":
             return Reply(200, (("Content-Type", "application/json"), ("Cache-Control", "no-store")),
                          json.dumps(self.health()).encode())
@@ -59,8 +57,6 @@ class Gate:
     @property
     def links(self) -> TrackingLinks:
         if self._links is None:  # made on first use: constructing a middleware must not sign or touch keys
-            from .links import TrackingLinks
-
             self._links = TrackingLinks(self.settings)
         return self._links
 
