@@ -3,11 +3,13 @@ rewriting and lossless analytics dispatch."""
 
 from ._version import __version__
 from .asgi import ASGIMiddleware
+from .dispatch import stats
 from .errors import BadToken, BadURL, ConfigError, ForeignToken, TokenExpired, TrackgateError
 from .events import Event
 from .identity import Visitor
 from .links import TrackingLinks, TrackingResult
 from .lookup import get_visitor, set_consent
+from .record import identify, record, set_properties, track_conversion
 from .settings import Settings
 from .wsgi import WSGIMiddleware
 
@@ -27,5 +29,10 @@ __all__ = [
     "WSGIMiddleware",
     "__version__",
     "get_visitor",
+    "identify",
+    "record",
     "set_consent",
+    "set_properties",
+    "stats",
+    "track_conversion",
 ]

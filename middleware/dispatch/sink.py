@@ -18,11 +18,12 @@ import dataclasses
 import email.utils
 import time
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-import aiohttp
+if TYPE_CHECKING:  # importing aiohttp costs a fifth of a second; only the worker thread needs it
+    import aiohttp
 
-from ..events import Event
+    from ..events import Event
 
 __all__ = ["Outcome", "Rejected", "RetryLater", "Sink", "parse_retry_after", "raise_for_status"]
 

@@ -26,9 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
-
-import aiohttp
+from typing import TYPE_CHECKING, Literal
 
 from ..events import Event
 from ..settings import Settings
@@ -36,6 +34,9 @@ from .backoff import retry_delay
 from .registry import create_sinks
 from .sink import Rejected, RetryLater, Sink
 from .spool import Claimed, Spool, default_spool_path
+
+if TYPE_CHECKING:  # imported in the worker thread: `import trackgate` stays light
+    import aiohttp
 
 logger = logging.getLogger("trackgate.dispatch")
 
@@ -298,6 +299,8 @@ class Dispatcher:
             loop.close()
 
     async def _main(self, ready: threading.Event) -> None:
+        import aiohttp
+
         loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -434,6 +437,8 @@ class Dispatcher:
     async def _send(
         self, name: str, state: _SinkState, session: aiohttp.ClientSession, claimed: list[Claimed]
     ) -> None:
+        import aiohttp  # already loaded by _main; a dict lookup
+
         spool = self._open_spool()
         seqs = [row.seq for row in claimed]
         try:

@@ -1,0 +1,116 @@
+"""``trackgate events status|dead|retry|tail``: look into the spool and the local event store."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+from typing import Any
+
+from .settings import Settings
+
+
+def add_commands(subparsers: Any) -> None:
+    events = subparsers.add_parser("events", help="the event spool: backlog, dead letters, retries, newest events")
+    commands = events.add_subparsers(dest="events_command", required=True)
+
+    status = commands.add_parser("status", help="spool file, backlog per sink, dead letters")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    status.set_defaults(run=_status)
+
+    dead = commands.add_parser("dead", help="deliveries refused for good, newest first, with the response")
+    dead.add_argument("-n", "--limit", type=int, default=20)
+    dead.add_argument("--sink", help="only this sink's")
+    dead.add_argument("--json", action="store_true", help="one JSON object a line, event included")
+    dead.set_defaults(run=_dead)
+
+    retry = commands.add_parser("retry", help="queue dead-lettered deliveries again")
+    retry.add_argument("numbers", nargs="*", type=int, help="dead-row numbers (default: all)")
+    retry.add_argument("--sink", help="only this sink's")
+    retry.add_argument(
+        "--now", action="store_true",
+        help="deliver them from this command within TRACKGATE_SHUTDOWN_TIMEOUT instead of leaving them to the app",
+    )
+    retry.set_defaults(run=_retry)
+
+    tail = commands.add_parser("tail", help="the newest events in the local event store")
+    tail.add_argument("-n", "--count", type=int, default=20)
+    tail.set_defaults(run=_tail)
+
+
+def _dispatcher(settings: Settings) -> Any:
+    from .dispatch import get_dispatcher  # keeps `trackgate --help` light
+
+    return get_dispatcher(settings)
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = Settings()
+    spool = _dispatcher(settings).spool
+    report: dict[str, Any] = {
+        "spool": str(spool.path),
+        "spool_bytes": spool.path.stat().st_size if spool.path.exists() else 0,
+        "backlog": spool.backlog(),
+        "pending": {name: spool.pending(name) for name in dict.fromkeys(settings.sinks)},
+        "dead": spool.dead_count(),
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"spool    {report['spool']} ({report['spool_bytes'] / 1e6:.1f} MB)")
+    print(f"backlog  {report['backlog']} event(s)")
+    for name, count in report["pending"].items():
+        print(f"  {name:<12} {count} pending")
+    print(f"dead     {report['dead']} (trackgate events dead)")
+    return 0
+
+
+def _dead(args: argparse.Namespace) -> int:
+    rows = _dispatcher(Settings()).spool.dead(args.limit, args.sink)
+    for row in rows:
+        if args.json:
+            print(json.dumps({
+                "n": row.n, "event_id": row.event_id, "sink": row.sink, "reason": row.reason,
+                "status": row.status, "response": row.response, "attempts": row.attempts,
+                "failed_at": row.failed_at, "event": json.loads(row.body),
+            }))
+            continue
+        when = datetime.datetime.fromtimestamp(row.failed_at, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        print(f"#{row.n}  {when}  {row.sink}  event {row.event_id}  after {row.attempts} attempt(s)")
+        print(f"    {row.reason}")
+        if row.response:
+            print(f"    response: {row.response[:300]}")
+    if not rows and not args.json:
+        print("no dead letters")
+    return 0
+
+
+def _retry(args: argparse.Namespace) -> int:
+    settings = Settings()
+    dispatcher = _dispatcher(settings)
+    count = dispatcher.retry_dead(args.numbers or None, args.sink)
+    print(f"{count} delivery(ies) queued again")
+    if args.now and count:
+        dispatcher.start()
+        left = dispatcher.drain(settings.shutdown_timeout)
+        print(f"{left} event(s) still in the spool")
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from .dispatch.registry import factory_for
+
+    sink = factory_for("store")(Settings())
+    holder = getattr(sink, "store", sink)
+    tail = getattr(holder, "tail", None)
+    if tail is None:
+        print("trackgate: the store sink cannot list events")
+        return 1
+    try:
+        for event in tail(args.count):
+            print(json.dumps(event.to_dict(), default=str))
+    finally:
+        close = getattr(holder, "close", None)
+        if close is not None:
+            close()
+    return 0
