@@ -57,8 +57,5 @@ def anonymize_ip(address: str | None, level: int) -> str | None:
     parsed = _parse(address)
     if parsed is None:
         return None
-    if isinstance(parsed, ipaddress.IPv4Address):
-        network = ipaddress.IPv4Network((parsed, 32 - 8 * min(level, 3)), strict=False)
-    else:
-        network = ipaddress.IPv6Network((parsed, _IPV6_KEPT_BITS[min(level, 3)]), strict=False)
-    return str(network.network_address)
+    kept = 32 - 8 * min(level, 3) if parsed.version == 4 else _IPV6_KEPT_BITS[min(level, 3)]
+    return str(ipaddress.ip_network((parsed, kept), strict=False).network_address)
