@@ -1,0 +1,212 @@
+"""The spool file, the sink contract's status rules, the backoff policy and the sink registry."""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trackgate import ConfigError, Event, Settings
+from trackgate.dispatch import Outcome, Rejected, RetryLater, raise_for_status, register
+from trackgate.dispatch.backoff import CAP, full_jitter, retry_delay
+from trackgate.dispatch.registry import create_sinks, unregister
+from trackgate.dispatch.sink import parse_retry_after
+from trackgate.dispatch.spool import Spool, default_spool_path
+
+
+def events(count: int, **fields: object) -> list[Event]:
+    return [Event("custom", name=f"e{i}", **fields) for i in range(count)]  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool.sqlite3")
+
+
+# --- spool -----------------------------------------------------------------------------------------------
+
+
+def test_an_event_leaves_the_spool_only_when_every_sink_confirmed(spool: Spool) -> None:
+    spool.add(events(3), ["a", "b"])
+    claimed = spool.claim("a", 10, lease=60, owner="me")
+    spool.done("a", [row.seq for row in claimed])
+    assert spool.backlog() == 3  # "b" has not confirmed yet
+    assert spool.pending("a") == 0
+    spool.done("b", [row.seq for row in spool.claim("b", 10, lease=60, owner="me")])
+    assert spool.backlog() == 0
+
+
+def test_claimed_rows_come_back_whole_and_oldest_first(spool: Spool) -> None:
+    sent = events(5, properties={"n": 1})
+    spool.add(sent, ["a"])
+    claimed = spool.claim("a", 3, lease=60, owner="me")
+    assert [row.event for row in claimed] == sent[:3]
+
+
+def test_a_lease_hides_rows_from_another_connection_until_it_ends(tmp_path: Path) -> None:
+    first, second = Spool(tmp_path / "s.sqlite3"), Spool(tmp_path / "s.sqlite3")
+    first.add(events(4), ["a"])
+    taken = first.claim("a", 3, lease=60, owner="p1")
+    rest = second.claim("a", 10, lease=60, owner="p2")
+    assert {row.seq for row in taken}.isdisjoint(row.seq for row in rest)
+    assert len(taken) + len(rest) == 4
+    assert second.claim("a", 10, lease=60, owner="p2") == []
+    expired = first.claim("a", 10, lease=0, owner="p1")  # nothing due: everything is leased
+    assert expired == []
+
+
+def test_a_rescheduled_row_is_due_again_only_at_its_time(spool: Spool) -> None:
+    spool.add(events(1), ["a"])
+    (row,) = spool.claim("a", 1, lease=60, owner="me")
+    assert spool.reschedule("a", [row.seq], at=time.time() + 3600, owner="me") == 1
+    assert spool.claim("a", 1, lease=60, owner="me") == []
+    assert spool.reschedule("a", [row.seq], at=time.time(), owner="someone else") == 0
+    next_ready = spool.next_ready("a")
+    assert next_ready is not None and next_ready > time.time() + 3000
+
+
+def test_dead_letters_keep_reason_and_response_and_can_be_retried(spool: Spool) -> None:
+    sent = events(2)
+    spool.add(sent, ["a"])
+    claimed = spool.claim("a", 2, lease=60, owner="me")
+    spool.bury("a", [(claimed[0].seq, "HTTP 400: bad", 400, '{"error": "bad"}')], owner="me")
+    (dead,) = spool.dead()
+    assert (dead.event_id, dead.sink, dead.status, dead.response) == (sent[0].id, "a", 400, '{"error": "bad"}')
+    assert spool.retry_dead() == 1
+    assert spool.dead() == []
+    again = spool.claim("a", 10, lease=60, owner="me")
+    assert [row.event.id for row in again] == [sent[0].id]
+
+
+def test_size_cap_drops_the_oldest_events_and_counts_them(spool: Spool) -> None:
+    big = {"blob": "x" * 2000}
+    spool.add(events(2000, properties=big), ["a"])  # about 4 MB
+    dropped = spool.enforce_cap(1024 * 1024)
+    assert 0 < dropped < 2000
+    left = spool.claim("a", 5000, lease=60, owner="me")
+    assert len(left) == 2000 - dropped
+    assert left[0].event.name == f"e{dropped}"  # the newest survive
+
+
+def test_rows_leased_by_a_killed_process_are_reclaimed(spool: Spool) -> None:
+    spool.add(events(2), ["a"])
+    dead_child = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead_child.wait()
+    import socket
+
+    spool.claim("a", 1, lease=3600, owner=f"{socket.gethostname()}:{dead_child.pid}:0000")
+    spool.claim("a", 1, lease=3600, owner=f"{socket.gethostname()}:{os.getppid()}:0000")  # alive
+    from trackgate.dispatch.worker import _owner_gone
+
+    assert spool.reclaim(_owner_gone) == 1
+    assert len(spool.claim("a", 10, lease=60, owner="me")) == 1
+
+
+def test_the_spool_is_sqlite_in_wal_mode(spool: Spool) -> None:
+    spool.add(events(1), ["a"])
+    with sqlite3.connect(spool.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_default_spool_path_is_under_the_user_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import platformdirs
+
+    assert default_spool_path() == Path(platformdirs.user_cache_dir("trackgate")) / "spool.sqlite3"
+    monkeypatch.setitem(sys.modules, "platformdirs", None)  # as if not installed
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert default_spool_path() == tmp_path / "trackgate" / "spool.sqlite3"
+
+
+# --- status rules --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204], ids=str)
+def test_2xx_is_success(status: int) -> None:
+    raise_for_status(status, {}, "")
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504], ids=str)
+def test_retryable_statuses_raise_retry_later(status: int) -> None:
+    with pytest.raises(RetryLater):
+        raise_for_status(status, {}, "")
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 413, 422], ids=str)
+def test_other_4xx_are_permanent_and_keep_the_body(status: int) -> None:
+    with pytest.raises(Rejected) as caught:
+        raise_for_status(status, {}, '{"error": "nope"}')
+    assert caught.value.status == status
+    assert caught.value.body == '{"error": "nope"}'
+
+
+def test_retry_after_seconds_and_http_date_are_read() -> None:
+    with pytest.raises(RetryLater) as caught:
+        raise_for_status(429, {"retry-after": "7"}, "")
+    assert caught.value.retry_after == 7.0
+    now = time.time()
+    date = email.utils.formatdate(now + 120, usegmt=True)
+    waited = parse_retry_after(date, now=now)
+    assert waited is not None and 119 <= waited <= 121
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(email.utils.formatdate(now - 60, usegmt=True), now=now) == 0.0
+
+
+@given(st.text(max_size=40))
+def test_any_retry_after_value_parses_or_is_ignored(value: str) -> None:
+    result = parse_retry_after(value)
+    assert result is None or result >= 0
+
+
+def test_outcome_defaults_to_everything_delivered() -> None:
+    assert dict(Outcome().rejected) == {}
+
+
+# --- backoff -------------------------------------------------------------------------------------------
+
+
+@given(st.integers(min_value=0, max_value=10_000))
+def test_full_jitter_stays_between_zero_and_the_capped_exponential(failures: int) -> None:
+    delay = full_jitter(failures)
+    assert 0 <= delay <= min(CAP, 0.5 * 2.0 ** min(max(failures - 1, 0), 30))
+
+
+def test_retry_after_wins_over_backoff() -> None:
+    assert retry_delay(1, 42.0) == 42.0
+
+
+# --- registry ------------------------------------------------------------------------------------------
+
+
+def test_unknown_sink_is_a_config_error_naming_the_variable() -> None:
+    with pytest.raises(ConfigError) as caught:
+        create_sinks(Settings(sinks="nosuchsink"))
+    assert caught.value.name == "TRACKGATE_SINKS"
+    assert "nosuchsink" in str(caught.value)
+
+
+def test_registered_factory_wins_over_an_entry_point() -> None:
+    class Fake:
+        name, batch_size, concurrency = "console", 1, 1
+
+        async def send(self, session: object, events: object) -> Outcome:
+            return Outcome()
+
+        async def aclose(self) -> None:
+            return None
+
+    register("console", lambda settings: Fake())  # type: ignore[arg-type,return-value]
+    try:
+        (sink,) = create_sinks(Settings(sinks="console"))
+        assert isinstance(sink, Fake)
+    finally:
+        unregister("console")
+    (sink,) = create_sinks(Settings(sinks="console"))
+    assert type(sink).__module__ == "trackgate.adapters.console"
