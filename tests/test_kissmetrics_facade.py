@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +16,7 @@ from KISSmetrics.query_string import create_query as their_create_query
 from sinks import GIF_1X1, KissmetricsReceiver
 
 import trackgate.dispatch
-from trackgate import Event
+from trackgate import Event, Settings
 from trackgate.adapters import kissmetrics as km
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(60)]
@@ -206,3 +207,40 @@ def test_query_strings_equal_py_kissmetrics_for_any_input(
     ours = km.create_query(KEY, person, event=event, timestamp=timestamp, identity=identity, properties=properties)
     theirs = their_create_query(KEY, person, event=event, timestamp=timestamp, identity=identity, properties=properties)
     assert ours == theirs
+
+
+def test_background_through_the_real_dispatcher_reaches_kissmetrics(
+    fresh: KissmetricsReceiver, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from trackgate.dispatch import instances
+
+    # A dispatcher of this test's own, forgotten afterwards so no other test submits to it.
+    monkeypatch.setattr(instances, "_default", [])
+    monkeypatch.setattr(instances, "_by_settings", {})
+    monkeypatch.setattr(instances, "_by_identity", {})
+    settings = Settings.from_environ(
+        {},
+        sinks="kissmetrics",
+        kissmetrics_key=KEY,
+        kissmetrics_url=fresh.base_url,
+        spool_path=str(tmp_path / "spool.sqlite3"),
+    )
+    dispatcher = trackgate.dispatch.get_dispatcher(settings)
+    client = km.Client(KEY, background=True)
+    client.record("bob", "Signed Up", {"Plan": "Pro"}, timestamp=1_700_000_000)
+    client.set("bob", {"Age": 30}, timestamp=1_700_000_001)
+    client.alias("anon", "bob")
+    assert fresh.wait_delivered(3, timeout=30)
+    assert dispatcher.drain(5) == 0
+    blocking = KISSmetrics.Client(KEY, trk_host=f"127.0.0.1:{fresh.port}")
+    delivered = fresh.requests()
+    expected = requests_of(
+        fresh,
+        lambda c: (
+            c.record("bob", "Signed Up", {"Plan": "Pro"}, timestamp=1_700_000_000),
+            c.set("bob", {"Age": 30}, timestamp=1_700_000_001),
+            c.alias("anon", "bob"),
+        ),
+        blocking,
+    )
+    assert sorted(delivered, key=repr) == sorted(expected, key=repr)  # the dispatcher may reorder sends
