@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -319,3 +322,58 @@ class TestLegacyPytrackingLinks:
     def test_embedded_webhooks_are_ignored(self) -> None:
         token = _plain_pytracking_token({"url": "https://shop.example/", "webhook": "http://169.254.169.254/"})
         assert TrackingLinks(self.legacy).decode(f"/_tg/c/{token}").webhook_url is None
+
+
+class TestCommandLine:
+    @staticmethod
+    def run(*args: str, base_url: str | None = BASE) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKGATE_")}
+        env["TRACKGATE_SECRET_KEY"] = "link-key"
+        if base_url:
+            env["TRACKGATE_BASE_URL"] = base_url
+        return subprocess.run(
+            [sys.executable, "-m", "trackgate.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    def test_link_then_decode(self) -> None:
+        made = self.run("link", "https://exämple.org/ä", "--metadata", '{"r": "ü"}', "--expires", "30d")
+        assert made.returncode == 0, made.stderr
+        link = made.stdout.strip()
+        assert LINKS.decode(link).tracked_url == "https://exämple.org/ä"
+        shown = self.run("decode", link)
+        assert shown.returncode == 0, shown.stderr
+        data = json.loads(shown.stdout)
+        assert (data["tracked_url"], data["metadata"], data["kind"], data["expired"]) == (
+            "https://exämple.org/ä",
+            {"r": "ü"},
+            "click",
+            False,
+        )
+
+    def test_open_link(self) -> None:
+        made = self.run("link", "--open", "--metadata", '{"r": 1}')
+        assert made.returncode == 0, made.stderr
+        assert LINKS.decode(made.stdout.strip()).kind == "open"
+
+    @pytest.mark.parametrize(
+        ("args", "message"),
+        [
+            (("link", "javascript:alert(1)"), "only http:// and https://"),
+            (("link",), "either a URL or --open"),
+            (("link", "https://e.org/", "--open"), "either a URL or --open"),
+            (("link", "https://e.org/", "--metadata", "[1]"), "JSON object"),
+            (("link", "https://e.org/", "--metadata", "{"), "not JSON"),
+            (("link", "https://e.org/", "--expires", "soon"), "--expires"),
+            (("decode", "https://t.example.org/_tg/c/forged.token"), "not a valid tracking link"),
+        ],
+        ids=["unsafe-url", "nothing", "both", "metadata-list", "metadata-json", "expires", "forged"],
+    )
+    def test_bad_input_is_exit_2_with_a_message(self, args: tuple[str, ...], message: str) -> None:
+        result = self.run(*args)
+        assert result.returncode == 2
+        assert message in result.stderr and "Traceback" not in result.stderr
+
+    def test_missing_base_url_is_a_configuration_error(self) -> None:
+        result = self.run("link", "https://e.org/", base_url=None)
+        assert result.returncode == 1
+        assert "TRACKGATE_BASE_URL" in result.stderr
