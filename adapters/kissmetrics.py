@@ -231,7 +231,11 @@ _ACCEPTED = KissmetricsResponse(202)  # background=True: handed to the dispatche
 
 
 class Client:
-    """py-KISSmetrics's ``Client``: same constructor, methods and requests; blocking unless ``background``."""
+    """py-KISSmetrics's ``Client``: same constructor, methods and requests; blocking unless ``background``.
+
+    Blocking calls keep one connection alive per thread (``close()`` or ``with`` ends them) and raise
+    ``OSError`` (``ConnectionError``, ``TimeoutError``) when the host cannot be reached, where
+    py-KISSmetrics raised urllib3's ``MaxRetryError``."""
 
     def __init__(
         self,

@@ -244,3 +244,27 @@ def test_background_through_the_real_dispatcher_reaches_kissmetrics(
         blocking,
     )
     assert sorted(delivered, key=repr) == sorted(expected, key=repr)  # the dispatcher may reorder sends
+
+
+def test_one_client_is_safe_from_many_threads(fresh: KissmetricsReceiver) -> None:
+    import threading
+
+    with km.Client(KEY, trk_host=f"127.0.0.1:{fresh.port}") as client:
+        threads = [
+            threading.Thread(target=lambda t=t: [client.record(f"p{t}", "e", {"i": i}) for i in range(25)])
+            for t in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(fresh.unique()) == 100
+
+
+def test_an_unreachable_host_raises_like_a_blocking_client_should(fresh: KissmetricsReceiver) -> None:
+    fresh.down()
+    try:
+        with km.Client(KEY, trk_host=f"127.0.0.1:{fresh.port}") as client, pytest.raises(ConnectionError):
+            client.record("bob", "x")
+    finally:
+        fresh.up()
