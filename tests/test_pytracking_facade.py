@@ -1,0 +1,213 @@
+"""The pytracking drop-in, side by side with the real pytracking 0.2.2: same tokens, fixed bugs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import pytracking as real
+import pytracking.webhook as real_webhook
+from cryptography.fernet import Fernet
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sinks import WebhookReceiver
+
+from trackgate import BadToken
+from trackgate.adapters import pytracking as facade
+from trackgate.adapters.pytracking import webhook as facade_webhook
+
+OPEN_BASE = "https://t.example.org/open/"
+CLICK_BASE = "https://t.example.org/click/"
+KEY = Fernet.generate_key()
+BASES = {"base_open_tracking_url": OPEN_BASE, "base_click_tracking_url": CLICK_BASE}
+
+urls = st.builds(
+    lambda host, path: f"https://{host}/{path}",
+    st.from_regex(r"[a-z]{1,10}\.(org|example|de)", fullmatch=True) | st.just("bücher.example"),
+    st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30),
+)
+metadata = st.dictionaries(
+    st.text(max_size=8), st.none() | st.integers() | st.text(max_size=12) | st.lists(st.booleans()), max_size=4
+)
+
+
+def test_same_public_names_as_pytracking() -> None:
+    assert set(facade.__all__) == set(real.__all__)
+    assert facade.TRACKING_PIXEL == real.TRACKING_PIXEL
+    assert (facade.PNG_MIME_TYPE, facade.DEFAULT_TIMEOUT_SECONDS) == (real.PNG_MIME_TYPE, real.DEFAULT_TIMEOUT_SECONDS)
+    assert facade.get_open_tracking_pixel() == real.get_open_tracking_pixel()
+
+
+@given(url=urls, data=metadata)
+@settings(max_examples=100, deadline=None)
+def test_plain_links_are_identical_and_decode_with_either(url: str, data: dict[str, Any]) -> None:
+    ours = facade.get_click_tracking_url(url, data, **BASES)
+    theirs = real.get_click_tracking_url(url, data, **BASES)
+    assert ours == theirs
+    for decode in (facade.get_click_tracking_result, real.get_click_tracking_result):
+        result = decode(ours, request_data={"user_agent": "ua"}, **BASES)
+        assert (result.tracked_url, result.metadata, result.is_click_tracking) == (url, data, True)
+    assert facade.get_open_tracking_url(data, **BASES) == real.get_open_tracking_url(data, **BASES)
+
+
+@given(url=urls, data=metadata)
+@settings(max_examples=50, deadline=None)
+def test_fernet_links_decode_with_either(url: str, data: dict[str, Any]) -> None:
+    options = {**BASES, "encryption_bytestring_key": KEY}
+    for make in (facade.get_click_tracking_url, real.get_click_tracking_url):
+        link = make(url, data, **options)
+        for decode in (facade.get_click_tracking_result, real.get_click_tracking_result):
+            result = decode(link, **options)
+            assert (result.tracked_url, result.metadata) == (url, data)
+    for make_open in (facade.get_open_tracking_url, real.get_open_tracking_url):
+        link = make_open(data, **options)
+        for decode_open in (facade.get_open_tracking_result, real.get_open_tracking_result):
+            assert decode_open(link, **options).metadata == data
+
+
+def test_configuration_objects_and_default_metadata_behave_alike() -> None:
+    options = {**BASES, "default_metadata": {"site": "a"}, "webhook_url": "https://hook.example/"}
+    for include in (False, True):
+        ours_config = facade.Configuration(**options, include_default_metadata=include)
+        real_config = real.Configuration(**options, include_default_metadata=include)
+        link = facade.get_click_tracking_url("https://e.org/", {"r": 1}, configuration=ours_config)
+        assert link == real.get_click_tracking_url("https://e.org/", {"r": 1}, configuration=real_config)
+        ours = facade.get_click_tracking_result(link, configuration=ours_config)
+        theirs = real.get_click_tracking_result(link, configuration=real_config)
+        assert ours.to_json_dict() | {"timestamp": 0} == theirs.to_json_dict()._asdict() | {"timestamp": 0}
+    assert facade.get_click_tracking_url_path(link, **BASES) == real.get_click_tracking_url_path(link, **BASES)
+    assert facade.get_open_tracking_url_path(OPEN_BASE + "abc", **BASES) == "abc"
+
+
+def test_append_slash_given_to_configuration_is_honoured() -> None:
+    """pytracking 0.2 ignores Configuration(append_slash=True) (it only works as a keyword of a call)."""
+    assert not real.Configuration(append_slash=True).append_slash
+    configuration = facade.Configuration(append_slash=True, **BASES)
+    link = facade.get_click_tracking_url("https://e.org/", configuration=configuration)
+    assert link == real.get_click_tracking_url("https://e.org/", append_slash=True, **BASES)
+    assert link.endswith("/")
+    assert facade.get_click_tracking_result(link, configuration=configuration).tracked_url == "https://e.org/"
+
+
+def test_to_json_dict_is_a_dict() -> None:
+    result = facade.get_open_tracking_result(facade.get_open_tracking_url({"r": 1}, **BASES), **BASES)
+    data = result.to_json_dict()
+    assert type(data) is dict
+    assert json.loads(json.dumps(data))["metadata"] == {"r": 1}
+
+
+@pytest.mark.parametrize(
+    "token", ["!!!", "e30x", "W10=", "bm90IGpzb24=", "gAAAAABfake", "\u00e9\u00e9", ""], ids=str
+)
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "fernet"])
+def test_decode_errors_are_only_bad_token(token: str, encrypted: bool) -> None:
+    options = {"encryption_bytestring_key": KEY} if encrypted else {}
+    with pytest.raises(BadToken):
+        facade.get_click_tracking_result(token, **options)
+
+
+def test_a_webhook_in_a_plain_token_is_ignored_but_honoured_in_a_fernet_token() -> None:
+    forged = real.get_click_tracking_url(
+        "https://e.org/", webhook_url="http://169.254.169.254/", include_webhook_url=True, **BASES
+    )
+    assert real.get_click_tracking_result(forged, include_webhook_url=True, **BASES).webhook_url == "http://169.254.169.254/"
+    ours = facade.get_click_tracking_result(
+        forged, include_webhook_url=True, webhook_url="https://hook.example/", **BASES
+    )
+    assert ours.webhook_url == "https://hook.example/"
+    sealed = facade.get_click_tracking_url(
+        "https://e.org/", webhook_url="https://a.example/", include_webhook_url=True, encryption_bytestring_key=KEY
+    )
+    result = facade.get_click_tracking_result(sealed, include_webhook_url=True, encryption_bytestring_key=KEY)
+    assert result.webhook_url == "https://a.example/"
+
+
+@pytest.mark.timeout(30)
+def test_send_webhook_posts_what_pytracking_posts() -> None:
+    with WebhookReceiver() as hook:
+        link = real.get_click_tracking_url("https://e.org/", {"r": 1}, **BASES)
+        options = {"request_data": {"user_ip": "1.2.3.4"}, "webhook_url": hook.url, **BASES}
+        ours = facade.get_click_tracking_result(link, **options)
+        theirs = real.get_click_tracking_result(link, **options)
+        response = facade_webhook.send_webhook(ours)
+        assert (response.status_code, response.ok, response.json()) == (200, True, {"ok": True})
+        real_webhook.send_webhook(theirs).close()
+        first, second = hook.payloads()
+        assert first == second | {"timestamp": first["timestamp"]}
+        assert first["tracked_url"] == "https://e.org/" and first["metadata"] == {"r": 1}
+
+
+# --- Django views -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def django_settings() -> Iterator[Any]:
+    from django.conf import settings as django_conf
+
+    if not django_conf.configured:
+        django_conf.configure(DEBUG=False, ALLOWED_HOSTS=["*"], SECRET_KEY="test", ROOT_URLCONF=[])
+    from django.test import override_settings
+
+    with override_settings(PYTRACKING_CONFIGURATION=dict(BASES)):
+        yield django_conf
+
+
+@pytest.fixture
+def rf(django_settings: Any) -> Any:
+    from django.test import RequestFactory
+
+    return RequestFactory()
+
+
+def _path(link: str, base: str) -> str:
+    return link.removeprefix(base)
+
+
+def test_django_open_view_serves_an_uncached_pixel(rf: Any) -> None:
+    from trackgate.adapters.pytracking.django import OpenTrackingView
+
+    seen: list[facade.TrackingResult] = []
+
+    class View(OpenTrackingView):
+        def notify_tracking_event(self, tracking_result: facade.TrackingResult) -> None:
+            seen.append(tracking_result)
+
+    link = real.get_open_tracking_url({"r": 5}, **BASES)
+    response = View.as_view()(rf.get("/", HTTP_USER_AGENT="Mail"), path=_path(link, OPEN_BASE))
+    assert (response.status_code, response["Content-Type"], response.content) == (200, "image/png", real.TRACKING_PIXEL)
+    assert response["Cache-Control"] == "no-store, no-cache, must-revalidate, private"
+    assert (response["Pragma"], response["Expires"]) == ("no-cache", "0")
+    assert seen[0].metadata == {"r": 5} and seen[0].request_data == {"user_agent": "Mail", "user_ip": "127.0.0.1"}
+
+
+def test_django_click_view_redirects_and_refuses_bad_links(rf: Any) -> None:
+    from django.http import Http404
+
+    from trackgate.adapters.pytracking.django import ClickTrackingView
+
+    errors: list[Exception] = []
+
+    class View(ClickTrackingView):
+        def notify_decoding_error(self, exception: Exception, request: Any) -> None:
+            errors.append(exception)
+
+    link = real.get_click_tracking_url("https://e.org/x", **BASES)
+    response = View.as_view()(rf.get("/"), path=_path(link, CLICK_BASE))
+    assert (response.status_code, response["Location"]) == (302, "https://e.org/x")
+    for path in ("garbage", _path(real.get_click_tracking_url("javascript:alert(1)", **BASES), CLICK_BASE)):
+        with pytest.raises(Http404):
+            View.as_view()(rf.get("/"), path=path)
+    assert len(errors) == 2
+
+
+def test_django_request_data_trusts_x_forwarded_for_only_when_told(rf: Any, django_settings: Any) -> None:
+    from django.test import override_settings
+
+    from trackgate.adapters.pytracking.django import get_request_data
+
+    request = rf.get("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.5", REMOTE_ADDR="10.0.0.1")
+    assert get_request_data(request)["user_ip"] == "10.0.0.1"
+    with override_settings(PYTRACKING_TRUSTED_PROXIES=1):
+        assert get_request_data(request)["user_ip"] == "203.0.113.5"
