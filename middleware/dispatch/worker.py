@@ -86,6 +86,7 @@ class _SinkState:
     sink: Sink
     failures: int = 0  # consecutive failed sends: the backoff exponent
     paused_until: float = 0.0
+    failed_at: float = 0.0  # monotonic time of the last counted failure
     in_flight: int = 0
     settled: bool = False  # nothing in flight and nothing due: drain may stop waiting for this sink
 
@@ -354,8 +355,7 @@ class Dispatcher:
             self._idle = False
             if len(queue) < GROUP_MAX:
                 wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), GROUP_WINDOW)
+                await _wait(wake, GROUP_WINDOW)
             if not self._commit_queued():
                 await asyncio.sleep(1.0)  # the spool is not writable now; the events wait in memory
 
@@ -376,7 +376,8 @@ class Dispatcher:
         return True
 
     def _wake_pumps(self) -> None:
-        for wake in self._pump_wake.values():
+        for name, wake in self._pump_wake.items():
+            self._sink_states[name].settled = False  # new rows: drain must wait for the pump to look
             wake.set()
 
     def _wake_pumps_threadsafe(self) -> None:
@@ -414,8 +415,7 @@ class Dispatcher:
                     state.settled = state.in_flight == 0
                     due = spool.next_ready(name)
                     delay = IDLE_POLL if due is None else min(max(due - time.time(), 0.005), IDLE_POLL)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wake.wait(), delay)
+                    await _wait(wake, delay)
                     continue
                 state.settled = False
                 state.in_flight += 1
@@ -441,11 +441,12 @@ class Dispatcher:
 
         spool = self._open_spool()
         seqs = [row.seq for row in claimed]
+        started = time.monotonic()
         try:
             async with asyncio.timeout(SEND_TIMEOUT + 5.0):
                 outcome = await state.sink.send(session, [row.event for row in claimed])
         except RetryLater as exc:
-            self._later(name, state, seqs, str(exc), exc.retry_after)
+            self._later(name, state, seqs, started, str(exc), exc.retry_after)
         except Rejected as exc:
             failures = [(seq, exc.reason, exc.status, exc.body) for seq in seqs]
             spool.bury(name, failures, owner=self._owner)
@@ -453,14 +454,14 @@ class Dispatcher:
             state.failures = 0
             logger.warning("trackgate: sink %s refused %d event(s) for good: %s", name, len(seqs), exc)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            self._later(name, state, seqs, f"{type(exc).__name__}: {exc}", None)
+            self._later(name, state, seqs, started, f"{type(exc).__name__}: {exc}", None)
         except asyncio.CancelledError:
             # Stopping mid-send: give the rows back now rather than when the lease runs out.
             spool.reschedule(name, seqs, at=time.time(), owner=self._owner)
             raise
         except Exception:
             logger.exception("trackgate: sink %s failed unexpectedly; its events will be retried", name)
-            self._later(name, state, seqs, "unexpected error", None)
+            self._later(name, state, seqs, started, "unexpected error", None)
         else:
             by_id = {row.event.id: row.seq for row in claimed}
             refused = [(by_id[event_id], reason, None, "") for event_id, reason in outcome.rejected.items()
@@ -476,10 +477,16 @@ class Dispatcher:
             state.failures = 0
             self._count(delivered=len(delivered), failed=len(refused))
 
-    def _later(self, name: str, state: _SinkState, seqs: list[int], reason: str, retry_after: float | None) -> None:
-        state.failures += 1
+    def _later(
+        self, name: str, state: _SinkState, seqs: list[int], started: float, reason: str, retry_after: float | None
+    ) -> None:
+        # Sends that were already in flight when another one failed report the same outage: only a send
+        # begun after the last failure (a probe) raises the backoff exponent.
+        if started >= state.failed_at or retry_after is not None:
+            state.failures += 1
+            state.failed_at = time.monotonic()
         delay = retry_delay(state.failures, retry_after)
-        at = time.time() + delay
+        at = max(time.time() + delay, state.paused_until)
         # The whole sink waits, not just this batch: a receiver that is down or throttling gets one probe
         # per backoff step instead of one per batch of the backlog.
         state.paused_until = max(state.paused_until, at)
@@ -514,6 +521,13 @@ def _take(queue: deque[Event], count: int) -> list[Event]:
         except IndexError:  # another thread took the rest
             break
     return taken
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    """Until ``event`` is set or ``timeout`` passes. (Python 3.11's wait_for can swallow a cancellation.)"""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await event.wait()
 
 
 def _nothing() -> None:

@@ -1,0 +1,389 @@
+"""The dispatcher in this process, against real loopback receivers (tests/sinks.py) and in-process sinks."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sinks import WebhookReceiver
+
+import trackgate
+from trackgate import Event, Settings
+from trackgate.dispatch import Dispatcher, Outcome, RetryLater, get_dispatcher, register
+from trackgate.dispatch.registry import unregister
+from trackgate.dispatch.spool import Spool
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
+
+MakeDispatcher = Callable[..., Dispatcher]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20.0) -> bool:
+    """Bounded wait for something the dispatcher does in its own thread."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def custom(count: int, prefix: str = "e") -> list[Event]:
+    return [Event("custom", name=f"{prefix}{i}") for i in range(count)]
+
+
+@pytest.fixture
+def spool_path(tmp_path: Path) -> Path:
+    return tmp_path / "spool.sqlite3"
+
+
+@pytest.fixture
+def make_dispatcher(spool_path: Path) -> Iterator[MakeDispatcher]:
+    made: list[Dispatcher] = []
+
+    def make(**overrides: Any) -> Dispatcher:
+        dispatcher = Dispatcher(Settings(spool_path=str(spool_path), **overrides))
+        made.append(dispatcher)
+        return dispatcher
+
+    yield make
+    for dispatcher in made:
+        dispatcher.drain(0)
+
+
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    with WebhookReceiver() as receiver:
+        yield receiver
+
+
+class MemorySink:
+    """In-process sink: records batches; ``answer`` decides each batch's fate."""
+
+    def __init__(self, name: str, answer: Callable[[Sequence[Event]], Outcome] | None = None,
+                 batch_size: int = 100, concurrency: int = 2) -> None:
+        self.name, self.batch_size, self.concurrency = name, batch_size, concurrency
+        self.answer = answer or (lambda events: Outcome())
+        self.batches: list[list[Event]] = []
+        self.lock = threading.Lock()
+
+    async def send(self, session: object, events: Sequence[Event]) -> Outcome:
+        outcome = self.answer(events)
+        with self.lock:
+            self.batches.append(list(events))
+        return outcome
+
+    async def aclose(self) -> None:
+        return None
+
+    @property
+    def ids(self) -> list[str]:
+        with self.lock:
+            return [event.id for batch in self.batches for event in batch]
+
+
+@pytest.fixture
+def memory_sink() -> Iterator[Callable[..., MemorySink]]:
+    names: list[str] = []
+
+    def make(name: str = "memory", **kw: Any) -> MemorySink:
+        sink = MemorySink(name, **kw)
+        register(name, lambda settings: sink)  # type: ignore[arg-type,return-value]
+        names.append(name)
+        return sink
+
+    yield make
+    for name in names:
+        unregister(name)
+
+
+# --- delivery --------------------------------------------------------------------------------------------
+
+
+def test_every_event_reaches_the_receiver_once(make_dispatcher: MakeDispatcher, hook: WebhookReceiver) -> None:
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    sent = custom(300)
+    for event in sent:
+        dispatcher.submit(event)
+    assert hook.wait_delivered(300, 30)
+    assert hook.unique() == {event.id for event in sent}
+    assert not hook.duplicates()
+    assert wait_for(lambda: dispatcher.stats()["delivered"] == 300)
+    figures = dispatcher.stats()
+    assert (figures["submitted"], figures["spooled"], figures["backlog"]) == (300, 300, 0)
+
+
+def test_a_receiver_down_for_a_while_then_up_gets_everything_once(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver
+) -> None:
+    hook.down()
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    sent = custom(200)
+    for event in sent[:100]:
+        dispatcher.submit(event)
+    assert wait_for(lambda: dispatcher.stats()["retried"] >= 1)
+    for event in sent[100:]:
+        dispatcher.submit(event)
+    assert wait_for(lambda: dispatcher.stats()["spooled"] == 200)
+    assert dispatcher.stats()["backlog"] == 200
+    hook.up()
+    assert hook.wait_delivered(200, 60)
+    assert hook.unique() == {event.id for event in sent}
+    assert not hook.duplicates()
+
+
+def test_a_500_is_retried_until_delivered(make_dispatcher: MakeDispatcher, hook: WebhookReceiver) -> None:
+    hook.fail(500, times=3)
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    sent = custom(20)
+    for event in sent:
+        dispatcher.submit(event)
+    assert hook.wait_delivered(20, 30)
+    assert not hook.duplicates()
+    assert dispatcher.stats()["retried"] >= 3
+    assert dispatcher.stats()["failed"] == 0
+
+
+def test_429_retry_after_decides_when_the_next_attempt_is_due(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver, spool_path: Path
+) -> None:
+    hook.fail(429, times=1, retry_after=600)
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    before = time.time()
+    dispatcher.submit(Event("custom", name="throttled"))
+    assert wait_for(lambda: dispatcher.stats()["retried"] == 1)
+    due = Spool(spool_path).next_ready("webhook")
+    assert due is not None and due >= before + 600
+    assert len(hook.received) == 1  # no second attempt before the receiver's time
+
+
+def test_a_short_retry_after_is_waited_out_then_delivered(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver
+) -> None:
+    hook.fail(429, times=1, retry_after=1)
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    dispatcher.submit(Event("custom", name="throttled"))
+    assert hook.wait_delivered(1, 20)
+    assert [r.status for r in hook.received] == [429, 200]
+
+
+def test_a_4xx_goes_to_the_dead_letters_with_the_response_and_can_be_resent(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver
+) -> None:
+    hook.fail(422, times=1, body="field x is invalid")
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    refused = Event("custom", name="refused")
+    dispatcher.submit(refused)
+    assert wait_for(lambda: dispatcher.stats()["failed"] == 1)
+    (dead,) = dispatcher.spool.dead()
+    assert (dead.event_id, dead.status, dead.sink) == (refused.id, 422, "webhook")
+    assert "field x is invalid" in dead.response
+    assert dispatcher.stats()["backlog"] == 0
+    assert dispatcher.retry_dead() == 1
+    assert hook.wait_delivered(1, 20)
+    assert hook.unique() == {refused.id}
+    assert dispatcher.spool.dead() == []
+
+
+def test_events_a_sink_refuses_one_by_one_are_dead_lettered_and_the_rest_delivered(
+    make_dispatcher: MakeDispatcher, memory_sink: Callable[..., MemorySink]
+) -> None:
+    def refuse_odd(events: Sequence[Event]) -> Outcome:
+        return Outcome({e.id: "odd one out" for e in events if int(e.name[1:]) % 2})
+
+    memory_sink(answer=refuse_odd)
+    dispatcher = make_dispatcher(sinks="memory")
+    for event in custom(10):
+        dispatcher.submit(event)
+    assert wait_for(lambda: dispatcher.stats()["delivered"] + dispatcher.stats()["failed"] == 10)
+    assert (dispatcher.stats()["delivered"], dispatcher.stats()["failed"]) == (5, 5)
+    assert {row.reason for row in dispatcher.spool.dead()} == {"odd one out"}
+
+
+def test_a_sink_that_crashes_is_retried_not_lost(
+    make_dispatcher: MakeDispatcher, memory_sink: Callable[..., MemorySink], caplog: pytest.LogCaptureFixture
+) -> None:
+    calls = []
+
+    def crash_once(events: Sequence[Event]) -> Outcome:
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyError("adapter bug")
+        return Outcome()
+
+    sink = memory_sink(answer=crash_once)
+    dispatcher = make_dispatcher(sinks="memory")
+    dispatcher.submit(Event("custom", name="survivor"))
+    assert wait_for(lambda: dispatcher.stats()["delivered"] == 1)
+    assert len(sink.ids) == 1
+    assert "failed unexpectedly" in caplog.text
+
+
+def test_each_sink_gets_every_event_and_the_event_stays_until_both_confirm(
+    make_dispatcher: MakeDispatcher, memory_sink: Callable[..., MemorySink]
+) -> None:
+    def later(events: Sequence[Event]) -> Outcome:
+        raise RetryLater("not now", retry_after=600)
+
+    fine = memory_sink("fine")
+    memory_sink("slow", answer=later)
+    dispatcher = make_dispatcher(sinks="fine,slow")
+    sent = custom(50)
+    for event in sent:
+        dispatcher.submit(event)
+    assert wait_for(lambda: len(fine.ids) == 50)
+    assert dispatcher.spool.pending("fine") == 0
+    assert dispatcher.spool.pending("slow") == 50
+    assert dispatcher.stats()["backlog"] == 50
+
+
+def test_batches_respect_the_sinks_batch_size(
+    make_dispatcher: MakeDispatcher, memory_sink: Callable[..., MemorySink]
+) -> None:
+    sink = memory_sink(batch_size=7)
+    dispatcher = make_dispatcher(sinks="memory")
+    for event in custom(100):
+        dispatcher.submit(event)
+    assert wait_for(lambda: len(sink.ids) == 100)
+    assert max(len(batch) for batch in sink.batches) <= 7
+
+
+def test_submit_from_many_threads_and_an_event_loop(
+    make_dispatcher: MakeDispatcher, memory_sink: Callable[..., MemorySink]
+) -> None:
+    sink = memory_sink()
+    dispatcher = make_dispatcher(sinks="memory")
+    sent: list[Event] = []
+
+    def produce(prefix: str) -> None:
+        batch = custom(500, prefix)
+        sent.extend(batch)
+        for event in batch:
+            dispatcher.submit(event)
+
+    async def from_a_loop() -> None:
+        produce("loop")
+        await asyncio.sleep(0)
+
+    threads = [threading.Thread(target=produce, args=(f"t{n}-",)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    asyncio.run(from_a_loop())
+    for thread in threads:
+        thread.join()
+    assert wait_for(lambda: len(sink.ids) == 4500)
+    assert sorted(sink.ids) == sorted(event.id for event in sent)
+
+
+# --- durability and lifecycle ------------------------------------------------------------------------------
+
+
+def test_spool_sync_commits_before_submit_returns(make_dispatcher: MakeDispatcher, spool_path: Path) -> None:
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url="http://127.0.0.1:9/down", spool_sync=True)
+    event = Event("custom", name="durable")
+    dispatcher.submit(event)
+    assert Spool(spool_path).backlog() == 1  # another connection sees it at once
+
+
+def test_drain_leaves_what_it_cannot_send_for_the_next_start(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver
+) -> None:
+    hook.down()
+    first = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    sent = custom(40)
+    for event in sent:
+        first.submit(event)
+    assert first.drain(1.0) == 40
+    hook.up()
+    second = make_dispatcher(sinks="webhook", webhook_url=hook.url).start()
+    assert hook.wait_delivered(40, 30)
+    assert hook.unique() == {event.id for event in sent}
+    assert wait_for(lambda: second.stats()["delivered"] == 40)
+
+
+def test_submit_after_drain_starts_again(make_dispatcher: MakeDispatcher, hook: WebhookReceiver) -> None:
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    dispatcher.submit(Event("custom", name="one"))
+    assert dispatcher.drain(5) == 0
+    dispatcher.submit(Event("custom", name="two"))
+    assert hook.wait_delivered(2, 20)
+
+
+def test_the_size_cap_drops_oldest_counts_and_logs(
+    make_dispatcher: MakeDispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url="http://127.0.0.1:9/down", spool_max_mb=1)
+    blob = {"blob": "x" * 1000}
+    for i in range(3000):  # about 3 MB against a 1 MB cap
+        dispatcher.submit(Event("custom", name=f"e{i}", properties=blob))
+    assert wait_for(lambda: dispatcher.stats()["spooled"] == 3000)
+    dropped = dispatcher.stats()["dropped"]
+    assert 0 < dropped < 3000
+    assert dispatcher.stats()["backlog"] == 3000 - dropped
+    assert "TRACKGATE_SPOOL_MAX_MB" in caplog.text
+
+
+def test_an_unknown_sink_does_not_break_submit_and_the_event_is_kept(
+    make_dispatcher: MakeDispatcher, caplog: pytest.LogCaptureFixture
+) -> None:
+    dispatcher = make_dispatcher(sinks="nosuchsink")
+    dispatcher.submit(Event("custom", name="kept"))
+    assert "TRACKGATE_SINKS" in caplog.text
+    assert dispatcher.stats()["backlog"] == 1
+
+
+def _child_submits(spool: str, url: str, count: int) -> None:
+    dispatcher = _inherited[0]
+    for event in custom(count, "child"):
+        dispatcher.submit(event)
+    left = dispatcher.drain(20)
+    raise SystemExit(left)
+
+
+_inherited: list[Dispatcher] = []
+
+
+def test_a_forked_child_starts_its_own_worker(make_dispatcher: MakeDispatcher, hook: WebhookReceiver,
+                                              spool_path: Path) -> None:
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    for event in custom(10, "parent"):
+        dispatcher.submit(event)
+    assert hook.wait_delivered(10, 20)  # the parent's worker thread runs and holds a session and a spool
+    _inherited[:] = [dispatcher]
+    child = multiprocessing.get_context("fork").Process(
+        target=_child_submits, args=(str(spool_path), hook.url, 25)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0  # nothing left in the spool after the child's drain
+    assert hook.wait_delivered(35, 20)
+    assert not hook.duplicates()
+    dispatcher.submit(Event("custom", name="parent-after"))
+    assert hook.wait_delivered(36, 20)
+
+
+# --- module-level API ----------------------------------------------------------------------------------------
+
+
+def test_get_dispatcher_shares_one_per_settings_and_stats_adds_them_up(
+    hook: WebhookReceiver, tmp_path: Path
+) -> None:
+    settings = Settings(sinks="webhook", webhook_url=hook.url, spool_path=str(tmp_path / "shared.sqlite3"))
+    dispatcher = get_dispatcher(settings)
+    try:
+        assert get_dispatcher(settings) is dispatcher
+        assert get_dispatcher(settings.replace()) is dispatcher  # equal settings, same dispatcher
+        before = trackgate.stats()["delivered"]
+        trackgate.dispatch.submit(Event("custom", name="via-module"))
+        assert hook.wait_delivered(1, 20)
+        assert wait_for(lambda: trackgate.stats()["delivered"] == before + 1)
+        assert set(trackgate.stats()) >= {"submitted", "spooled", "delivered", "retried", "failed", "dropped",
+                                          "backlog"}
+    finally:
+        dispatcher.drain(5)
