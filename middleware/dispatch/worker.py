@@ -446,7 +446,7 @@ class Dispatcher:
             async with asyncio.timeout(SEND_TIMEOUT + 5.0):
                 outcome = await state.sink.send(session, [row.event for row in claimed])
         except RetryLater as exc:
-            self._later(name, state, seqs, started, str(exc), exc.retry_after)
+            self._later(name, state, seqs, started=started, reason=str(exc), retry_after=exc.retry_after)
         except Rejected as exc:
             failures = [(seq, exc.reason, exc.status, exc.body) for seq in seqs]
             spool.bury(name, failures, owner=self._owner)
@@ -454,14 +454,14 @@ class Dispatcher:
             state.failures = 0
             logger.warning("trackgate: sink %s refused %d event(s) for good: %s", name, len(seqs), exc)
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            self._later(name, state, seqs, started, f"{type(exc).__name__}: {exc}", None)
+            self._later(name, state, seqs, started=started, reason=f"{type(exc).__name__}: {exc}", retry_after=None)
         except asyncio.CancelledError:
             # Stopping mid-send: give the rows back now rather than when the lease runs out.
             spool.reschedule(name, seqs, at=time.time(), owner=self._owner)
             raise
         except Exception:
             logger.exception("trackgate: sink %s failed unexpectedly; its events will be retried", name)
-            self._later(name, state, seqs, started, "unexpected error", None)
+            self._later(name, state, seqs, started=started, reason="unexpected error", retry_after=None)
         else:
             by_id = {row.event.id: row.seq for row in claimed}
             refused = [(by_id[event_id], reason, None, "") for event_id, reason in outcome.rejected.items()
@@ -478,7 +478,8 @@ class Dispatcher:
             self._count(delivered=len(delivered), failed=len(refused))
 
     def _later(
-        self, name: str, state: _SinkState, seqs: list[int], started: float, reason: str, retry_after: float | None
+        self, name: str, state: _SinkState, seqs: list[int], *, started: float, reason: str,
+        retry_after: float | None,
     ) -> None:
         # Sends that were already in flight when another one failed report the same outage: only a send
         # begun after the last failure (a probe) raises the backoff exponent.
