@@ -78,6 +78,8 @@ def location_header(url: str) -> str:
         ascii_host = host.encode("idna").decode("ascii")
     except UnicodeError:
         ascii_host = quote(host, safe="")
+    if ":" in ascii_host:  # IPv6 literal
+        ascii_host = f"[{ascii_host}]"
     netloc = ascii_host if parts.port is None else f"{ascii_host}:{parts.port}"
     rest = url[len(parts.scheme) + 3 + len(parts.netloc) :]
     return f"{parts.scheme}://{netloc}{quote(rest, safe=_URL_SAFE_CHARS)}"

@@ -109,6 +109,20 @@ def test_unsafe_destinations_are_refused_at_decode_even_when_signed(url: str) ->
         LINKS.decode(f"/_tg/c/{token}")
 
 
+@pytest.mark.parametrize(
+    ("url", "location"),
+    [
+        ("https://example.org/a?b=c#d", "https://example.org/a?b=c#d"),
+        ("https://bücher.example/ä?q=ü#ö", "https://xn--bcher-kva.example/%C3%A4?q=%C3%BC#%C3%B6"),
+        ("https://[::1]:8443/ä", "https://[::1]:8443/%C3%A4"),
+        ("http://127.0.0.1:8080/a b", "http://127.0.0.1:8080/a%20b"),
+        ("https://example.org/%C3%A4/ü", "https://example.org/%C3%A4/%C3%BC"),
+    ],
+)
+def test_location_header_is_ascii_and_keeps_the_destination(url: str, location: str) -> None:
+    assert location_header(url) == location
+
+
 def test_the_longest_allowed_url_is_accepted() -> None:
     url = "https://example.org/" + "a" * (MAX_URL_CHARS - len("https://example.org/"))
     assert LINKS.decode(LINKS.click_url(url)).tracked_url == url
