@@ -483,19 +483,21 @@ class Dispatcher:
     ) -> None:
         # Sends that were already in flight when another one failed report the same outage: only a send
         # begun after the last failure (a probe) raises the backoff exponent.
-        if started >= state.failed_at or retry_after is not None:
+        counted = started >= state.failed_at or retry_after is not None
+        if counted:
             state.failures += 1
             state.failed_at = time.monotonic()
         delay = retry_delay(state.failures, retry_after)
         at = max(time.time() + delay, state.paused_until)
         # The whole sink waits, not just this batch: a receiver that is down or throttling gets one probe
         # per backoff step instead of one per batch of the backlog.
-        state.paused_until = max(state.paused_until, at)
+        state.paused_until = at
         self._open_spool().reschedule(name, seqs, at=at, owner=self._owner)
         self._count(retried=len(seqs))
-        log = logger.warning if state.failures == 1 else logger.info
-        log("trackgate: sink %s: %s; retrying %d event(s) in %.1f s (failure %d)",
-            name, reason, len(seqs), delay, state.failures)
+        # Warn once an outage, then quieter; sends that were in flight with the failing one say nothing new.
+        level = logging.DEBUG if not counted else logging.WARNING if state.failures == 1 else logging.INFO
+        logger.log(level, "trackgate: sink %s: %s; retrying %d event(s) in %.1f s (failure %d)",
+            name, reason, len(seqs), at - time.time(), state.failures)
 
     # --- helpers -----------------------------------------------------------------------------------------
     def _open_spool(self) -> Spool:

@@ -1,0 +1,79 @@
+"""Programs for tests/test_dispatch_processes.py and bench/, each run in a process of its own.
+
+Configured through TRACKGATE_* variables (sinks, webhook URL, spool path, shutdown timeout).
+
+    gunicorn dispatch_apps:app            GET /?n=3 submits 3 events tagged with the worker's pid
+    python dispatch_apps.py spool N       submits N events, prints "spooled" once they are committed, sleeps
+    python dispatch_apps.py rss N         submits N small events, prints RSS figures as JSON
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from trackgate import Event, Settings
+from trackgate.dispatch import get_dispatcher
+
+SETTINGS = Settings()
+
+if os.environ.get("TRACKGATE_TEST_SUBMIT_AT_IMPORT"):
+    # Under gunicorn --preload this runs in the master: its worker thread exists before the fork.
+    get_dispatcher(SETTINGS).submit(Event("custom", name="master", properties={"pid": os.getpid()}))
+
+
+def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    query = environ.get("QUERY_STRING", "")
+    count = int(query[2:]) if query.startswith("n=") else 1
+    dispatcher = get_dispatcher(SETTINGS)
+    for i in range(count):
+        dispatcher.submit(Event("custom", name=f"req-{i}", properties={"pid": os.getpid()}))
+    body = str(os.getpid()).encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def spool_and_wait(count: int) -> None:
+    dispatcher = get_dispatcher(SETTINGS)
+    for i in range(count):
+        dispatcher.submit(Event("custom", name=f"killed-{i}"))
+    while dispatcher.counts()["spooled"] < count:
+        time.sleep(0.01)
+    print("spooled", flush=True)
+    time.sleep(600)
+
+
+def submit_many(count: int) -> None:
+    dispatcher = get_dispatcher(SETTINGS)
+    warm = min(count // 10, 100_000)
+    figures: dict[str, Any] = {}
+    started = time.perf_counter()
+    for i in range(count):
+        if i == warm:
+            figures["rss_warm_kib"] = rss_kib()
+        dispatcher.submit(Event("custom", name="e", visitor="v", properties={"i": i}))
+    figures["submit_seconds"] = time.perf_counter() - started
+    while dispatcher.counts()["spooled"] + dispatcher.counts()["dropped"] < count:
+        time.sleep(0.05)
+    figures["rss_end_kib"] = rss_kib()
+    figures["seconds"] = time.perf_counter() - started
+    figures.update(dispatcher.stats())
+    print(json.dumps(figures), flush=True)
+    os._exit(0)  # the backlog stays spooled; skip the exit drain against a sink that is down
+
+
+if __name__ == "__main__":
+    mode, number = sys.argv[1], int(sys.argv[2])
+    {"spool": spool_and_wait, "rss": submit_many}[mode](number)
