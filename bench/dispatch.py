@@ -194,17 +194,32 @@ def main() -> None:
         rows.append((f"KISSmetrics sink, {args.rtt * 1000:g} ms round trip", km_slow))
         rows.append((f"py-KISSmetrics sequential, {args.rtt * 1000:g} ms round trip (peer)", peer_slow))
 
-        with tempfile.TemporaryDirectory() as folder:
-            settings = Settings.from_environ(
-                {},
-                sinks="matomo",
-                matomo_url=matomo.base_url,
-                matomo_site_id=7,
-                spool_path=str(Path(folder) / "spool.sqlite3"),
-            )
-            through = dispatcher_rate(settings, events_for(args.bulk_events // 2, "pageview"), matomo)
-        if through is not None:
-            rows.append(("Matomo through the dispatcher (submit + spool + drain)", through))
+        through_dispatcher: list[tuple[str, dict[str, Any], list[Event], Remote]] = [
+            (
+                "Matomo",
+                {"sinks": "matomo", "matomo_url": matomo.base_url, "matomo_site_id": 7},
+                events_for(args.bulk_events // 2, "pageview"),
+                matomo,
+            ),
+            (
+                "KISSmetrics",
+                {"sinks": "kissmetrics", "kissmetrics_key": KEY, "kissmetrics_url": kissmetrics.base_url},
+                events_for(args.events),
+                kissmetrics,
+            ),
+            (
+                "webhook",
+                {"sinks": "webhook", "webhook_url": webhook.base_url + "/hook"},
+                events_for(args.events),
+                webhook,
+            ),
+        ]
+        for label, options, events, remote in through_dispatcher:
+            with tempfile.TemporaryDirectory() as folder:
+                settings = Settings.from_environ({}, spool_path=str(Path(folder) / "spool.sqlite3"), **options)
+                through = dispatcher_rate(settings, events, remote)
+            if through is not None:
+                rows.append((f"{label} through the dispatcher (submit + spool + drain)", through))
     finally:
         for remote in (webhook, kissmetrics, matomo, slow_km):
             remote.close()
