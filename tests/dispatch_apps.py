@@ -77,3 +77,21 @@ def submit_many(count: int) -> None:
 if __name__ == "__main__":
     mode, number = sys.argv[1], int(sys.argv[2])
     {"spool": spool_and_wait, "rss": submit_many}[mode](number)
+
+
+def _helpers_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    import trackgate
+
+    event = trackgate.record(environ, "signed-up", {"plan": "pro"})
+    trackgate.identify(environ, "user-1")
+    trackgate.track_conversion(environ, "checkout", revenue=12.5)
+    body = (event.visitor or "").encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def helpers_app() -> Any:
+    """The app helpers behind trackgate's WSGI middleware (gunicorn 'dispatch_apps:helpers_app()')."""
+    from trackgate import WSGIMiddleware
+
+    return WSGIMiddleware(_helpers_app)

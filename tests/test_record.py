@@ -1,0 +1,137 @@
+"""trackgate.record / identify / set_properties / track_conversion."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from servers import free_port, wait_until_serving
+from sinks import WebhookReceiver
+
+import trackgate
+from trackgate import Event, Visitor
+from trackgate.dispatch.spool import Spool
+from trackgate.record import EMIT_KEY
+
+
+@pytest.fixture
+def emitted() -> list[Event]:
+    return []
+
+
+@pytest.fixture
+def environ(emitted: list[Event]) -> dict[str, object]:
+    """An environ whose shell left its emit behind, as a middleware's request would have."""
+    return {"wsgi.version": (1, 0), EMIT_KEY: emitted.append}
+
+
+@pytest.mark.parametrize(
+    "holder",
+    ["v-code-1", Visitor(code="v-code-1", is_new=False, consent=True)],
+    ids=["code-string", "visitor"],
+)
+def test_helpers_accept_a_code_or_a_visitor(holder: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[Event] = []
+    monkeypatch.setattr("trackgate.dispatch.submit", sent.append)
+    event = trackgate.record(holder, "clicked-buy", {"color": "red"})
+    assert sent == [event]
+    assert (event.kind, event.name, event.visitor, dict(event.properties)) == (
+        "custom", "clicked-buy", "v-code-1", {"color": "red"}
+    )
+
+
+def test_each_helper_makes_its_kind_of_event() -> None:
+    code = Visitor(code="abc", is_new=False, consent=True)
+    for made in (
+        trackgate.set_properties(code, {"plan": "pro"}),
+        trackgate.identify(code, "user-9"),
+        trackgate.track_conversion(code, "checkout", revenue=30),
+    ):
+        assert made.visitor == "abc"
+    kinds = [(e.kind, e.name, e.user_id, e.revenue) for e in _sent]
+    assert kinds == [("set", "set", None, None), ("identify", "identify", "user-9", None),
+                     ("conversion", "checkout", None, 30.0)]
+
+
+_sent: list[Event] = []
+
+
+@pytest.fixture(autouse=True)
+def _capture_default_submit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    _sent.clear()
+    monkeypatch.setattr("trackgate.dispatch.submit", _sent.append)
+    yield
+
+
+def test_an_environ_with_a_shells_emit_uses_it(environ: dict[str, object], emitted: list[Event]) -> None:
+    from trackgate.lookup import STATE_KEY
+
+    environ[STATE_KEY] = _state("from-environ")
+    event = trackgate.record(environ, "viewed-pricing")
+    assert emitted == [event]
+    assert event.visitor == "from-environ"
+    assert _sent == []
+
+
+def _state(code: str) -> object:
+    from trackgate.identity import VisitorState
+
+    return VisitorState(Visitor(code=code, is_new=False, consent=True), None, code)
+
+
+@pytest.mark.parametrize(
+    ("call", "error"),
+    [
+        (lambda: trackgate.record({"not": "a request"}, "x"), LookupError),
+        (lambda: trackgate.record("", "x"), LookupError),
+        (lambda: trackgate.identify("abc", ""), ValueError),
+        (lambda: trackgate.track_conversion("abc", "goal", revenue="12"), TypeError),  # type: ignore[arg-type]
+        (lambda: trackgate.record("abc", "x", ["not", "a", "mapping"]), TypeError),  # type: ignore[arg-type]
+    ],
+    ids=["no-visitor", "empty-code", "empty-user-id", "revenue-not-number", "properties-not-mapping"],
+)
+def test_bad_arguments_raise_clear_errors(call: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        call()  # type: ignore[operator]
+    assert _sent == []
+
+
+@pytest.mark.server
+@pytest.mark.timeout(60)
+def test_helpers_in_an_app_behind_the_middleware_reach_the_receiver(tmp_path: Path) -> None:
+    from servers import TESTS_DIR
+
+    with WebhookReceiver() as hook:
+        port = free_port()
+        env = {
+            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(TESTS_DIR), "TRACKGATE_SINKS": "webhook",
+            "TRACKGATE_WEBHOOK_URL": hook.url, "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "dispatch_apps:helpers_app()", "--bind", f"127.0.0.1:{port}",
+             "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_serving(port, process)
+            response = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+            assert response.status_code == 200
+            visitor = response.text
+            assert visitor
+            assert hook.wait_delivered(3, 30)
+        finally:
+            process.terminate()
+            process.wait(20)
+            if process.stdout:
+                process.stdout.close()
+        got = sorted((p["kind"], p["name"], p["visitor"], p.get("user_id"), p.get("revenue"))
+                     for p in hook.payloads())
+        assert got == [
+            ("conversion", "checkout", visitor, None, 12.5),
+            ("custom", "signed-up", visitor, None, None),
+            ("identify", "identify", visitor, "user-1", None),
+        ]
+        assert Spool(tmp_path / "spool.sqlite3").backlog() == 0
