@@ -1,0 +1,72 @@
+"""`trackgate events status|dead|retry|tail` on a real spool and a real local event store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trackgate import Event
+from trackgate.cli import main
+from trackgate.dispatch.spool import Spool
+
+
+@pytest.fixture
+def spool(tmp_path: Path) -> Spool:
+    return Spool(tmp_path / "spool.sqlite3")  # the path conftest puts in TRACKGATE_SPOOL_PATH
+
+
+def bury_one(spool: Spool, sink: str = "store") -> Event:
+    event = Event("custom", name="refused")
+    spool.add([event], [sink])
+    (row,) = spool.claim(sink, 1, lease=60, owner="test")
+    spool.bury(sink, [(row.seq, "HTTP 400: unknown field", 400, '{"error": "unknown field"}')], owner="test")
+    return event
+
+
+def test_status_reports_backlog_pending_per_sink_and_dead(
+    spool: Spool, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TRACKGATE_SINKS", "store,console")
+    bury_one(spool, "console")
+    spool.add([Event("custom", name="a"), Event("custom", name="b")], ["store", "console"])
+    assert main(["events", "status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["backlog"], report["pending"], report["dead"]) == (2, {"store": 2, "console": 2}, 1)
+    assert main(["events", "status"]) == 0
+    assert "backlog  2 event(s)" in capsys.readouterr().out
+
+
+def test_dead_shows_the_reason_and_response_and_retry_queues_again(
+    spool: Spool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = bury_one(spool)
+    assert main(["events", "dead"]) == 0
+    out = capsys.readouterr().out
+    assert event.id in out and "HTTP 400: unknown field" in out and '{"error": "unknown field"}' in out
+    assert main(["events", "dead", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    assert json.loads(line)["event"]["id"] == event.id
+    assert main(["events", "retry"]) == 0
+    assert "1 delivery(ies) queued again" in capsys.readouterr().out
+    assert spool.dead() == [] and spool.pending("store") == 1
+
+
+@pytest.mark.server
+@pytest.mark.timeout(60)
+def test_retry_now_delivers_from_the_command_and_tail_shows_the_store(
+    spool: Spool, tmp_path: Path
+) -> None:
+    bury_one(spool)
+    env = {"PATH": "/usr/bin:/bin", "TRACKGATE_SPOOL_PATH": str(spool.path),
+           "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}"}
+    run = [sys.executable, "-m", "trackgate.cli", "events"]
+    retried = subprocess.run([*run, "retry", "--now"], env=env, capture_output=True, text=True, timeout=50)
+    assert retried.returncode == 0, retried.stderr
+    assert "0 event(s) still in the spool" in retried.stdout
+    tail = subprocess.run([*run, "tail", "-n", "5"], env=env, capture_output=True, text=True, timeout=50)
+    assert tail.returncode == 0, tail.stderr
+    assert [json.loads(line)["name"] for line in tail.stdout.splitlines()] == ["refused"]
