@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import re
 from typing import TYPE_CHECKING
 
 from werkzeug.datastructures import LanguageAccept
@@ -68,6 +69,7 @@ PIXEL = Reply(
     ),
     PIXEL_GIF,
 )
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8}){0,7}")
 _SEGMENTS: dict[str, Purpose] = {"/o/": "open", "/c/": "click"}
 
 
@@ -103,6 +105,12 @@ def answer(facts: RequestFacts, visitor_code: str | None, gate: Gate) -> Reply:
     return _redirect(result) if purpose == "click" else PIXEL
 
 
+def _language(header: str) -> str | None:
+    """The preferred language tag (BCP 47 shape only: a header is client input, "*" says nothing)."""
+    best = parse_accept_header(header, LanguageAccept).best
+    return best if best and _LANGUAGE_TAG.fullmatch(best) else None
+
+
 def _record(facts: RequestFacts, visitor_code: str | None, gate: Gate, result: TrackingResult) -> None:
     headers = facts.headers
     languages = headers.get("accept-language")
@@ -115,7 +123,7 @@ def _record(facts: RequestFacts, visitor_code: str | None, gate: Gate, result: T
             metadata=result.metadata,
             user_agent=headers.get("user-agent"),
             ip=anonymize_ip(facts.client_addr, gate.settings.anonymize_ip),
-            language=parse_accept_header(languages, LanguageAccept).best if languages else None,
+            language=_language(languages) if languages else None,
             id=result.event_id,
         )
         gate.emit(event)

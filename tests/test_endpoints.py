@@ -118,6 +118,14 @@ class TestAnswer:
         )
         assert event.ip == "2001:db8:1:2::"
 
+    @pytest.mark.parametrize(
+        ("header", "language"),
+        [("fr-CH, fr;q=0.9, en;q=0.8", "fr-CH"), ("*", None), ("x" * 300, None), ("en-US;q=0.5, de", "de"), ("", None)],
+    )
+    def test_language_is_the_preferred_well_formed_tag(self, rec: _Recorder, header: str, language: str | None) -> None:
+        rec(_facts(_path(rec.links.open_url()), headers={"Accept-Language": header}))
+        assert rec.events[0].language == language
+
     def test_event_id_is_the_decoded_results(self, rec: _Recorder) -> None:
         rec(_facts(_path(rec.links.click_url("https://example.org/"))))
         rec(_facts(_path(rec.links.click_url("https://example.org/"))))
