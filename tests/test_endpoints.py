@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import pytracking
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -185,6 +187,16 @@ class TestAnswer:
         reply = answer(_facts(link), None, gate)
         assert reply.status == 302
         assert gate.counters["emit_failed"] == 1
+
+
+@given(tail=st.text(max_size=300), method=st.sampled_from(["GET", "HEAD", "POST", "PUT", "OPTIONS"]))
+@settings(max_examples=300, deadline=None)
+def test_any_path_under_the_prefix_gets_a_plain_answer_and_no_event(tail: str, method: str) -> None:
+    rec = _Recorder(_settings())
+    for path in (f"/_tg/{tail}", f"/_tg/c/{tail}", f"/_tg/o/{tail}"):
+        status, _, _ = rec(_facts(path, method=method))
+        assert status in (404, 405)
+    assert rec.events == []
 
 
 def _pytracking_click(url: str) -> str:
