@@ -59,6 +59,8 @@ def stats() -> dict[str, int]:
 
 
 def _after_fork_in_child() -> None:
+    global _lock  # noqa: PLW0603 — a lock held by another thread at the fork would never be released here
+    _lock = threading.Lock()
     worker._reset_in_child()
     for dispatcher in list(_by_settings.values()):
         dispatcher._after_fork()

@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,6 +120,7 @@ class Spool:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        _open_spools.add(self)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front,
         # so two processes never both read "free" rows and then both claim them).
         self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -308,6 +310,29 @@ class Spool:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+# SQLite is not fork-safe while a thread is inside it (its global mutexes would stay locked in the child).
+# Every use of a Spool's connection holds its lock, so holding all of them across fork() means no thread of
+# ours is inside SQLite at that moment.
+_open_spools: weakref.WeakSet[Spool] = weakref.WeakSet()
+
+
+def _hold_all_for_fork() -> None:
+    for spool in sorted(_open_spools, key=id):
+        spool._lock.acquire()
+
+
+def _release_all_after_fork() -> None:
+    for spool in _open_spools:
+        if spool._lock.locked():
+            spool._lock.release()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_hold_all_for_fork, after_in_parent=_release_all_after_fork, after_in_child=_release_all_after_fork
+    )
 
 
 class _Transaction:
