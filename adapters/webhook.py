@@ -48,6 +48,8 @@ def payload(event: Event) -> dict[str, Any]:
         body["tracked_url"] = event.url
     body["id"] = event.id
     body["kind"] = event.kind
+    # Who opened or clicked: pytracking's payload has no place for it, so it is one more field.
+    body["visitor"] = event.visitor
     return body
 
 

@@ -8,6 +8,9 @@ import pytest
 
 from trackgate import _boundary
 
+# The protocol receivers' fixtures (webhook_receiver, kissmetrics_receiver, matomo_receiver) for every test.
+pytest_plugins = ("sinks",)
+
 
 @pytest.fixture(autouse=True)
 def _raise_internal_errors() -> Iterator[None]:

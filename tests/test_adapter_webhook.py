@@ -48,7 +48,7 @@ def mail_event(kind: str, url: str | None = None) -> Event:
 @pytest.mark.parametrize(
     ("kind", "url"), [("open", None), ("click", "https://example.org/a?b=1")], ids=["open", "click"]
 )
-async def test_open_and_click_carry_exactly_pytrackings_payload_plus_id_and_kind(
+async def test_open_and_click_carry_exactly_pytrackings_payload_plus_id_kind_and_visitor(
     hook: WebhookReceiver,
     session: aiohttp.ClientSession,
     kind: str,
@@ -71,7 +71,7 @@ async def test_open_and_click_carry_exactly_pytrackings_payload_plus_id_and_kind
         [expected] = plain.payloads()
     await WebhookSink(hook.url, secret=WEBHOOK_SECRET).send(session, [event])
     [ours] = hook.payloads()
-    assert ours == {**expected, "id": event.id, "kind": kind}
+    assert ours == {**expected, "id": event.id, "kind": kind, "visitor": "v1"}
 
 
 async def test_other_kinds_post_the_whole_event(
