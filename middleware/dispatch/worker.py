@@ -28,6 +28,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from .._boundary import swallow
+from ..errors import ConfigError
 from ..events import Event
 from ..settings import Settings
 from .backoff import retry_delay
@@ -141,8 +143,10 @@ class Dispatcher:
         if self._state in ("new", "stopped"):
             try:
                 self.start()
-            except Exception as exc:  # the host app goes on; the event is written below
+            except ConfigError as exc:  # the host app goes on; the event is spooled below for a fixed config
                 logger.error("trackgate: the event dispatcher did not start: %s", exc)
+            except Exception as exc:
+                swallow("starting the event dispatcher", exc)
         if self._state == "running" and not self.settings.spool_sync:
             self.submit(event)
             return
