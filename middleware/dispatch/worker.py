@@ -91,6 +91,7 @@ class _SinkState:
     failed_at: float = 0.0  # monotonic time of the last counted failure
     in_flight: int = 0
     settled: bool = False  # nothing in flight and nothing due: drain may stop waiting for this sink
+    confirmed: list[int] = dataclasses.field(default_factory=list)  # delivered rows not yet deleted
 
 
 class Dispatcher:
@@ -347,7 +348,7 @@ class Dispatcher:
 
     def _settled(self, state: _SinkState) -> bool:
         # A sink in backoff will not be tried before we must be gone: what it holds stays spooled.
-        return state.in_flight == 0 and (state.settled or state.paused_until > time.time())
+        return state.in_flight == 0 and not state.confirmed and (state.settled or state.paused_until > time.time())
 
     async def _intake(self) -> None:
         queue, wake = self._queue, self._wake
@@ -402,41 +403,54 @@ class Dispatcher:
     async def _pump(self, name: str, state: _SinkState, session: aiohttp.ClientSession) -> None:
         spool = self._open_spool()
         wake = self._pump_wake[name]
-        slots = asyncio.Semaphore(max(1, state.sink.concurrency))
+        concurrency = max(1, state.sink.concurrency)
         batch_size = max(1, state.sink.batch_size)
         sending: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            sending.discard(task)
+            state.in_flight -= 1
+            wake.set()  # look again now: more may be due, confirmations to commit, or drain waiting
+
         try:
             while True:
+                wake.clear()
+                self._commit_confirmed(name, state)
                 pause = state.paused_until - time.time()
                 if pause > 0:
-                    await asyncio.sleep(pause)
+                    await _wait(wake, pause)  # woken early only to commit confirmations
                     continue
-                await slots.acquire()
-                wake.clear()
-                claimed = spool.claim(name, batch_size, lease=LEASE, owner=self._owner)
+                free = concurrency - state.in_flight
+                if free <= 0:
+                    await wake.wait()
+                    continue
+                # One transaction leases rows for every free slot: a one-event-per-request sink would
+                # otherwise pay a claim transaction per event.
+                claimed = spool.claim(name, free * batch_size, lease=LEASE, owner=self._owner)
                 if not claimed:
-                    slots.release()
                     state.settled = state.in_flight == 0
                     due = spool.next_ready(name)
                     delay = IDLE_POLL if due is None else min(max(due - time.time(), 0.005), IDLE_POLL)
                     await _wait(wake, delay)
                     continue
                 state.settled = False
-                state.in_flight += 1
-                task = asyncio.create_task(self._send(name, state, session, claimed))
-                sending.add(task)
-
-                def finished(task: asyncio.Task[None]) -> None:
-                    sending.discard(task)
-                    state.in_flight -= 1
-                    slots.release()
-                    wake.set()  # look again now: more may be due, or drain may be waiting for us
-
-                task.add_done_callback(finished)
+                for first in range(0, len(claimed), batch_size):
+                    state.in_flight += 1
+                    task = asyncio.create_task(self._send(name, state, session, claimed[first:first + batch_size]))
+                    sending.add(task)
+                    task.add_done_callback(finished)
         finally:
             for task in list(sending):
                 task.cancel()
             await asyncio.gather(*sending, return_exceptions=True)
+            self._commit_confirmed(name, state)
+
+    def _commit_confirmed(self, name: str, state: _SinkState) -> None:
+        """Delete the rows sinks confirmed since the last pass, in one transaction."""
+        if state.confirmed:
+            confirmed, state.confirmed = state.confirmed, []
+            self._open_spool().done(name, confirmed)
+            self._count(delivered=len(confirmed))
 
     async def _send(
         self, name: str, state: _SinkState, session: aiohttp.ClientSession, claimed: list[Claimed]
@@ -472,14 +486,15 @@ class Dispatcher:
                        if event_id in by_id]
             refused_seqs = {failure[0] for failure in refused}
             delivered = [seq for seq in seqs if seq not in refused_seqs]
-            spool.done(name, delivered)
+            state.confirmed.extend(delivered)  # committed by the pump's next pass
             if refused:
                 spool.bury(name, refused, owner=self._owner)
                 logger.warning("trackgate: sink %s refused %d event(s) for good", name, len(refused))
             if state.failures:
                 logger.info("trackgate: sink %s delivers again", name)
             state.failures = 0
-            self._count(delivered=len(delivered), failed=len(refused))
+            if refused:
+                self._count(failed=len(refused))
 
     def _later(
         self, name: str, state: _SinkState, seqs: list[int], *, started: float, reason: str,
