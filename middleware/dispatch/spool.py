@@ -155,17 +155,19 @@ class Spool:
         """Lease up to ``limit`` due deliveries of ``sink``, oldest first."""
         now = time.time()
         with self._lock, self._transaction():
-            found = self._db.execute(
-                "SELECT d.seq, d.attempts, e.body FROM deliveries d JOIN events e ON e.seq = d.seq "
-                "WHERE d.sink = ? AND d.ready_at <= ? ORDER BY d.ready_at, d.seq LIMIT ?",
-                (sink, now, limit),
+            leased = self._db.execute(
+                "UPDATE deliveries SET ready_at = ?, owner = ? WHERE sink = ? AND seq IN ("
+                "SELECT seq FROM deliveries WHERE sink = ? AND ready_at <= ? ORDER BY ready_at, seq LIMIT ?"
+                ") RETURNING seq, attempts",
+                (now + lease, owner, sink, sink, now, limit),
             ).fetchall()
-            if not found:
+            if not leased:
                 return []
-            self._db.executemany(
-                "UPDATE deliveries SET ready_at = ?, owner = ? WHERE seq = ? AND sink = ?",
-                ((now + lease, owner, seq, sink) for seq, _, _ in found),
-            )
+            bodies = dict(self._db.execute(
+                f"SELECT seq, body FROM events WHERE seq IN ({','.join('?' * len(leased))})",
+                [seq for seq, _ in leased],
+            ).fetchall())
+        found = sorted((seq, attempts, bodies[seq]) for seq, attempts in leased if seq in bodies)
         claimed = []
         for seq, attempts, body in found:
             try:
