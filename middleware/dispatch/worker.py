@@ -197,9 +197,11 @@ class Dispatcher:
                 target=self._run, args=(loop, ready), name="trackgate-dispatch", daemon=True
             )
             self._loop, self._thread = loop, thread
+            # Running before the thread starts: if its loop ends, the thread itself sets "stopped" again.
+            # Events submitted before the loop is ready wait in the queue, which the intake reads first.
+            self._state = "running"
             thread.start()
             ready.wait()
-            self._state = "running"
             self._hook_exit()
         return self
 
@@ -299,6 +301,10 @@ class Dispatcher:
         except Exception:
             logger.exception("trackgate: the event dispatcher stopped on an error")
         finally:
+            # Whatever ended the loop, the next submit() must start a new one rather than poke this one.
+            self._poke = _nothing
+            if self._state == "running":
+                self._state = "stopped"
             ready.set()
             with contextlib.suppress(Exception):
                 loop.run_until_complete(loop.shutdown_asyncgens())
@@ -314,7 +320,10 @@ class Dispatcher:
         wake = self._wake
 
         def poke() -> None:
-            loop.call_soon_threadsafe(wake.set)
+            # The loop may close between the caller's state check and this call: the event is queued
+            # anyway, and drain() or the next start commits it.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(wake.set)
 
         self._poke = poke
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT))
