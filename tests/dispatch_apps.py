@@ -95,3 +95,29 @@ def helpers_app() -> Any:
     from trackgate import WSGIMiddleware
 
     return WSGIMiddleware(_helpers_app)
+
+
+async def _asgi_inner(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    import trackgate
+
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    query = scope.get("query_string", b"").decode()
+    count = int(query[2:]) if query.startswith("n=") else 1
+    for i in range(count):
+        trackgate.record(scope, f"asgi-{i}")
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def asgi_app() -> Any:
+    """The helpers behind trackgate's ASGI middleware (uvicorn --factory dispatch_apps:asgi_app)."""
+    from trackgate import ASGIMiddleware
+
+    return ASGIMiddleware(_asgi_inner)

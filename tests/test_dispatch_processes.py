@@ -187,3 +187,29 @@ def test_a_long_outage_keeps_memory_flat_because_the_backlog_is_on_disk(tmp_path
     # The first tenth of the events warms up allocators and SQLite's page cache; the other nine tenths
     # must not grow the process (in memory they would take well over 100 MB).
     assert figures["rss_end_kib"] - figures["rss_warm_kib"] < 32 * 1024, figures
+
+
+@pytest.mark.timeout(90)
+def test_uvicorn_lifespan_shutdown_drains_what_the_app_recorded(tmp_path: Path) -> None:
+    spool = tmp_path / "spool.sqlite3"
+    slow = WebhookReceiver(latency=0.2).start()
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "dispatch_apps:asgi_app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        env=environment(spool, slow.url, TRACKGATE_SHUTDOWN_TIMEOUT="20"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_serving(port, process)
+        assert httpx.get(f"http://127.0.0.1:{port}/?n=40", timeout=10).text == "ok"
+        output = stop(process)
+        # uvicorn re-raises the signal once its shutdown (lifespan included) is complete.
+        assert process.returncode in (0, -signal.SIGTERM), output
+        assert len(slow.unique()) == 40, output
+        assert Spool(spool).backlog() == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        slow.stop()
