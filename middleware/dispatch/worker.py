@@ -174,8 +174,8 @@ class Dispatcher:
             logger.error("trackgate: could not write %d event(s) to the spool: %s", len(events), exc)
             self._count(dropped=len(events), submitted=len(events))
             return
+        self._enforce_cap(spool)  # before counting, so "spooled" never runs ahead of "dropped"
         self._count(submitted=written, spooled=written)
-        self._enforce_cap(spool)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> Dispatcher:
@@ -384,8 +384,8 @@ class Dispatcher:
             self._queue.extendleft(reversed(batch))
             logger.error("trackgate: could not write %d event(s) to the spool, will retry: %s", len(batch), exc)
             return False
+        self._enforce_cap(spool)  # before counting, so "spooled" never runs ahead of "dropped"
         self._count(submitted=len(batch), spooled=len(batch))
-        self._enforce_cap(spool)
         self._wake_pumps()
         return True
 
