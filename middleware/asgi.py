@@ -21,7 +21,7 @@ from ._boundary import guarded, swallow
 from .facts import RequestFacts
 from .gate import Emit, Gate
 from .identity import VisitorState
-from .lookup import STATE_KEY, VISITOR_KEY
+from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .settings import Settings
 from .shell_common import OPT_OUT_HEADER, client_address, looks_like_html, make_settings
 
@@ -63,6 +63,7 @@ class ASGIMiddleware:
             request_state = scope.setdefault("state", {})
             request_state[STATE_KEY] = state
             request_state[VISITOR_KEY] = state.visitor
+            request_state[EMIT_KEY] = self.gate.emit
         except Exception as error:
             swallow("visitor identity", error)
             await self.app(scope, receive, send)

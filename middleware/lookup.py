@@ -3,13 +3,15 @@ werkzeug, Flask, starlette or Django request."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from .events import Event
 from .identity import Visitor, VisitorState
 
 STATE_KEY = "trackgate.state"
 VISITOR_KEY = "trackgate.visitor"
+EMIT_KEY = "trackgate.emit"  # where this request's middleware sends events (its dispatcher, or a callback)
 
 
 def _holder(request: Any) -> Mapping[str, Any] | None:
@@ -34,6 +36,13 @@ def get_state(request: Any) -> VisitorState | None:
     holder = _holder(request)
     state = holder.get(STATE_KEY) if holder is not None else None
     return state if isinstance(state, VisitorState) else None
+
+
+def get_emit(request: Any) -> Callable[[Event], None] | None:
+    """The event destination of the middleware this request passed through, if any."""
+    holder = _holder(request)
+    emit = holder.get(EMIT_KEY) if holder is not None else None
+    return emit if callable(emit) else None
 
 
 def get_visitor(request: Any) -> Visitor | None:

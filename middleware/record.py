@@ -16,13 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .events import Event, EventKind
-from .lookup import get_visitor
+from .lookup import get_emit, get_visitor
 
 __all__ = ["identify", "record", "set_properties", "track_conversion"]
-
-# Where a shell may leave its Gate.emit, so helpers reach the same destination as the middleware.
-EMIT_KEY = "trackgate.emit"
-
 
 def record(request_or_visitor: Any, name: str, properties: Mapping[str, Any] | None = None) -> Event:
     """A custom event ``name`` for this visitor."""
@@ -86,13 +82,9 @@ def _submit(
 
 
 def _emitter(request: Any) -> Callable[[Event], None]:
-    for holder in (request, getattr(request, "environ", None), getattr(request, "scope", None)):
-        if isinstance(holder, Mapping):
-            emit = holder.get(EMIT_KEY)
-            if emit is None and isinstance(holder.get("state"), Mapping):
-                emit = holder["state"].get(EMIT_KEY)
-            if callable(emit):
-                return emit  # type: ignore[no-any-return]
+    emit = get_emit(request)
+    if emit is not None:
+        return emit
     from .dispatch import submit  # the dispatcher loads on first use, not on import
 
     return submit

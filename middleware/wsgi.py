@@ -22,7 +22,7 @@ from ._boundary import guarded
 from .facts import RequestFacts
 from .gate import Emit, Gate
 from .identity import VisitorState
-from .lookup import STATE_KEY, VISITOR_KEY
+from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .settings import Settings
 from .shell_common import client_address, edit_headers, looks_like_html, make_settings
 
@@ -62,6 +62,7 @@ class WSGIMiddleware:
             )
             environ[STATE_KEY] = state
             environ[VISITOR_KEY] = state.visitor
+            environ[EMIT_KEY] = gate.emit
         if state is None:
             return self.app(environ, start_response)
         return _Responder(gate, environ, state, start_response).run(self.app)

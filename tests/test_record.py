@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from sinks import WebhookReceiver
 import trackgate
 from trackgate import Event, Visitor
 from trackgate.dispatch.spool import Spool
-from trackgate.record import EMIT_KEY
+from trackgate.lookup import EMIT_KEY
 
 
 @pytest.fixture
@@ -135,3 +136,40 @@ def test_helpers_in_an_app_behind_the_middleware_reach_the_receiver(tmp_path: Pa
             ("identify", "identify", visitor, "user-1", None),
         ]
         assert Spool(tmp_path / "spool.sqlite3").backlog() == 0
+
+
+def test_helpers_inside_an_app_reach_that_middlewares_destination() -> None:
+    """Two middlewares in one process, each with its own destination: the app's events follow its own."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Request as WSGIRequest
+    from werkzeug.wrappers import Response as WSGIResponse
+
+    wsgi_events: list[Event] = []
+    asgi_events: list[Event] = []
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
+        trackgate.record(WSGIRequest(environ), "signup", {"plan": "pro"})
+        return WSGIResponse("ok")(environ, start_response)
+
+    async def asgi_view(request: Request) -> PlainTextResponse:
+        trackgate.track_conversion(request, "purchase", revenue=12.5)
+        return PlainTextResponse("ok")
+
+    wsgi = Client(trackgate.WSGIMiddleware(wsgi_app, secret_key="k", emit=wsgi_events.append))
+    response = wsgi.get("/")
+    code = response.headers["Set-Cookie"].split(";")[0].split("=")[1]
+    response.close()
+    asgi = TestClient(
+        trackgate.ASGIMiddleware(Starlette(routes=[Route("/", asgi_view)]), secret_key="k", emit=asgi_events.append)
+    )
+    asgi_code = asgi.get("/").cookies["tg_vid"]
+
+    assert [(e.kind, e.name, e.visitor, dict(e.properties)) for e in wsgi_events] == [
+        ("custom", "signup", code, {"plan": "pro"})
+    ]
+    assert [(e.kind, e.visitor, e.revenue) for e in asgi_events] == [("conversion", asgi_code, 12.5)]
