@@ -119,10 +119,22 @@ def test_the_spool_is_sqlite_in_wal_mode(spool: Spool) -> None:
 def test_default_spool_path_is_under_the_user_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import platformdirs
 
-    assert default_spool_path() == Path(platformdirs.user_cache_dir("trackgate")) / "spool.sqlite3"
+    settings = Settings.from_environ({})
+    path = default_spool_path(settings)
+    assert path.parent == Path(platformdirs.user_cache_dir("trackgate"))
+    assert path.name.startswith("spool-") and path.suffix == ".sqlite3"
     monkeypatch.setitem(sys.modules, "platformdirs", None)  # as if not installed
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert default_spool_path() == tmp_path / "trackgate" / "spool.sqlite3"
+    assert default_spool_path(settings) == tmp_path / "trackgate" / path.name
+
+
+def test_apps_with_different_destinations_get_different_default_spools() -> None:
+    """Spool rows name their sink, not its URL: sharing a file would send one app's events to another's URL."""
+    first = Settings.from_environ({}, sinks="webhook", webhook_url="http://127.0.0.1:1/a")
+    second = Settings.from_environ({}, sinks="webhook", webhook_url="http://127.0.0.1:1/b")
+    same_as_first = Settings.from_environ({}, sinks="webhook", webhook_url="http://127.0.0.1:1/a", cookie_name="x")
+    assert default_spool_path(first) != default_spool_path(second)
+    assert default_spool_path(first) == default_spool_path(same_as_first)
 
 
 # --- status rules --------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ write themselves (``TRACKGATE_SPOOL_SYNC``, or a worker that has fallen far behi
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..events import Event
+from ..settings import Settings
 
 logger = logging.getLogger("trackgate.dispatch")
 
@@ -66,15 +68,22 @@ CREATE TABLE IF NOT EXISTS dead (
 """
 
 
-def default_spool_path() -> Path:
-    """``platformdirs.user_cache_dir("trackgate")`` when platformdirs is installed, else the XDG cache dir."""
+def default_spool_path(settings: Settings) -> Path:
+    """A file under ``platformdirs.user_cache_dir("trackgate")`` (else the XDG cache dir), one per set of
+    destinations: rows name their sink, not its URL, so two apps of one user with different webhook URLs
+    must not share a spool, or one would deliver the other's events to its own URL."""
     try:
         import platformdirs  # optional: only its cache-dir rule is used
     except ImportError:
         base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "trackgate"
     else:
         base = Path(platformdirs.user_cache_dir("trackgate"))
-    return base / "spool.sqlite3"
+    destinations = (
+        settings.sinks, settings.webhook_url, settings.kissmetrics_key, settings.kissmetrics_url,
+        settings.matomo_url, settings.matomo_site_id, settings.store_url,
+    )
+    digest = hashlib.sha256(repr(destinations).encode()).hexdigest()[:12]
+    return base / f"spool-{digest}.sqlite3"
 
 
 _EVENT_FIELDS = tuple(field.name for field in dataclasses.fields(Event))

@@ -100,7 +100,7 @@ class Dispatcher:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.sink_names: tuple[str, ...] = tuple(dict.fromkeys(settings.sinks))
-        self.spool_path = Path(settings.spool_path) if settings.spool_path else default_spool_path()
+        self.spool_path = Path(settings.spool_path) if settings.spool_path else default_spool_path(settings)
         self._max_bytes = settings.spool_max_mb * 1024 * 1024
         self._exit_hooked = False
         self._reset_process_state()
