@@ -10,6 +10,7 @@ from .identity import Visitor
 from .links import TrackingLinks, TrackingResult
 from .lookup import get_visitor, set_consent
 from .record import identify, record, set_properties, track_conversion
+from .rewrite import HtmlRewriter, rewrite_html
 from .settings import Settings
 from .wsgi import WSGIMiddleware
 
@@ -20,6 +21,7 @@ __all__ = [
     "ConfigError",
     "Event",
     "ForeignToken",
+    "HtmlRewriter",
     "Settings",
     "TokenExpired",
     "TrackgateError",
@@ -31,6 +33,7 @@ __all__ = [
     "get_visitor",
     "identify",
     "record",
+    "rewrite_html",
     "set_consent",
     "set_properties",
     "stats",

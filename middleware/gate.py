@@ -9,18 +9,16 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 from ._version import __version__
+from .bodyfilter import BodyFilter, plan_rewrite
 from .endpoints import Reply, answer
 from .events import Event
 from .facts import RequestFacts
 from .identity import Identity, Visitor
 from .links import TrackingLinks
+from .rewrite import HtmlRewriter
 from .settings import Settings
-
-if TYPE_CHECKING:
-    from .bodyfilter import BodyFilter
 
 Emit = Callable[[Event], None]
 
@@ -80,9 +78,6 @@ class Gate:
         settings = self.settings
         if settings.rewrite == "off" and not settings.pageview_pixel:
             return None
-        from .bodyfilter import BodyFilter, plan_rewrite
-        from .rewrite import HtmlRewriter
-
         plan = plan_rewrite(facts.method, status, headers)
         if plan is None:
             return None

@@ -1,0 +1,386 @@
+"""The streaming HTML rewriter: links become click-tracking links, a pixel goes before the last ``</body>``.
+
+    rewriter = HtmlRewriter(links, metadata={"recipient": "a@example.org"})
+    out = rewriter.feed(chunk1) + rewriter.feed(chunk2) + rewriter.close()
+    html = rewrite_html(html, links, metadata=...)         # a whole document, str or bytes
+
+It rewrites bytes, not a parsed tree: every byte outside the rewritten ``href`` values comes out as it
+went in (DOCTYPE, entities, quoting, case, comments), the output is the same however the input is cut
+into chunks, and malformed HTML passes through. Compiled patterns jump from one construct of interest to
+the next; the tokenizer rules follow the HTML standard closely enough that attribute values, comments and
+raw-text elements (script, style, textarea, title, ...) are never mistaken for markup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol, overload
+from urllib.parse import urlsplit
+
+from .errors import BadURL, TrackgateError
+from .htmlchars import PRESCAN_BYTES, decode_attribute, sniff_charset
+
+
+class LinkSource(Protocol):
+    def click_url(self, url: str, metadata: Mapping[str, Any] | None = None) -> str: ...
+
+    def open_url(self, metadata: Mapping[str, Any] | None = None) -> str: ...
+
+    def is_tracking_url(self, url: str) -> bool: ...
+
+
+# Past this many bytes an unfinished tag (an unterminated quote, say) is given up on and passed through.
+MAX_HELD = 64 * 1024
+
+_WS = rb"\t\n\f\r "
+# What follows a tag name up to its ">": attributes, whose values may be quoted, per the tokenizer.
+_TAG_TAIL = (
+    rb"(?:[" + _WS + rb"/]++|[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+"
+    rb"(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+(?:\"[^\"]*+\"|'[^']*+'|[^" + _WS + rb">]*+))?+)*+>"
+)
+_RAW_TEXT = rb"script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
+_INTERESTING = rb"(?i:a|area|/?body|" + _RAW_TEXT + rb")[" + _WS + rb"/>]|!--|!\[CDATA\["
+# Text and every complete construct we do not care about, consumed without a Python-level loop.
+_SKIP = re.compile(
+    rb"(?:[^<]++|<(?:(?!"
+    + _INTERESTING
+    + rb")(?:/?[a-zA-Z][^"
+    + _WS
+    + rb"/>]*+"
+    + _TAG_TAIL
+    + rb"|!(?!--|\[CDATA\[)[^>]*+>|\?[^>]*+>|/(?![a-zA-Z])[^>]*+>|(?=[^a-zA-Z/!?]))))*+"
+)
+_CONSTRUCT = re.compile(rb"<(?:(!--)|(!\[CDATA\[)|(/?)([a-zA-Z][^" + _WS + rb"/>]*+)" + _TAG_TAIL + rb")")
+_ATTRIBUTE = re.compile(
+    rb"([^"
+    + _WS
+    + rb"/>][^"
+    + _WS
+    + rb"/>=]*+)(?:["
+    + _WS
+    + rb"]*+=["
+    + _WS
+    + rb"]*+(\"[^\"]*+\"|'[^']*+'|[^"
+    + _WS
+    + rb">]*+))?+"
+)
+_VALUE = rb"(?:\"[^\"]*+\"|'[^']*+'|[^" + _WS + rb">]*+)"
+# The first href of a tag, found by walking its attributes in C (an "href" inside another value never counts).
+_FIRST_HREF = re.compile(
+    rb"<[a-zA-Z]++(?:["
+    + _WS
+    + rb"/]++|(?![hH][rR][eE][fF]["
+    + _WS
+    + rb"/>=])[^"
+    + _WS
+    + rb"/>][^"
+    + _WS
+    + rb"/>=]*+(?:["
+    + _WS
+    + rb"]*+=["
+    + _WS
+    + rb"]*+"
+    + _VALUE
+    + rb")?+)*+[hH][rR][eE][fF]"
+    + rb"["
+    + _WS
+    + rb"]*+=["
+    + _WS
+    + rb"]*+("
+    + _VALUE
+    + rb")"
+)
+_TABS_AND_NEWLINES = str.maketrans("", "", "\t\n\r")  # the URL parser drops them anywhere
+_COMMENT_END = re.compile(rb"--!?>")
+_CDATA_END = re.compile(rb"\]\]>")
+_NEVER = re.compile(rb"(?!)")
+_RAW_TEXT_ENDS = {
+    name: re.compile(rb"</" + name + rb"[" + _WS + rb"/>]", re.IGNORECASE) for name in _RAW_TEXT.split(b"|")
+}
+_URL_OUTER = "".join(map(chr, range(0x21)))  # the URL parser strips C0 controls and spaces at both ends
+
+_PIXEL = (
+    '<img src="{src}" width="1" height="1" alt="" '
+    'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0" />'
+)
+
+Scope = Literal["all", "outbound"]
+
+
+class HtmlRewriter:
+    """Feed bytes, get bytes. One object per document; not thread-safe (like a codec)."""
+
+    def __init__(
+        self,
+        links: LinkSource,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        click_tracking: bool = True,
+        open_tracking: bool = True,
+        pixel_position: Literal["end", "start"] = "end",
+        scope: Scope = "all",
+        charset: str | None = None,
+        page_host: str | None = None,
+    ) -> None:
+        self._links = links
+        self._metadata = dict(metadata) if metadata else None
+        self._click = click_tracking
+        self._pixel_at: str | None = pixel_position if open_tracking else None
+        self._outbound_only = scope == "outbound"
+        self._page_host = _host_and_port("//" + page_host) if page_host else None
+        self._declared = charset
+        self._codec: str | None = None
+        self._decided = False  # charset known (or the document passes through untouched)
+        self._passthrough = False
+        self._buffer = b""
+        self._until: re.Pattern[bytes] | None = None  # inside a comment, CDATA or raw text: where it ends
+        self._keep = 0  # bytes to keep back while inside: a possible partial end marker
+        self._tail: bytearray | None = None  # output held since the last </body> (the pixel goes before it)
+        self._pixel_done = False
+        self._unfinished = False
+        self._out: list[bytes] = []
+
+    # --- public --------------------------------------------------------------------------------------
+    def feed(self, data: bytes) -> bytes:
+        if self._passthrough:
+            return data
+        self._buffer += data
+        if not self._decided and not self._decide(final=False):
+            return self._take()  # still waiting for the charset, or it says: pass through
+        self._scan(final=False)
+        return self._take()
+
+    def close(self) -> bytes:
+        if not self._decided:
+            self._decide(final=True)
+        if self._passthrough:
+            return self._take()
+        self._scan(final=True)
+        self._emit(self._buffer)
+        self._buffer = b""
+        # A document that ends inside a tag, comment or raw text would swallow the pixel: leave it as it is.
+        malformed = self._unfinished or self._until is not None
+        if self._pixel_at is not None and not self._pixel_done and not malformed:
+            pixel = self._pixel()
+            if self._tail is not None:
+                self._out.append(pixel)
+                self._out.append(bytes(self._tail))
+                self._tail = None
+            else:
+                self._out.append(pixel)
+            self._pixel_done = True
+        elif self._tail is not None:
+            self._out.append(bytes(self._tail))
+            self._tail = None
+        return self._take()
+
+    # --- charset -------------------------------------------------------------------------------------
+    def _decide(self, *, final: bool) -> bool:
+        head = self._buffer
+        if not self._declared and len(head) < PRESCAN_BYTES and not final and not head.startswith(b"\xef\xbb\xbf"):
+            return False  # the <meta charset> may still come
+        self._codec = sniff_charset(self._declared, head[:PRESCAN_BYTES])
+        self._decided = True
+        if self._codec is None:
+            self._passthrough = True
+            self._out.append(self._buffer)
+            self._buffer = b""
+        return not self._passthrough
+
+    # --- scanning ------------------------------------------------------------------------------------
+    def _scan(self, *, final: bool) -> None:
+        buffer = self._buffer
+        position = 0
+        size = len(buffer)
+        while position < size:
+            if self._until is not None:
+                found = self._until.search(buffer, position)
+                if found is None:
+                    # Emit all but a possible partial end marker; keep scanning inside next time.
+                    keep = 0 if final else min(self._keep, size - position)
+                    self._emit(buffer[position : size - keep])
+                    position = size - keep
+                    break
+                self._emit(buffer[position : found.start()])
+                position = found.start()
+                self._until = None
+                if found.group(0)[:1] != b"<":  # a comment or CDATA end marker: part of the construct
+                    self._emit(found.group(0))
+                    position = found.end()
+                continue
+            skipped = _SKIP.match(buffer, position)
+            end = skipped.end() if skipped else position
+            if end > position:
+                self._emit(buffer[position:end])
+                position = end
+                continue
+            construct = _CONSTRUCT.match(buffer, position)
+            if construct is None:
+                if not final and size - position <= MAX_HELD:
+                    break  # an unfinished construct: wait for the rest
+                self._unfinished = final  # the document ends inside a tag: malformed, no pixel into it
+                self._emit(buffer[position : position + 1])  # not markup after all (or too long): text
+                position += 1
+                continue
+            position = self._handle(construct)
+        self._buffer = buffer[position:]
+
+    def _handle(self, construct: re.Match[bytes]) -> int:
+        start, end = construct.span()
+        if construct[1]:  # <!--: the end search starts at its dashes, so "<!-->" and "<!--->" end at once
+            self._emit(b"<!")
+            self._enter(_COMMENT_END, 3)
+            return start + 2
+        if construct[2]:  # <![CDATA[
+            self._emit(b"<![CDATA[")
+            self._enter(_CDATA_END, 2)
+            return start + 9
+        name = construct[4].lower()
+        tag = construct.string[start:end]
+        if construct[3]:  # an end tag: only </body> gets here
+            self._body_end(tag)
+            return end
+        if name in (b"a", b"area"):
+            self._emit(self._rewrite_link(tag) if self._click else tag)
+        elif name == b"body":
+            self._emit(tag)
+            if self._pixel_at == "start" and not self._pixel_done:
+                self._emit(self._pixel())
+                self._pixel_done = True
+        elif name == b"plaintext":
+            self._emit(tag)
+            self._enter(_NEVER, 0)  # nothing ends it
+        else:  # script, style, textarea, title, ...: text until its own end tag
+            self._emit(tag)
+            self._enter(_raw_text_end(name), len(name) + 2)
+        return end
+
+    def _enter(self, until: re.Pattern[bytes], keep: int) -> None:
+        self._until = until
+        self._keep = keep
+
+    # --- output --------------------------------------------------------------------------------------
+    def _emit(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._tail is None:
+            self._out.append(data)
+            return
+        self._tail += data
+        if len(self._tail) > MAX_HELD:  # that </body> was not near the end: give up on it
+            self._out.append(bytes(self._tail))
+            self._tail = None
+
+    def _body_end(self, tag: bytes) -> None:
+        if self._pixel_at != "end" or self._pixel_done:
+            self._emit(tag)
+            return
+        if self._tail is not None:  # a later </body>: the earlier one was not the last
+            self._out.append(bytes(self._tail))
+        self._tail = bytearray(tag)
+
+    def _take(self) -> bytes:
+        out = b"".join(self._out)
+        self._out.clear()
+        return out
+
+    def _pixel(self) -> bytes:
+        source = self._links.open_url(self._metadata)
+        return _PIXEL.format(src=_escape(source, '"')).encode("ascii", "xmlcharrefreplace")
+
+    # --- links ---------------------------------------------------------------------------------------
+    def _rewrite_link(self, tag: bytes) -> bytes:
+        href = _FIRST_HREF.match(tag)
+        if href is None or (b"data-trackgate" in tag.lower() and self._opted_out(tag)):
+            return tag
+        raw = href[1]
+        quote = raw[:1] if raw[:1] in (b'"', b"'") else b""
+        tracked = self._tracked(raw[1:-1] if quote else raw)
+        if tracked is None:
+            return tag
+        mark = quote.decode() or '"'
+        value = (mark + _escape(tracked, mark) + mark).encode("ascii", "xmlcharrefreplace")
+        return tag[: href.start(1)] + value + tag[href.end(1) :]
+
+    @staticmethod
+    def _opted_out(tag: bytes) -> bool:
+        for attribute in _ATTRIBUTE.finditer(tag, 2):
+            if attribute[1].lower() == b"data-trackgate":
+                return _unquote(attribute[2] or b"").strip().lower() == b"off"
+        return False
+
+    def _tracked(self, raw: bytes) -> str | None:
+        """The tracking URL for an href value, or None when the link is to be left alone."""
+        text = self._decode(raw)
+        if text is None:
+            return None
+        url = decode_attribute(text).strip(_URL_OUTER)
+        if "\t" in url or "\n" in url or "\r" in url:
+            url = url.translate(_TABS_AND_NEWLINES)
+        if not (url[:8].lower().startswith(("http://", "https://")) or url.startswith("//")):
+            return None
+        if _has_merge_tag(url) or self._links.is_tracking_url(url):
+            return None
+        if self._outbound_only and self._page_host is not None and _host_and_port(url) == self._page_host:
+            return None
+        try:
+            return self._links.click_url(url, self._metadata)
+        except (BadURL, TrackgateError, ValueError):
+            return None  # not a destination we may sign: the link stays as it was
+
+    def _decode(self, raw: bytes) -> str | None:
+        codec = self._codec or "utf-8"
+        try:
+            return raw.decode(codec)
+        except UnicodeDecodeError:
+            if codec == "utf_8":
+                try:
+                    return raw.decode("windows-1252")  # the web's fallback for undeclared legacy pages
+                except UnicodeDecodeError:
+                    return None
+            return None
+
+
+def _has_merge_tag(url: str) -> bool:
+    """{{ }}, {% %}, *| |*, %% %%, [[ ]]: an email service fills these in after us; a tracked link would
+    freeze the placeholder."""
+    return ("{" in url and ("{{" in url or "{%" in url)) or "*|" in url or "%%" in url or "[[" in url
+
+
+def _raw_text_end(name: bytes) -> re.Pattern[bytes]:
+    return _RAW_TEXT_ENDS[name]
+
+
+def _unquote(value: bytes) -> bytes:
+    return value[1:-1] if value[:1] in (b'"', b"'") else value
+
+
+def _escape(url: str, quote: str) -> str:
+    escaped = url.replace("&", "&amp;")
+    return escaped.replace('"', "&quot;") if quote == '"' else escaped.replace("'", "&#39;")
+
+
+def _host_and_port(url: str) -> tuple[str, int | None] | None:
+    try:
+        parts = urlsplit(url if not url.startswith("//") else "http:" + url)
+        port = parts.port
+    except ValueError:
+        return None
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    return (parts.hostname or "", port if port != default else None)
+
+
+@overload
+def rewrite_html(document: str, links: LinkSource, **options: Any) -> str: ...
+@overload
+def rewrite_html(document: bytes, links: LinkSource, **options: Any) -> bytes: ...
+def rewrite_html(document: str | bytes, links: LinkSource, **options: Any) -> str | bytes:
+    """Rewrite a whole document: str in, str out (read as UTF-8 text); bytes in, bytes out."""
+    if isinstance(document, str):
+        options.setdefault("charset", "utf-8")
+        rewriter = HtmlRewriter(links, **options)
+        data = document.encode("utf-8", "surrogatepass")
+        return (rewriter.feed(data) + rewriter.close()).decode("utf-8", "surrogatepass")
+    rewriter = HtmlRewriter(links, **options)
+    return rewriter.feed(document) + rewriter.close()

@@ -1,0 +1,317 @@
+"""The HTML rewriter: which links change and how, what never changes, the pixel, charsets, and that the
+output is the same however the input is chunked (hypothesis), checked against a real HTML5 parser."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from trackgate import BadURL, HtmlRewriter, rewrite_html
+
+TRACKER = "https://t.example/_tg/"
+
+
+class FakeLinks:
+    """Deterministic links: the destination and metadata readable back from the tracking URL."""
+
+    def __init__(self) -> None:
+        self.clicked: list[tuple[str, Mapping[str, Any] | None]] = []
+
+    def click_url(self, url: str, metadata: Mapping[str, Any] | None = None) -> str:
+        if not url.lower().startswith(("http://", "https://", "//")):
+            raise BadURL(url, "not http(s)")
+        self.clicked.append((url, metadata))
+        return f"{TRACKER}c/{hashlib.sha256(url.encode()).hexdigest()[:12]}?n=1&m=2"
+
+    def open_url(self, metadata: Mapping[str, Any] | None = None) -> str:
+        return f"{TRACKER}o/pixel"
+
+    def is_tracking_url(self, url: str) -> bool:
+        return url.startswith(TRACKER)
+
+
+def track(url: str) -> str:
+    return f"{TRACKER}c/{hashlib.sha256(url.encode()).hexdigest()[:12]}?n=1&amp;m=2"
+
+
+def rewrite(doc: str, **options: Any) -> str:
+    options.setdefault("open_tracking", False)
+    return rewrite_html(doc, FakeLinks(), **options)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ('<a href="https://x.org/a">', f'<a href="{track("https://x.org/a")}">'),
+        ("<A HREF='http://x.org/'>", f"<A HREF='{track('http://x.org/')}'>"),
+        ("<a href=https://x.org/p>", f'<a href="{track("https://x.org/p")}">'),
+        ('<area shape="rect" href="https://x.org/">', f'<area shape="rect" href="{track("https://x.org/")}">'),
+        ('<a href="https://x.org/?a=1&amp;b=2">', f'<a href="{track("https://x.org/?a=1&b=2")}">'),
+        ('<a href="https://x.org/?a=1&currency=USD">', f'<a href="{track("https://x.org/?a=1&currency=USD")}">'),
+        ('<a href="https://x.org/?q=&eacute;t&eacute;">', f'<a href="{track("https://x.org/?q=été")}">'),
+        ('<a href="  https://x.org/\n ">', f'<a href="{track("https://x.org/")}">'),
+        ('<a href="//cdn.x.org/f">', f'<a href="{track("//cdn.x.org/f")}">'),
+        ('<a\nhref\n=\n"https://x.org/"\n>', f'<a\nhref\n=\n"{track("https://x.org/")}"\n>'),
+        (
+            '<a title="x" href="https://x.org/" href="https://y.org/">',
+            f'<a title="x" href="{track("https://x.org/")}" href="https://y.org/">',
+        ),
+        (
+            '<a title="href=https://no.org/" href="https://x.org/">',
+            f'<a title="href=https://no.org/" href="{track("https://x.org/")}">',
+        ),
+    ],
+    ids=[
+        "double-quoted",
+        "single-quoted-upper-case",
+        "unquoted",
+        "area",
+        "entity-amp",
+        "legacy-entity-literal",
+        "named-entities",
+        "spaces-and-newline",
+        "protocol-relative",
+        "newlines-in-tag",
+        "first-href-wins",
+        "href-inside-another-value",
+    ],
+)
+def test_links_are_rewritten_and_nothing_else_changes(before: str, after: str) -> None:
+    assert rewrite(f"<p>x</p>{before}text</a>") == f"<p>x</p>{after}text</a>"
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '<a href="mailto:a@example.org">',
+        '<a href="tel:+15550100">',
+        '<a href="sms:+15550100">',
+        '<a href="#top">',
+        '<a href="/relative">',
+        '<a href="page.html">',
+        '<a href="javascript:alert(1)">',
+        '<a href="data:text/html,hi">',
+        '<a href="&currency=USD">',
+        f'<a href="{TRACKER}c/abc">',
+        '<a data-trackgate="off" href="https://x.org/">',
+        '<a href="https://x.org/{{ user.id }}">',
+        '<a href="https://x.org/?u={%user%}">',
+        '<a href="https://x.org/*|EMAIL|*">',
+        '<a href="https://x.org/%%id%%">',
+        '<a href="https://x.org/[[id]]">',
+        '<!-- <a href="https://x.org/"> -->',
+        '<!--[if mso]><a href="https://x.org/">x</a><![endif]-->',
+        "<script>document.write(\"<a href='https://x.org/'>\")</script>",
+        '<style>a[href="https://x.org/"]{}</style>',
+        '<textarea><a href="https://x.org/"></textarea>',
+        '<title><a href="https://x.org/"></title>',
+        '<![CDATA[<a href="https://x.org/">]]>',
+        "<div title=\"<a href='https://x.org/'>\">",
+        "<a href>",
+        "<a>",
+        '<link href="https://x.org/style.css">',
+        '<img src="https://x.org/i.png">',
+    ],
+)
+def test_what_is_left_alone(doc: str) -> None:
+    assert rewrite(doc) == doc
+
+
+def test_rewriting_twice_changes_nothing_more() -> None:
+    once = rewrite('<a href="https://x.org/">a</a><a href="https://y.org/">b</a>')
+    assert rewrite(once) == once
+
+
+def test_outbound_scope_keeps_links_to_the_page_s_own_host() -> None:
+    doc = '<a href="https://shop.example/a">in</a><a href="https://shop.example:8443/b">port</a><a href="https://x.org/">out</a>'
+    out = rewrite(doc, scope="outbound", page_host="shop.example")
+    assert '<a href="https://shop.example/a">' in out
+    assert track("https://shop.example:8443/b") in out
+    assert track("https://x.org/") in out
+
+
+def test_metadata_reaches_every_link() -> None:
+    links = FakeLinks()
+    rewrite_html('<a href="https://x.org/">', links, metadata={"recipient": "a@example.org"}, open_tracking=False)
+    assert links.clicked == [("https://x.org/", {"recipient": "a@example.org"})]
+
+
+PIXEL = f'<img src="{TRACKER}o/pixel"'
+
+
+@pytest.mark.parametrize(
+    ("doc", "where"),
+    [
+        ("<html><body><p>x</p></body></html>", "<p>x</p><img"),
+        ("<BODY>x</BODY >", "x<img"),
+        ("<body>a</body><!-- </body> -->", "a<img"),
+        ("<body>a</body>b</body>", "b<img"),
+        ("<p>fragment</p>", "</p><img"),
+    ],
+    ids=["before-body-end", "case-insensitive", "not-in-comments", "last-body-end", "fragment-at-end"],
+)
+def test_the_pixel_goes_before_the_last_body_end_or_at_the_end(doc: str, where: str) -> None:
+    out = rewrite(doc, open_tracking=True)
+    assert out.count(PIXEL) == 1
+    pixel_tag = out[out.index(PIXEL) : out.index("/>", out.index(PIXEL)) + 2]
+    assert out.replace(pixel_tag, "<img").count(where) == 1
+    assert re.sub(r'<img src="https://t\.example[^>]*/>', "", out) == doc
+
+
+def test_the_pixel_can_go_right_after_body_start() -> None:
+    out = rewrite('<body class="x"><p>long email</p></body>', open_tracking=True, pixel_position="start")
+    assert out.startswith(f'<body class="x">{PIXEL}')
+
+
+def test_an_unfinished_document_gets_no_pixel_inside_its_broken_tag() -> None:
+    doc = '<p>x</p><a href="https://x.org/'
+    assert rewrite(doc, open_tracking=True) == doc
+
+
+@pytest.mark.parametrize(
+    ("charset", "declared_in"),
+    [
+        ("windows-1252", "header"),
+        ("iso-8859-15", "meta"),
+        ("shift_jis", "meta"),
+        ("utf-8", "bom"),
+        ("utf-8", "http-equiv"),
+    ],
+)
+def test_ascii_compatible_charsets_keep_their_bytes_and_decode_hrefs(charset: str, declared_in: str) -> None:
+    text = "café" if charset != "shift_jis" else "日本語"
+    head = {
+        "meta": f'<meta charset="{charset}">',
+        "http-equiv": f'<meta http-equiv="Content-Type" content="text/html; charset={charset}">',
+    }.get(declared_in, "")
+    doc = f'{head}<p>{text}</p><a href="https://x.org/{text}">{text}</a>'.encode(charset)
+    if declared_in == "bom":
+        doc = b"\xef\xbb\xbf" + doc
+    links = FakeLinks()
+    out = rewrite_html(doc, links, charset=charset if declared_in == "header" else None, open_tracking=False)
+    assert links.clicked == [(f"https://x.org/{text}", None)]
+    assert out == doc.replace(f"https://x.org/{text}".encode(charset), track(f"https://x.org/{text}").encode())
+
+
+@pytest.mark.parametrize("charset", ["utf-16", "iso-2022-jp", "no-such-charset"])
+def test_unsafe_or_unknown_charsets_pass_through_unchanged(charset: str) -> None:
+    encoding = charset if charset != "no-such-charset" else "ascii"
+    doc = '<body><a href="https://x.org/">x</a></body>'.encode(encoding)
+    assert rewrite_html(doc, FakeLinks(), charset=charset) == doc
+
+
+def test_str_in_str_out_and_bytes_in_bytes_out() -> None:
+    assert isinstance(rewrite_html("<a href='https://x.org/'>", FakeLinks()), str)
+    assert isinstance(rewrite_html(b"<a href='https://x.org/'>", FakeLinks()), bytes)
+
+
+def test_an_unterminated_quote_does_not_buffer_forever() -> None:
+    rewriter = HtmlRewriter(FakeLinks(), charset="utf-8", open_tracking=False)
+    start = b'<div title="never closed '
+    out = rewriter.feed(start)
+    for _ in range(100):
+        out += rewriter.feed(b"x" * 1024)
+    assert len(out) >= 100 * 1024 - 64 * 1024  # past the bound it flushes as it came
+    assert out + rewriter.close() == start + b"x" * 100 * 1024
+
+
+# --- property tests ------------------------------------------------------------------------------------
+
+_NAMES = st.sampled_from(
+    ["a", "A", "area", "div", "p", "body", "BODY", "script", "style", "title", "textarea", "img", "span"]
+)
+_URLS = st.sampled_from(
+    [
+        "https://x.org/",
+        "http://y.org/p?a=1&amp;b=2",
+        "//cdn.z.org/f",
+        "mailto:a@b.c",
+        "#frag",
+        "/rel",
+        "https://x.org/?c=1&currency=USD",
+        "javascript:void(0)",
+        "https://x.org/{{id}}",
+        "HTTPS://UP.ORG/",
+    ]
+)
+_TEXT = st.text(alphabet="ab <>&;=\"'/!-\n", max_size=12)
+
+
+@st.composite
+def _attribute(draw: st.DrawFn) -> str:
+    name = draw(st.sampled_from(["href", "HREF", "title", "class", "data-trackgate", "x"]))
+    value = draw(_URLS) if name.lower() == "href" else draw(st.sampled_from(["off", "x y", "a>b", "<a href=x>", ""]))
+    quote = draw(st.sampled_from(['"', "'", ""]))
+    if quote == "" and any(c in value for c in " \"'=<>`"):
+        quote = '"'
+    return f" {name}={quote}{value}{quote}"
+
+
+@st.composite
+def _piece(draw: st.DrawFn) -> str:
+    kind = draw(st.integers(0, 6))
+    if kind == 0:
+        return draw(_TEXT)
+    if kind == 1:
+        return f"<!--{draw(_TEXT).replace('--', '')}-->"
+    if kind == 2:
+        return f"</{draw(_NAMES)}>"
+    if kind == 3:
+        return "&amp;&lt;&currency;&#x41;"
+    return f"<{draw(_NAMES)}{''.join(draw(st.lists(_attribute(), max_size=3)))}>"
+
+
+_DOCUMENTS = st.lists(_piece(), max_size=25).map("".join)
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(doc=_DOCUMENTS, cuts=st.lists(st.integers(0, 400), max_size=12), pixel=st.booleans())
+def test_any_chunking_gives_the_same_bytes(doc: str, cuts: list[int], pixel: bool) -> None:
+    data = doc.encode()
+    whole = rewrite_html(data, FakeLinks(), charset="utf-8", open_tracking=pixel)
+    rewriter = HtmlRewriter(FakeLinks(), charset="utf-8", open_tracking=pixel)
+    edges = sorted({min(c, len(data)) for c in cuts})
+    parts = [data[a:b] for a, b in zip([0, *edges], [*edges, len(data)], strict=True)]
+    assert b"".join(rewriter.feed(p) for p in parts) + rewriter.close() == whole
+
+
+_HREF_VALUE = re.compile(r"""(href[\t\n\f\r ]*=[\t\n\f\r ]*)("[^"]*"|'[^']*'|[^\t\n\f\r >]*)""", re.IGNORECASE)
+
+
+@settings(max_examples=150, deadline=None)
+@given(doc=_DOCUMENTS)
+def test_outside_rewritten_values_the_bytes_are_the_input_s(doc: str) -> None:
+    def masked(html: str) -> str:
+        return _HREF_VALUE.sub(r"\1HREF", html)
+
+    assert masked(rewrite(doc)) == masked(doc)
+
+
+@settings(max_examples=100, deadline=None)
+@given(doc=_DOCUMENTS)
+def test_a_real_html5_parser_sees_exactly_the_tracked_links(doc: str) -> None:
+    """Differential: lexbor (selectolax) finds, in the output, the tracking URL of every href it finds
+    in the input that should be tracked, and the unchanged href of every other one."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    def hrefs(html: str) -> list[str | None]:
+        return [node.attributes.get("href") for node in LexborHTMLParser(html).css("a, area")]
+
+    expected = []
+    for node in LexborHTMLParser(doc).css("a, area"):
+        href = node.attributes.get("href")
+        url = None if href is None else href.strip("".join(map(chr, range(0x21))))
+        trackable = (
+            url is not None
+            and url.lower().startswith(("http://", "https://", "//"))
+            and "{{" not in url
+            and node.attributes.get("data-trackgate") != "off"
+        )
+        expected.append(track(url).replace("&amp;", "&") if trackable and url else href)
+    assert hrefs(rewrite(doc)) == expected
