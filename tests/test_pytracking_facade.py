@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import pytracking as real
+import pytracking.html as real_html
 import pytracking.webhook as real_webhook
 from cryptography.fernet import Fernet
 from hypothesis import given, settings
@@ -211,3 +212,59 @@ def test_django_request_data_trusts_x_forwarded_for_only_when_told(rf: Any, djan
     assert get_request_data(request)["user_ip"] == "10.0.0.1"
     with override_settings(PYTRACKING_TRUSTED_PROXIES=1):
         assert get_request_data(request)["user_ip"] == "203.0.113.5"
+
+
+# --- adapt_html -----------------------------------------------------------------------------------------------
+
+EMAIL = """<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>News &amp; more</title></head>
+<body>
+<p>Caf&eacute; &#233; {{first_name}}</p>
+<a href="https://shop.example/sale?a=1&amp;b=2">Sale</a>
+<a href="http://partner.example/ü">Partner</a>
+<a href="mailto:team@example.org">Mail</a>
+<a href="#top">Top</a>
+<a href="/relative">Relative</a>
+</body></html>
+"""
+
+
+def _hrefs(html: str) -> list[str]:
+    from selectolax.lexbor import LexborHTMLParser
+
+    return [str(node.attributes["href"]) for node in LexborHTMLParser(html).css("a[href]")]
+
+
+def _pixels(html: str) -> list[str]:
+    from selectolax.lexbor import LexborHTMLParser
+
+    return [str(node.attributes["src"]) for node in LexborHTMLParser(html).css("img[src]")]
+
+
+def test_adapt_html_tracks_like_pytracking_and_keeps_the_bytes() -> None:
+    from trackgate.adapters.pytracking.html import adapt_html
+
+    ours = adapt_html(EMAIL, {"r": 1}, **BASES)
+    theirs = real_html.adapt_html(EMAIL, {"r": 1}, **BASES)
+    assert ours.startswith("<!DOCTYPE html>") and not theirs.startswith("<!DOCTYPE html>")
+    assert "Caf&eacute; &#233; {{first_name}}" in ours
+    assert _hrefs(ours) == _hrefs(theirs)  # same pytracking links, in the same places
+    for href in _hrefs(ours)[:2]:
+        result = real.get_click_tracking_result(href, **BASES)
+        assert result.metadata == {"r": 1}
+    assert [real.get_click_tracking_result(h, **BASES).tracked_url for h in _hrefs(ours)[:2]] == [
+        "https://shop.example/sale?a=1&b=2",
+        "http://partner.example/ü",
+    ]
+    [pixel] = _pixels(ours)
+    assert real.get_open_tracking_result(pixel, **BASES).metadata == {"r": 1}
+
+
+def test_adapt_html_is_idempotent_and_takes_fragments_and_bytes() -> None:
+    from trackgate.adapters.pytracking.html import adapt_html
+
+    once = adapt_html(EMAIL, None, open_tracking=False, **BASES)
+    assert adapt_html(once, None, open_tracking=False, **BASES) == once
+    fragment = adapt_html('<a href="https://e.org/">x</a>', None, open_tracking=False, **BASES)
+    assert _hrefs(fragment)[0].startswith(CLICK_BASE)
+    assert adapt_html(EMAIL.encode(), None, click_tracking=False, **BASES).count("<img") == 1
