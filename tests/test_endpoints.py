@@ -301,3 +301,49 @@ def test_shell_refuses_a_forged_pytracking_redirect(shell: tuple[Fetch, list[Eve
     forged = base64.urlsafe_b64encode(json.dumps({"url": "https://evil.example/"}).encode()).decode()
     assert fetch("GET", f"/_tg/c/{forged}")[0] == 404
     assert events == []
+
+
+PAGE = b'<!DOCTYPE html><html><body><a id="out" href="https://partner.example/p?a=1&amp;b=2">x</a></body></html>'
+
+
+def _wsgi_page(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(PAGE)))])
+    return [PAGE]
+
+
+async def _asgi_page(request: Any) -> Any:
+    from starlette.responses import HTMLResponse
+
+    return HTMLResponse(PAGE)
+
+
+@pytest.mark.parametrize("kind", ["wsgi", "asgi"])
+def test_links_of_a_rewritten_page_record_a_page_view_and_a_click(kind: str) -> None:
+    import re
+
+    settings = trackgate.Settings.from_environ({}, secret_key="endpoint-key")
+    events: list[Event] = []
+    if kind == "wsgi":
+        client: Any = Client(trackgate.WSGIMiddleware(_wsgi_page, settings, emit=events.append))
+        page = client.get("/shop", base_url="https://shop.example").get_data(as_text=True)
+    else:
+        app = trackgate.ASGIMiddleware(Starlette(routes=[Route("/shop", _asgi_page)]), settings, emit=events.append)
+        client = TestClient(app, base_url="https://shop.example", follow_redirects=False)
+        page = client.get("/shop").text
+    href = re.search(r'href="([^"]+)"', page)[1]  # type: ignore[index]
+    src = re.search(r'<img[^>]*src="([^"]+)"', page)[1]  # type: ignore[index]
+    assert href.startswith("https://shop.example/_tg/c/") and src.startswith("https://shop.example/_tg/o/")
+    # Both clients keep the visitor cookie set with the page, for the same origin.
+    extra = {"base_url": "https://shop.example"} if kind == "wsgi" else {}
+    pixel = client.get(src.removeprefix("https://shop.example"), **extra)
+    click = client.get(href.removeprefix("https://shop.example"), **extra)
+    assert (pixel.status_code, click.status_code) == (200, 302)
+    assert click.headers["Location"] == "https://partner.example/p?a=1&b=2"
+    for response in (pixel, click):
+        if hasattr(response, "close"):
+            response.close()
+    assert [(e.kind, e.url) for e in events] == [
+        ("pageview", "https://shop.example/shop"),
+        ("click", "https://partner.example/p?a=1&b=2"),
+    ]
+    assert events[0].visitor is not None and events[0].visitor == events[1].visitor
