@@ -1,0 +1,70 @@
+"""Apps whose HTML responses trackgate rewrites in the rewriting tests: compressed, streamed, opted out,
+HEAD and 304, under uvicorn (``asgi_app``) and gunicorn (``wsgi_app``)."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+import trackgate
+
+PAGE = (
+    "<!DOCTYPE html><html><head><title>Shop</title></head><body>"
+    '<a href="https://partner.example/deal?a=1&amp;b=2">deal</a> <a href="/about">about</a>'
+    "</body></html>"
+)
+
+
+async def _page(request: Request) -> Response:
+    return HTMLResponse(PAGE, headers={"X-Trackgate": "off"} if request.url.path == "/off" else None)
+
+
+async def _streamed(request: Request) -> StreamingResponse:
+    async def parts() -> AsyncIterator[bytes]:
+        data = PAGE.encode()
+        for start in range(0, len(data), 7):
+            yield data[start : start + 7]
+
+    return StreamingResponse(parts(), media_type="text/html")
+
+
+async def _not_modified(request: Request) -> Response:
+    return Response(status_code=304, headers={"Content-Type": "text/html"})
+
+
+asgi_app = trackgate.ASGIMiddleware(
+    GZipMiddleware(
+        Starlette(
+            routes=[
+                Route("/", _page, methods=["GET", "HEAD"]),
+                Route("/off", _page),
+                Route("/streamed", _streamed),
+                Route("/not-modified", _not_modified),
+            ]
+        ),
+        minimum_size=0,
+    )
+)
+
+
+def _wsgi_site(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    body = gzip.compress(PAGE.encode())
+    start_response(
+        "200 OK",
+        [
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("Content-Encoding", "gzip"),
+            ("Content-Length", str(len(body))),
+        ],
+    )
+    return [body]
+
+
+wsgi_app = trackgate.WSGIMiddleware(_wsgi_site)

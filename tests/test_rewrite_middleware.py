@@ -1,0 +1,74 @@
+"""HTML responses rewritten by the middleware on real servers: gzip bodies decoded and encoded again with a
+true Content-Length, streamed bodies without one, and HEAD, 304 and opted-out responses untouched."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from servers import serve
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
+
+ENV = {"TRACKGATE_SECRET_KEY": "rewrite-test-key", "TRACKGATE_SINKS": "console"}
+
+
+@pytest.fixture(scope="module")
+def asgi() -> Iterator[str]:
+    with serve("uvicorn", "apps_rewriting:asgi_app", env=ENV) as base:
+        yield base
+
+
+def raw_get(url: str, method: str = "GET") -> httpx.Response:
+    with httpx.Client(timeout=10) as client:
+        return client.request(method, url, headers={"Accept-Encoding": "gzip"})
+
+
+def test_a_gzip_page_is_rewritten_and_stays_gzip(asgi: str) -> None:
+    with httpx.Client(timeout=10) as client, client.stream("GET", asgi + "/", headers={"Accept-Encoding": "gzip"}) as r:
+        wire = b"".join(r.iter_raw())
+        headers = r.headers
+    assert headers["content-encoding"] == "gzip"
+    if "content-length" in headers:
+        assert int(headers["content-length"]) == len(wire)
+    page = gzip.decompress(wire).decode()
+    assert page.startswith("<!DOCTYPE html><html><head><title>Shop</title></head><body>")
+    assert '<a href="http://127.0.0.1:' in page and "/_tg/c/" in page  # the partner link is tracked
+    assert '<a href="/about">about</a>' in page  # same-site link untouched (outbound scope)
+    assert page.count("/_tg/o/") == 1 and page.endswith("/></body></html>")
+
+
+def test_a_streamed_page_is_rewritten_without_content_length(asgi: str) -> None:
+    response = raw_get(asgi + "/streamed")
+    assert "content-length" not in response.headers
+    assert "/_tg/c/" in response.text and "/_tg/o/" in response.text
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [("HEAD", "/", 200), ("GET", "/not-modified", 304)])
+def test_head_and_304_pass_through(asgi: str, method: str, path: str, status: int) -> None:
+    response = raw_get(asgi + path, method)
+    assert response.status_code == status
+    assert response.content == b""
+
+
+def test_an_opted_out_page_is_left_alone_and_the_header_removed(asgi: str) -> None:
+    response = raw_get(asgi + "/off")
+    assert "x-trackgate" not in response.headers
+    assert "/_tg/" not in response.text
+    assert 'href="https://partner.example/deal?a=1&amp;b=2"' in response.text
+
+
+def test_wsgi_gzip_body_gets_a_recomputed_content_length() -> None:
+    with (
+        serve("gunicorn", "apps_rewriting:wsgi_app", env=ENV) as base,
+        httpx.Client(timeout=10) as client,
+        client.stream("GET", base + "/", headers={"Accept-Encoding": "gzip"}) as response,
+    ):
+        wire = b"".join(response.iter_raw())
+        headers = response.headers
+    assert headers["content-encoding"] == "gzip"
+    assert int(headers["content-length"]) == len(wire)
+    page = gzip.decompress(wire).decode()
+    assert "/_tg/c/" in page and page.count("/_tg/o/") == 1
