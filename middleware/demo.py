@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
         from .wsgi import WSGIMiddleware
 
-        run_simple("127.0.0.1", args.port, WSGIMiddleware(wsgi_site(settings), settings), threaded=True)
+        site: Any = WSGIMiddleware(wsgi_site(settings), settings)  # werkzeug types its app more narrowly
+        run_simple("127.0.0.1", args.port, site, threaded=True)
         return 0
     try:
         import uvicorn
@@ -86,7 +87,7 @@ def _events_table(settings: Settings) -> str:
 
     if "store" not in settings.sinks:
         return "<p>The local store is not among TRACKGATE_SINKS.</p>"
-    sink = factory_for("store")(settings)
+    sink: Any = factory_for("store")(settings)
     store = getattr(sink, "store", sink)
     try:
         events = store.tail(20)
