@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from .errors import BadURL, TrackgateError
 from .htmlchars import PRESCAN_BYTES, decode_attribute, sniff_charset
+from .tagwalk import BOGUS, NAME, walk
 
 
 class LinkSource(Protocol):
@@ -30,15 +31,19 @@ class LinkSource(Protocol):
     def is_tracking_url(self, url: str) -> bool: ...
 
 
-# Past this many bytes an unfinished tag (an unterminated quote, say) is given up on and passed through.
+# An unfinished tag is held back at most this many bytes; past that it streams through unchanged while the
+# tag walker (tagwalk.py) finds its end. A tag this long is never rewritten, whole or in pieces, so the output
+# does not depend on the chunking.
 MAX_HELD = 64 * 1024
 
 _WS = rb"\t\n\f\r "
+# An attribute value: a quote right after "=" always opens a quoted value (an unclosed one is not a short
+# unquoted value: the tag is unfinished), anything else is an unquoted value, possibly empty.
+_VALUE = rb"(?:\"[^\"]*+\"|'[^']*+'|(?![\"'])[^" + _WS + rb">]*+)"
+# "= value", or no "=" at all: once there is an "=" the value must be whole.
+_ASSIGN = rb"(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+" + _VALUE + rb"|(?![" + _WS + rb"]*+=))"
 # What follows a tag name up to its ">": attributes, whose values may be quoted, per the tokenizer.
-_TAG_TAIL = (
-    rb"(?:[" + _WS + rb"/]++|[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+"
-    rb"(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+(?:\"[^\"]*+\"|'[^']*+'|[^" + _WS + rb">]*+))?+)*+>"
-)
+_TAG_TAIL = rb"(?:[" + _WS + rb"/]++|[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+" + _ASSIGN + rb")*+>"
 _RAW_TEXT = rb"script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
 _INTERESTING = rb"(?i:a|area|/?body|" + _RAW_TEXT + rb")[" + _WS + rb"/>]|!--|!\[CDATA\["
 # Text and every complete construct we do not care about, consumed without a Python-level loop.
@@ -53,19 +58,8 @@ _SKIP = re.compile(
 )
 _CONSTRUCT = re.compile(rb"<(?:(!--)|(!\[CDATA\[)|(/?)([a-zA-Z][^" + _WS + rb"/>]*+)" + _TAG_TAIL + rb")")
 _ATTRIBUTE = re.compile(
-    rb"([^"
-    + _WS
-    + rb"/>][^"
-    + _WS
-    + rb"/>=]*+)(?:["
-    + _WS
-    + rb"]*+=["
-    + _WS
-    + rb"]*+(\"[^\"]*+\"|'[^']*+'|[^"
-    + _WS
-    + rb">]*+))?+"
+    rb"([^" + _WS + rb"/>][^" + _WS + rb"/>=]*+)(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+(" + _VALUE + rb"))?+"
 )
-_VALUE = rb"(?:\"[^\"]*+\"|'[^']*+'|[^" + _WS + rb">]*+)"
 # The first href of a tag, found by walking its attributes in C (an "href" inside another value never counts).
 _FIRST_HREF = re.compile(
     rb"<[a-zA-Z]++(?:["
@@ -76,13 +70,9 @@ _FIRST_HREF = re.compile(
     + _WS
     + rb"/>][^"
     + _WS
-    + rb"/>=]*+(?:["
-    + _WS
-    + rb"]*+=["
-    + _WS
-    + rb"]*+"
-    + _VALUE
-    + rb")?+)*+[hH][rR][eE][fF]"
+    + rb"/>=]*+"
+    + _ASSIGN
+    + rb")*+[hH][rR][eE][fF]"
     + rb"["
     + _WS
     + rb"]*+=["
@@ -99,6 +89,8 @@ _RAW_TEXT_ENDS = {
     name: re.compile(rb"</" + name + rb"[" + _WS + rb"/>]", re.IGNORECASE) for name in _RAW_TEXT.split(b"|")
 }
 _URL_OUTER = "".join(map(chr, range(0x21)))  # the URL parser strips C0 controls and spaces at both ends
+_BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
+_TAG_NAME = re.compile(rb"<(/?)([a-zA-Z][^" + _WS + rb"/>]{0,15})")
 
 _PIXEL = (
     '<img src="{src}" width="1" height="1" alt="" '
@@ -139,6 +131,8 @@ class HtmlRewriter:
         self._tail: bytearray | None = None  # output held since the last </body> (the pixel goes before it)
         self._pixel_done = False
         self._unfinished = False
+        self._walking: int | None = None  # inside a tag too long to hold: the tokenizer state
+        self._walked: tuple[bool, bytes] = (False, b"")  # that tag: (is an end tag, its name in lower case)
         self._out: list[bytes] = []
 
     # --- public --------------------------------------------------------------------------------------
@@ -160,7 +154,7 @@ class HtmlRewriter:
         self._emit(self._buffer)
         self._buffer = b""
         # A document that ends inside a tag, comment or raw text would swallow the pixel: leave it as it is.
-        malformed = self._unfinished or self._until is not None
+        malformed = self._unfinished or self._until is not None or self._walking is not None
         if self._pixel_at is not None and not self._pixel_done and not malformed:
             pixel = self._pixel()
             if self._tail is not None:
@@ -178,6 +172,8 @@ class HtmlRewriter:
     # --- charset -------------------------------------------------------------------------------------
     def _decide(self, *, final: bool) -> bool:
         head = self._buffer
+        if not final and len(head) < 3 and any(bom.startswith(head) for bom in _BOMS):
+            return False  # a byte-order mark beats a declared charset: wait until it is whole (or is not one)
         if not self._declared and len(head) < PRESCAN_BYTES and not final and not head.startswith(b"\xef\xbb\xbf"):
             return False  # the <meta charset> may still come
         self._codec = sniff_charset(self._declared, head[:PRESCAN_BYTES])
@@ -194,6 +190,18 @@ class HtmlRewriter:
         position = 0
         size = len(buffer)
         while position < size:
+            if self._walking is not None:
+                state, end = walk(self._walking, buffer, position)
+                if end < 0:
+                    self._walking = state
+                    self._emit(buffer[position:])
+                    position = size
+                    break
+                self._emit(buffer[position:end])
+                position = end
+                self._walking = None
+                self._after_tag(*self._walked)
+                continue
             if self._until is not None:
                 found = self._until.search(buffer, position)
                 if found is None:
@@ -217,11 +225,16 @@ class HtmlRewriter:
                 continue
             construct = _CONSTRUCT.match(buffer, position)
             if construct is None:
-                if not final and size - position <= MAX_HELD:
+                if final:
+                    # The document ends inside a tag or bogus comment: what is left belongs to it (a browser
+                    # drops such a tag), so it goes out as it is, and no pixel goes into it.
+                    self._unfinished = True
+                    self._emit(buffer[position:])
+                    position = size
+                    break
+                if size - position <= MAX_HELD:
                     break  # an unfinished construct: wait for the rest
-                self._unfinished = final  # the document ends inside a tag: malformed, no pixel into it
-                self._emit(buffer[position : position + 1])  # not markup after all (or too long): text
-                position += 1
+                position = self._start_walking(buffer, position)
                 continue
             position = self._handle(construct)
         self._buffer = buffer[position:]
@@ -238,22 +251,50 @@ class HtmlRewriter:
             return start + 9
         name = construct[4].lower()
         tag = construct.string[start:end]
+        too_long = end - start > MAX_HELD  # in pieces it would have streamed through unchanged: same when whole
         if construct[3]:  # an end tag: only </body> gets here
-            self._body_end(tag)
+            if too_long:
+                self._emit(tag)
+                self._after_tag(True, name)
+            else:
+                self._body_end(tag)
             return end
-        if name in (b"a", b"area"):
-            self._emit(self._rewrite_link(tag) if self._click else tag)
-        elif name == b"body":
+        if name in (b"a", b"area") and self._click and not too_long:
+            self._emit(self._rewrite_link(tag))
+        else:
             self._emit(tag)
+            self._after_tag(False, name)
+        return end
+
+    def _after_tag(self, end_tag: bool, name: bytes) -> None:
+        """What a tag starts, once it has been emitted (links are rewritten in _handle)."""
+        if end_tag:
+            if name == b"body" and self._tail is not None:
+                # A </body> too long to hold back is the last one seen: the pixel goes at the end instead.
+                self._out.append(bytes(self._tail))
+                self._tail = None
+            return
+        if name == b"body":
             if self._pixel_at == "start" and not self._pixel_done:
                 self._emit(self._pixel())
                 self._pixel_done = True
         elif name == b"plaintext":
-            self._emit(tag)
             self._enter(_NEVER, 0)  # nothing ends it
-        else:  # script, style, textarea, title, ...: text until its own end tag
-            self._emit(tag)
+        elif name in _RAW_TEXT_ENDS:  # script, style, textarea, title, ...: text until its own end tag
             self._enter(_raw_text_end(name), len(name) + 2)
+
+    def _start_walking(self, buffer: bytes, position: int) -> int:
+        """An unfinished tag longer than MAX_HELD streams through from here while the walker follows it."""
+        opening = _TAG_NAME.match(buffer, position)
+        if opening is None:  # <!..., <?..., </ ...: a bogus comment
+            self._walked = (False, b"")
+            self._walking = BOGUS
+            end = position + 2
+        else:
+            self._walked = (bool(opening[1]), opening[2].lower())
+            self._walking = NAME
+            end = opening.end()
+        self._emit(buffer[position:end])
         return end
 
     def _enter(self, until: re.Pattern[bytes], keep: int) -> None:

@@ -246,7 +246,8 @@ _TEXT = st.text(alphabet="ab <>&;=\"'/!-\n", max_size=12)
 @st.composite
 def _attribute(draw: st.DrawFn) -> str:
     name = draw(st.sampled_from(["href", "HREF", "title", "class", "data-trackgate", "x"]))
-    value = draw(_URLS) if name.lower() == "href" else draw(st.sampled_from(["off", "x y", "a>b", "<a href=x>", ""]))
+    others = ["off", "x y", "a>b", "<a href=x>", "", "x><a href='https://in.org/'>"]
+    value = draw(_URLS) if name.lower() == "href" else draw(st.sampled_from(others))
     quote = draw(st.sampled_from(['"', "'", ""]))
     if quote == "" and any(c in value for c in " \"'=<>`"):
         quote = '"'

@@ -1,0 +1,67 @@
+"""The rewriter with the real TrackingLinks: every rewritten href decodes back to the original destination
+(entities decoded as a browser decodes them) with the email's metadata, the pixel decodes to an open, and a
+second pass changes nothing."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from selectolax.lexbor import LexborHTMLParser
+
+from trackgate import Settings, TrackingLinks, rewrite_html
+
+METADATA = {"recipient": "r-1042", "campaign": 7}
+
+
+@pytest.fixture
+def links() -> TrackingLinks:
+    settings = Settings.from_environ({}, secret_key="test-secret", base_url="https://t.example.org")
+    return TrackingLinks(settings)
+
+
+EMAIL = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>Sale &amp; more</title></head>
+<body><table><tr><td>
+<a href="https://shop.example/?a=1&amp;currency=USD&lang=fr">shop</a>
+<a href='https://shop.example/caf\u00e9?q=cr\u00e8me'>caf\u00e9</a>
+<a href=http://plain.example/p>plain</a>
+<a href="mailto:help@shop.example">mail</a>
+<a href="https://shop.example/*|EMAIL|*">merge</a>
+<!--[if mso]><a href="https://outlook.example/">o</a><![endif]-->
+</td></tr></table></body></html>"""
+
+
+def test_every_rewritten_link_decodes_to_its_destination_with_the_metadata(links: TrackingLinks) -> None:
+    out = rewrite_html(EMAIL, links, metadata=METADATA)
+    found = [node.attributes.get("href") or "" for node in LexborHTMLParser(out).css("a")]
+    decoded = [links.decode(href) for href in found if links.is_tracking_url(href)]
+    assert [result.tracked_url for result in decoded] == [
+        "https://shop.example/?a=1&currency=USD&lang=fr",
+        "https://shop.example/caf\u00e9?q=cr\u00e8me",
+        "http://plain.example/p",
+    ]
+    assert all(result.metadata == METADATA and result.kind == "click" for result in decoded)
+    assert "mailto:help@shop.example" in found and "https://shop.example/*|EMAIL|*" in found
+    assert '<a href="https://outlook.example/">' in out  # inside the MSO conditional comment
+
+
+def test_the_pixel_decodes_to_an_open_with_the_metadata(links: TrackingLinks) -> None:
+    out = rewrite_html(EMAIL, links, metadata=METADATA)
+    pixel = re.search(r'<img src="([^"]+)"[^>]*>\s*</body>', out)
+    assert pixel is not None
+    result = links.decode(pixel[1].replace("&amp;", "&"))
+    assert (result.kind, result.metadata) == ("open", METADATA)
+
+
+def test_a_second_pass_with_real_links_changes_nothing(links: TrackingLinks) -> None:
+    once = rewrite_html(EMAIL, links, metadata=METADATA, open_tracking=False)
+    assert rewrite_html(once, links, metadata=METADATA, open_tracking=False) == once
+
+
+def test_outbound_scope_on_a_page_keeps_same_host_links(links: TrackingLinks) -> None:
+    page = links.for_page("https://shop.example/cart", "https://shop.example")
+    doc = '<a href="https://shop.example/checkout">in</a><a href="https://partner.example/">out</a>'
+    out = rewrite_html(doc, page, scope="outbound", page_host="shop.example", open_tracking=False)
+    assert '<a href="https://shop.example/checkout">' in out
+    tracked = re.findall(r'href="(https://shop\.example/_tg/c/[^"]+)"', out)
+    assert [links.decode(href).tracked_url for href in tracked] == ["https://partner.example/"]
