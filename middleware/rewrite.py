@@ -56,7 +56,9 @@ _SKIP = re.compile(
     + _TAG_TAIL
     + rb"|!(?!--|\[CDATA\[)[^>]*+>|\?[^>]*+>|/(?![a-zA-Z])[^>]*+>|(?=[^a-zA-Z/!?]))))*+"
 )
-_CONSTRUCT = re.compile(rb"<(?:(!--)|(!\[CDATA\[)|(/?)([a-zA-Z][^" + _WS + rb"/>]*+)" + _TAG_TAIL + rb")")
+_CONSTRUCT = rb"<(?:(!--)|(!\[CDATA\[)|(/?)([a-zA-Z][^" + _WS + rb"/>]*+)" + _TAG_TAIL + rb")"
+# One call per construct: what to skip, then (group 1) the construct of interest, if it is whole.
+_STEP = re.compile(_SKIP.pattern + rb"(" + _CONSTRUCT + rb")?")
 _ATTRIBUTE = re.compile(
     rb"([^" + _WS + rb"/>][^" + _WS + rb"/>=]*+)(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+(" + _VALUE + rb"))?+"
 )
@@ -89,6 +91,7 @@ _RAW_TEXT_ENDS = {
     name: re.compile(rb"</" + name + rb"[" + _WS + rb"/>]", re.IGNORECASE) for name in _RAW_TEXT.split(b"|")
 }
 _URL_OUTER = "".join(map(chr, range(0x21)))  # the URL parser strips C0 controls and spaces at both ends
+_VALUE_CACHE_SIZE = 1024
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 _TAG_NAME = re.compile(rb"<(/?)([a-zA-Z][^" + _WS + rb"/>]{0,15})")
 
@@ -134,6 +137,9 @@ class HtmlRewriter:
         self._walking: int | None = None  # inside a tag too long to hold: the tokenizer state
         self._walked: tuple[bool, bytes] = (False, b"")  # that tag: (is an end tag, its name in lower case)
         self._out: list[bytes] = []
+        # Raw href value -> the value written for it (b"": left alone). One document has one metadata, and
+        # menus and footers repeat their links; bounded so a page of unique links cannot grow it.
+        self._values: dict[bytes, bytes] = {}
 
     # --- public --------------------------------------------------------------------------------------
     def feed(self, data: bytes) -> bytes:
@@ -217,14 +223,20 @@ class HtmlRewriter:
                     self._emit(found.group(0))
                     position = found.end()
                 continue
-            skipped = _SKIP.match(buffer, position)
-            end = skipped.end() if skipped else position
+            step = _STEP.match(buffer, position)
+            if step is None:  # cannot happen (everything in the pattern is optional); read as "no construct"
+                step_start, end = -1, position
+            else:
+                step_start, end = step.start(1), step.end()
+            if step_start >= 0:
+                if step_start > position:
+                    self._emit(buffer[position:step_start])
+                position = self._handle(step)  # type: ignore[arg-type]
+                continue
             if end > position:
                 self._emit(buffer[position:end])
                 position = end
-                continue
-            construct = _CONSTRUCT.match(buffer, position)
-            if construct is None:
+            if position < size:  # an unfinished construct (or one the grammar cannot read) starts here
                 if final:
                     # The document ends inside a tag or bogus comment: what is left belongs to it (a browser
                     # drops such a tag), so it goes out as it is, and no pixel goes into it.
@@ -235,24 +247,23 @@ class HtmlRewriter:
                 if size - position <= MAX_HELD:
                     break  # an unfinished construct: wait for the rest
                 position = self._start_walking(buffer, position)
-                continue
-            position = self._handle(construct)
         self._buffer = buffer[position:]
 
     def _handle(self, construct: re.Match[bytes]) -> int:
-        start, end = construct.span()
-        if construct[1]:  # <!--: the end search starts at its dashes, so "<!-->" and "<!--->" end at once
+        """Emit one construct (groups: 1 whole, 2 comment, 3 CDATA, 4 end-tag slash, 5 tag name)."""
+        start, end = construct.span(1)
+        if construct[2]:  # <!--: the end search starts at its dashes, so "<!-->" and "<!--->" end at once
             self._emit(b"<!")
             self._enter(_COMMENT_END, 3)
             return start + 2
-        if construct[2]:  # <![CDATA[
+        if construct[3]:  # <![CDATA[
             self._emit(b"<![CDATA[")
             self._enter(_CDATA_END, 2)
             return start + 9
-        name = construct[4].lower()
+        name = construct[5].lower()
         tag = construct.string[start:end]
         too_long = end - start > MAX_HELD  # in pieces it would have streamed through unchanged: same when whole
-        if construct[3]:  # an end tag: only </body> gets here
+        if construct[4]:  # an end tag: only </body> gets here
             if too_long:
                 self._emit(tag)
                 self._after_tag(True, name)
@@ -336,13 +347,23 @@ class HtmlRewriter:
         if href is None or (b"data-trackgate" in tag.lower() and self._opted_out(tag)):
             return tag
         raw = href[1]
+        value = self._values.get(raw)
+        if value is None:
+            value = self._new_value(raw)
+            if len(self._values) < _VALUE_CACHE_SIZE:
+                self._values[raw] = value
+        if not value:
+            return tag
+        return tag[: href.start(1)] + value + tag[href.end(1) :]
+
+    def _new_value(self, raw: bytes) -> bytes:
+        """The href value (quotes included) to write for this one, or b"" to leave it as it is."""
         quote = raw[:1] if raw[:1] in (b'"', b"'") else b""
         tracked = self._tracked(raw[1:-1] if quote else raw)
         if tracked is None:
-            return tag
+            return b""
         mark = quote.decode() or '"'
-        value = (mark + _escape(tracked, mark) + mark).encode("ascii", "xmlcharrefreplace")
-        return tag[: href.start(1)] + value + tag[href.end(1) :]
+        return (mark + _escape(tracked, mark) + mark).encode("ascii", "xmlcharrefreplace")
 
     @staticmethod
     def _opted_out(tag: bytes) -> bool:
