@@ -7,13 +7,15 @@ gzip and deflate bodies are decoded, rewritten and encoded again (br too when th
 installed). A body that does not decode is never half-rewritten: if the first chunk is already corrupt the
 whole body passes through as it came; if corruption shows up later, the part already sent is finished as
 a valid stream and the rest is passed on as it came, so the client sees the same damage the app sent.
+Several gzip members in a row are all decoded; bytes after the end of the compressed stream that are not
+another member are kept too: the stream is finished and they follow as they came.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
 from werkzeug.http import parse_options_header
@@ -86,43 +88,58 @@ class BodyFilter:
     def __init__(self, plan: RewritePlan, rewriter: Rewriter) -> None:
         self._rewriter = rewriter
         self._encoding = plan.encoding
-        self._decode: Callable[[bytes], bytes] | None = None
+        self._decoder: _ZlibDecoder | _BrotliDecoder | None = None
         self._encoder: Any = None
         self._started = False  # something has been emitted
         self._broken = False  # the input stopped decoding: pass the rest on as it is
+        # The app's coded bytes until something is emitted, so a body that turns out corrupt (or cut short)
+        # before then goes out exactly as it came; bounded by what the rewriter holds back.
+        self._raw: list[bytes] = []
         if plan.encoding != "identity":
-            self._decode, self._encoder = _codec_pair(plan.encoding)
+            self._decoder, self._encoder = _codec_pair(plan.encoding)
 
     def feed(self, chunk: bytes) -> bytes:
         if self._broken:
             return chunk
-        if self._decode is None:
+        if self._decoder is None:
             out = self._rewriter.feed(chunk)
             self._started = self._started or bool(out)
             return out
+        if not self._started:
+            self._raw.append(chunk)
         try:
-            text = self._decode(chunk)
+            text, trailing = self._decoder.decompress(chunk)
         except Exception:  # zlib.error, brotli.error: the app sent a body that does not decode
             return self._give_up(chunk)
         out = self._encode(self._rewriter.feed(text), final=False)
-        self._started = self._started or bool(out)
+        if trailing is not None:  # the compressed stream ended; what follows is not part of it
+            self._broken = True
+            out += self._encode(self._rewriter.close(), final=True) + trailing
+        if out:
+            self._started = True
+            self._raw.clear()
         return out
 
     def close(self) -> bytes:
         if self._broken:
             return b""
-        if self._decode is None:
+        if self._decoder is None:
             return self._rewriter.close()
-        return self._encode(self._rewriter.close(), final=True)
+        if not self._started and not self._decoder.complete():
+            return b"".join(self._raw)  # cut short before anything was sent: the body as it came
+        # A byte held back to tell another gzip member from trailing bytes goes out as it came.
+        return self._encode(self._rewriter.close(), final=True) + self._decoder.held()
 
     def _give_up(self, chunk: bytes) -> bytes:
         self._broken = True
         if not self._started:
-            return chunk  # nothing sent yet: the body goes out exactly as the app made it
+            return b"".join(self._raw)  # nothing sent yet: the body goes out exactly as the app made it
         # Finish what we sent as a valid stream, then the app's bytes as they came.
         return self._encode(b"", final=True) + chunk
 
     def _encode(self, data: bytes, *, final: bool) -> bytes:
+        if not data and not final:
+            return b""  # no header or empty flush block before there is something to send
         encoder = self._encoder
         if self._encoding == "br":
             out: bytes = encoder.process(data) + (encoder.finish() if final else encoder.flush())
@@ -131,27 +148,71 @@ class BodyFilter:
         return flushed
 
 
-def _codec_pair(encoding: Encoding) -> tuple[Callable[[bytes], bytes], Any]:
+def _codec_pair(encoding: Encoding) -> tuple[_ZlibDecoder | _BrotliDecoder, Any]:
+    """A decoder (chunk -> decoded bytes, and bytes after the end of the stream or None) and an encoder."""
     if encoding == "br":
-        brotli = _brotli()
-        return brotli.Decompressor().process, brotli.Compressor()
+        return _BrotliDecoder(), _brotli().Compressor()
     if encoding == "gzip":
-        return zlib.decompressobj(_GZIP_WBITS).decompress, zlib.compressobj(6, zlib.DEFLATED, _GZIP_WBITS)
-    return _DeflateDecoder().decompress, zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS)
+        return _ZlibDecoder(gzip=True), zlib.compressobj(6, zlib.DEFLATED, _GZIP_WBITS)
+    return _ZlibDecoder(gzip=False), zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS)
 
 
-class _DeflateDecoder:
-    """HTTP's "deflate" is zlib-wrapped, but some servers send raw deflate: the first bytes tell which."""
-
+class _BrotliDecoder:
     def __init__(self) -> None:
-        self._inner: Any = None
+        self._inner = _brotli().Decompressor()
 
-    def decompress(self, data: bytes) -> bytes:
-        if self._inner is None:
-            if not data:
-                return b""
-            # A zlib header: CM = 8 in the low nibble and the 16-bit header a multiple of 31.
-            wrapped = len(data) >= 2 and data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
-            self._inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
-        out: bytes = self._inner.decompress(data)
-        return out
+    def decompress(self, data: bytes) -> tuple[bytes, bytes | None]:
+        out: bytes = self._inner.process(data)
+        return out, None
+
+    def held(self) -> bytes:
+        return b""
+
+    def complete(self) -> bool:
+        return bool(self._inner.is_finished())
+
+
+class _ZlibDecoder:
+    """gzip (any number of members in a row) or HTTP's "deflate", which is zlib-wrapped, though some
+    servers send raw deflate: the first bytes tell which. Bytes after the stream's end are handed back."""
+
+    def __init__(self, *, gzip: bool) -> None:
+        self._gzip = gzip
+        self._inner: Any = None
+        self._head = b""  # the first bytes of a gzip member, until its magic number can be checked
+        self._ended = False  # a whole stream (gzip: member) has been read
+
+    def decompress(self, data: bytes) -> tuple[bytes, bytes | None]:
+        out = b""
+        while data:
+            if self._inner is None:
+                if self._ended and not self._gzip:
+                    return out, data  # zlib and raw deflate hold one stream: the rest is trailing bytes
+                data = self._head + data
+                self._head = b""
+                if len(data) < 2:
+                    self._head = data
+                    return out, None
+                if self._gzip:
+                    if self._ended and data[:2] != b"\x1f\x8b":
+                        return out, data  # not another member: trailing bytes
+                    wbits = _GZIP_WBITS
+                else:
+                    # A zlib header: CM = 8 in the low nibble and the 16-bit header a multiple of 31.
+                    wrapped = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+                    wbits = zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS
+                self._inner = zlib.decompressobj(wbits)
+            out += self._inner.decompress(data)
+            if not self._inner.eof:
+                return out, None
+            data = self._inner.unused_data
+            self._inner = None
+            self._ended = True
+        return out, None
+
+    def held(self) -> bytes:
+        return self._head
+
+    def complete(self) -> bool:
+        """At least one whole stream read and nothing of a next one begun."""
+        return self._ended and self._inner is None

@@ -116,3 +116,54 @@ def test_corruption_later_in_a_stream_finishes_what_was_sent_then_passes_the_res
     decoded = decoder.decompress(out)
     assert decoder.eof  # the part we sent is a complete, valid gzip member
     assert PAGE.upper().startswith(decoded)
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 5, 1], ids=["whole", "chunks", "bytes"])
+def test_every_gzip_member_is_rewritten(chunk: int) -> None:
+    body = gzip.compress(b"<p>one</p>") + gzip.compress(b"<p>two</p>")
+    body_filter = BodyFilter(RewritePlan(None, "gzip"), Upper())
+    out = b"".join(body_filter.feed(body[i : i + chunk]) for i in range(0, len(body), chunk)) + body_filter.close()
+    assert gzip.decompress(out) == b"<P>ONE</P><P>TWO</P><!--end-->"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.parametrize("chunk", [1 << 20, 3, 1], ids=["whole", "chunks", "bytes"])
+@pytest.mark.parametrize("trailing", [b"trailing junk", b"x"], ids=["several-bytes", "one-byte"])
+def test_bytes_after_the_compressed_stream_are_kept(encoding: str, chunk: int, trailing: bytes) -> None:
+    body = ENCODERS[encoding](b"<p>one</p>") + trailing
+    body_filter = BodyFilter(RewritePlan(None, encoding), Upper())  # type: ignore[arg-type]
+    out = b"".join(body_filter.feed(body[i : i + chunk]) for i in range(0, len(body), chunk)) + body_filter.close()
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
+    assert decoder.decompress(out) == b"<P>ONE</P><!--end-->"
+    assert decoder.eof and decoder.unused_data == trailing
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\x1f", b"\x1f\x8b", gzip.compress(PAGE)[:40], gzip.compress(PAGE)[:-8]],
+    ids=["one-byte", "magic-only", "cut-short-early", "no-trailer"],
+)
+def test_a_gzip_body_cut_short_before_anything_was_sent_passes_through(body: bytes) -> None:
+    body_filter = BodyFilter(RewritePlan(None, "gzip"), HoldAll())
+    assert body_filter.feed(body) + body_filter.close() == body
+
+
+def test_earlier_chunks_are_not_lost_when_a_later_one_is_corrupt_before_anything_was_sent() -> None:
+    good = gzip.compress(PAGE)
+    body = good[:100] + b"\xff" * 32
+    body_filter = BodyFilter(RewritePlan(None, "gzip"), HoldAll())
+    assert body_filter.feed(body[:100]) + body_filter.feed(body[100:]) + body_filter.close() == body
+
+
+class HoldAll(Upper):
+    """A rewriter that sends nothing before close(), like one still waiting for a <meta charset>."""
+
+    def __init__(self) -> None:
+        self.seen = b""
+
+    def feed(self, data: bytes) -> bytes:
+        self.seen += data
+        return b""
+
+    def close(self) -> bytes:
+        return self.seen.upper()
