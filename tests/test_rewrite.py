@@ -272,7 +272,7 @@ _DOCUMENTS = st.lists(_piece(), max_size=25).map("".join)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(doc=_DOCUMENTS, cuts=st.lists(st.integers(0, 400), max_size=12), pixel=st.booleans())
+@given(doc=_DOCUMENTS, cuts=st.lists(st.integers(0, 1500), max_size=16), pixel=st.booleans())
 def test_any_chunking_gives_the_same_bytes(doc: str, cuts: list[int], pixel: bool) -> None:
     data = doc.encode()
     whole = rewrite_html(data, FakeLinks(), charset="utf-8", open_tracking=pixel)
