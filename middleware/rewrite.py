@@ -358,12 +358,17 @@ class HtmlRewriter:
 
     def _new_value(self, raw: bytes) -> bytes:
         """The href value (quotes included) to write for this one, or b"" to leave it as it is."""
-        quote = raw[:1] if raw[:1] in (b'"', b"'") else b""
-        tracked = self._tracked(raw[1:-1] if quote else raw)
+        first = raw[:1]
+        if first in (b'"', b"'"):
+            raw, mark = raw[1:-1], first.decode()
+        else:
+            mark = '"'
+        tracked = self._tracked(raw)
         if tracked is None:
             return b""
-        mark = quote.decode() or '"'
-        return (mark + _escape(tracked, mark) + mark).encode("ascii", "xmlcharrefreplace")
+        escaped = tracked.replace("&", "&amp;")
+        escaped = escaped.replace('"', "&quot;") if mark == '"' else escaped.replace("'", "&#39;")
+        return (mark + escaped + mark).encode("ascii", "xmlcharrefreplace")
 
     @staticmethod
     def _opted_out(tag: bytes) -> bool:
@@ -374,13 +379,19 @@ class HtmlRewriter:
 
     def _tracked(self, raw: bytes) -> str | None:
         """The tracking URL for an href value, or None when the link is to be left alone."""
-        text = self._decode(raw)
-        if text is None:
-            return None
-        url = decode_attribute(text).strip(_URL_OUTER)
+        try:
+            text = raw.decode(self._codec or "utf-8")
+        except UnicodeDecodeError:
+            fallback = self._decode(raw)
+            if fallback is None:
+                return None
+            text = fallback
+        url = (decode_attribute(text) if "&" in text else text).strip(_URL_OUTER)
         if "\t" in url or "\n" in url or "\r" in url:
             url = url.translate(_TABS_AND_NEWLINES)
-        if not (url[:8].lower().startswith(("http://", "https://")) or url.startswith("//")):
+        if not url.startswith(("https://", "http://", "//")) and not url[:8].lower().startswith(
+            ("http://", "https://")
+        ):
             return None
         if _has_merge_tag(url) or self._links.is_tracking_url(url):
             return None
@@ -392,6 +403,7 @@ class HtmlRewriter:
             return None  # not a destination we may sign: the link stays as it was
 
     def _decode(self, raw: bytes) -> str | None:
+        """An href that does not decode in the document's charset: UTF-8 pages get windows-1252's reading."""
         codec = self._codec or "utf-8"
         try:
             return raw.decode(codec)
