@@ -67,7 +67,8 @@ def bare() -> ASGIApp:
 def wrapped() -> ASGIApp:
     from trackgate import ASGIMiddleware
 
-    return ASGIMiddleware(bare(), rewrite="all")
+    app: ASGIApp = ASGIMiddleware(bare(), rewrite="all")
+    return app
 
 
 def _free_port() -> int:
