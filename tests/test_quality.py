@@ -14,9 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.timeout(120)
 def test_ruff_finds_nothing() -> None:
+    folders = [name for name in ("middleware", "adapters", "tests", "bench", "samples") if (ROOT / name).is_dir()]
     result = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "middleware", "adapters", "tests", "bench", "samples"],
-        cwd=ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "ruff", "check", *folders], cwd=ROOT, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
