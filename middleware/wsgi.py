@@ -11,6 +11,7 @@ a 200 text/html body) is handed back untouched, ``wsgi.file_wrapper`` included.
 from __future__ import annotations
 
 import http
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -100,7 +101,7 @@ class _Responder:
         if self._filter is not None:  # the app used write(): the body already streams through the filter
             return _FilteredBody(result, self)
         if not self._started:  # a generator app calls start_response on its first iteration
-            return _LateStart(result, self)
+            return _FilteredBody(result, self, late_start=True)
         return result
 
     def _on_start(
@@ -175,49 +176,28 @@ class _Responder:
 
 
 class _FilteredBody:
-    """Iterates the app's body through the filter; close() reaches the app's iterable whatever happens."""
+    """Iterates the app's body through the responder's filter; close() reaches the app's iterable whatever
+    happens. With ``late_start`` the app calls start_response only when its body is first iterated, so the
+    first chunk decides whether the body is filtered at all."""
 
-    def __init__(self, result: Iterable[bytes], responder: _Responder) -> None:
+    def __init__(self, result: Iterable[bytes], responder: _Responder, *, late_start: bool = False) -> None:
         self._result = result
         self._responder = responder
+        self._late_start = late_start
 
     def __iter__(self) -> Iterator[bytes]:
-        feed = self._responder._feed
-        for chunk in self._result:
-            out = feed(chunk)
-            if out:
-                yield out
-        tail = self._responder._finish()
-        if tail:
-            yield tail
-
-    def close(self) -> None:
-        close = getattr(self._result, "close", None)
-        if close is not None:
-            close()
-
-
-class _LateStart:
-    """For apps that call start_response only when their body is first iterated."""
-
-    def __init__(self, result: Iterable[bytes], responder: _Responder) -> None:
-        self._result = result
-        self._responder = responder
-
-    def __iter__(self) -> Iterator[bytes]:
-        chunks = iter(self._result)
-        first = next(chunks, None)  # runs the app up to its start_response
         responder = self._responder
-        if responder._pending is None:
+        chunks: Iterator[bytes] = iter(self._result)
+        if self._late_start:
+            first = next(chunks, None)  # runs the app up to its start_response
+            if responder._pending is None:  # not HTML to rewrite: straight through
+                if first is not None:
+                    yield first
+                yield from chunks
+                return
+            responder._begin_streaming()
             if first is not None:
-                yield first
-            yield from chunks
-            return
-        responder._begin_streaming()
-        if first is not None:
-            out = responder._feed(first)
-            if out:
-                yield out
+                chunks = itertools.chain((first,), chunks)
         for chunk in chunks:
             out = responder._feed(chunk)
             if out:
