@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import Headers
-from werkzeug.http import parse_cookie
 
 from ._boundary import guarded, swallow
 from .facts import RequestFacts
@@ -232,8 +231,7 @@ def _facts(scope: Scope, trusted_proxies: int) -> RequestFacts:
         path=path,
         query_string=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
-        client_addr=client_address(peer, headers.get("x-forwarded-for"), trusted_proxies),
-        cookies=parse_cookie(headers.get("cookie", "")),
+        client_addr=client_address(peer, headers.get("x-forwarded-for") if trusted_proxies else None, trusted_proxies),
     )
 
 

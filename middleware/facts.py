@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Protocol
 
 
@@ -24,7 +23,6 @@ class RequestFacts:
     query_string: str
     headers: HeaderLookup
     client_addr: str | None  # resolved through TRACKGATE_TRUSTED_PROXIES hops, not yet anonymised
-    cookies: Mapping[str, str]
 
     @property
     def origin(self) -> str:

@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from werkzeug.datastructures import EnvironHeaders
-from werkzeug.http import parse_cookie
 
 from ._boundary import guarded
 from .facts import RequestFacts
@@ -226,7 +225,6 @@ def _facts(environ: Environ, trusted_proxies: int) -> RequestFacts:
         query_string=environ.get("QUERY_STRING", ""),
         headers=EnvironHeaders(environ),
         client_addr=client,
-        cookies=parse_cookie(environ.get("HTTP_COOKIE", "")),
     )
 
 

@@ -53,7 +53,6 @@ def _facts(
         query_string="",
         headers=Headers(headers or {}),
         client_addr=client,
-        cookies={},
     )
 
 
