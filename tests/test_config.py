@@ -1,0 +1,144 @@
+"""Settings as a user configures them: keyword over TRACKGATE_* environment over default, clear errors with
+secrets masked, and ``trackgate check-config`` as a subprocess."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+import trackgate
+from trackgate import settings as settings_module
+
+
+def test_keyword_beats_environment_beats_default() -> None:
+    env = {"TRACKGATE_COOKIE_NAME": "from_env", "TRACKGATE_VISITOR_PARAM": "vp"}
+    settings = trackgate.Settings.from_environ(env, cookie_name="from_kw")
+    assert settings.cookie_name == "from_kw"
+    assert settings.visitor_param == "vp"
+    assert settings.path_prefix == "/_tg"
+
+
+def test_plain_constructor_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRACKGATE_CONSENT", "required")
+    assert trackgate.Settings().consent == "required"
+    assert trackgate.Settings(consent="implicit").consent == "implicit"
+
+
+def test_unknown_keyword_is_a_type_error_naming_it() -> None:
+    with pytest.raises(TypeError, match="cookie_nmae"):
+        trackgate.Settings.from_environ({}, cookie_nmae="x")
+
+
+def test_unparseable_value_names_variable_and_value() -> None:
+    with pytest.raises(trackgate.ConfigError) as info:
+        trackgate.Settings.from_environ({"TRACKGATE_COOKIE_MAX_AGE": "soon"})
+    assert info.value.name == "TRACKGATE_COOKIE_MAX_AGE"
+    assert info.value.value == "soon"
+    assert "TRACKGATE_COOKIE_MAX_AGE" in str(info.value) and "soon" in str(info.value)
+
+
+def test_secret_values_are_masked_in_errors() -> None:
+    with pytest.raises(trackgate.ConfigError) as info:
+        trackgate.Settings.from_environ({}, webhook_secret=b"hunter2")
+    assert "hunter2" not in str(info.value)
+    assert "****" in str(info.value)
+
+
+@pytest.mark.parametrize("word", ["true", "TRUE", "1", "yes", "on", " On "])
+def test_true_words(word: str) -> None:
+    assert trackgate.Settings.from_environ({"TRACKGATE_SPOOL_SYNC": word}).spool_sync is True
+
+
+@pytest.mark.parametrize("word", ["false", "0", "no", "off", "OFF"])
+def test_false_words(word: str) -> None:
+    assert trackgate.Settings.from_environ({"TRACKGATE_COOKIE_HTTPONLY": word}).cookie_httponly is False
+
+
+@pytest.mark.parametrize("word", ["", "y", "2", "enabled", "truee", "nope"])
+def test_other_boolean_words_are_rejected(word: str) -> None:
+    with pytest.raises(trackgate.ConfigError, match="TRACKGATE_RESPECT_GPC"):
+        trackgate.Settings.from_environ({"TRACKGATE_RESPECT_GPC": word})
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("390d", 390 * 86400), ("90m", 5400), ("3600", 3600), ("2w", 1209600)])
+def test_durations(text: str, seconds: int) -> None:
+    assert trackgate.Settings.from_environ({"TRACKGATE_COOKIE_MAX_AGE": text}).cookie_max_age == seconds
+
+
+@pytest.mark.parametrize("text", ["", "-5", "3x", "1.5d", "d"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(trackgate.ConfigError, match="TRACKGATE_COOKIE_MAX_AGE"):
+        trackgate.Settings.from_environ({"TRACKGATE_COOKIE_MAX_AGE": text})
+
+
+def test_production_requires_a_secret_key() -> None:
+    with pytest.raises(trackgate.ConfigError, match="TRACKGATE_SECRET_KEY"):
+        trackgate.Settings.from_environ({"TRACKGATE_ENV": "production"})
+    ok = trackgate.Settings.from_environ({"TRACKGATE_ENV": "production", "TRACKGATE_SECRET_KEY": "new,old"})
+    assert ok.signing_keys == ("new", "old")
+
+
+def test_missing_key_warns_once_and_still_signs(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(settings_module, "_warned", False)
+    caplog.set_level(logging.WARNING, logger="trackgate")
+    first = trackgate.Settings.from_environ({})
+    second = trackgate.Settings.from_environ({})
+    keys = first.signing_keys
+    assert second.signing_keys == keys  # one per-process key, shared
+    assert keys and all(keys)
+    warnings = [r for r in caplog.records if "TRACKGATE_SECRET_KEY" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+def test_replace_changes_only_the_given_fields() -> None:
+    base = trackgate.Settings.from_environ({"TRACKGATE_COOKIE_NAME": "vid", "TRACKGATE_SECRET_KEY": "k"})
+    changed = base.replace(consent="required", cookie_max_age="90m")
+    assert (changed.consent, changed.cookie_max_age) == ("required", 5400)
+    assert (changed.cookie_name, changed.secret_key) == ("vid", ("k",))
+    assert base.consent == "implicit"
+    with pytest.raises(TypeError, match="nope"):
+        base.replace(nope=1)
+
+
+def test_describe_and_repr_mask_secrets() -> None:
+    settings = trackgate.Settings.from_environ(
+        {"TRACKGATE_WEBHOOK_SECRET": "hunter2", "TRACKGATE_SECRET_KEY": "k1,k2", "TRACKGATE_COOKIE_NAME": "vid"}
+    )
+    shown = settings.describe()
+    assert shown["TRACKGATE_WEBHOOK_SECRET"] == "****"
+    assert shown["TRACKGATE_SECRET_KEY"] == "****"
+    assert shown["TRACKGATE_COOKIE_NAME"] == "vid"
+    assert "hunter2" not in repr(settings) and "k1" not in repr(settings)
+
+
+def _check_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TRACKGATE_")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "trackgate.cli", "check-config"],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_prints_masked_settings() -> None:
+    result = _check_config({"TRACKGATE_WEBHOOK_SECRET": "hunter2", "TRACKGATE_COOKIE_NAME": "vid"})
+    assert result.returncode == 0, result.stderr
+    assert "TRACKGATE_WEBHOOK_SECRET=****" in result.stdout.splitlines()
+    assert "TRACKGATE_COOKIE_NAME=vid" in result.stdout.splitlines()
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_check_config_reports_a_bad_value() -> None:
+    result = _check_config({"TRACKGATE_COOKIE_SECURE": "perhaps"})
+    assert result.returncode == 1
+    assert "TRACKGATE_COOKIE_SECURE" in result.stderr
+    assert "Traceback" not in result.stderr
