@@ -1,0 +1,41 @@
+"""Apps that report the visitor trackgate gave them, for the identity tests on real servers: ``asgi_app``
+(Starlette, under uvicorn) and ``wsgi_app`` (a plain WSGI callable, under gunicorn). Events are dropped:
+identity is the subject here."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+import trackgate
+
+
+def _drop(event: trackgate.Event) -> None:
+    """Events are not what these apps are for."""
+
+
+def _describe(visitor: trackgate.Visitor | None) -> dict[str, Any]:
+    if visitor is None:
+        return {"code": None}
+    return {"code": visitor.code, "is_new": visitor.is_new, "consent": visitor.consent}
+
+
+async def _who(request: Request) -> JSONResponse:
+    return JSONResponse(_describe(trackgate.get_visitor(request)))
+
+
+asgi_app = trackgate.ASGIMiddleware(Starlette(routes=[Route("/", _who)]), emit=_drop)
+
+
+def _plain_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    body = json.dumps(_describe(trackgate.get_visitor(environ))).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+wsgi_app = trackgate.WSGIMiddleware(_plain_wsgi, emit=_drop)

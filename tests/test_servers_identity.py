@@ -1,0 +1,55 @@
+"""Visitor identity on real servers as a real HTTP client sees it: the wrapped Starlette app under uvicorn
+and the wrapped WSGI app under gunicorn, httpx without a cookie jar."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from servers import get, serve
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
+
+CODE = re.compile(r"[a-z0-9]{16}\Z")
+SERVERS = [("uvicorn", "apps_identity:asgi_app"), ("gunicorn", "apps_identity:wsgi_app")]
+
+
+def _parts(set_cookie: str) -> tuple[str, str, dict[str, str]]:
+    first, *rest = (part.strip() for part in set_cookie.split(";"))
+    name, _, value = first.partition("=")
+    return name, value, {k.lower(): v for k, _, v in (part.partition("=") for part in rest)}
+
+
+@pytest.mark.parametrize(("kind", "app"), SERVERS, ids=["asgi-uvicorn", "wsgi-gunicorn"])
+def test_identity_on_a_real_server(kind: str, app: str) -> None:
+    env = {"TRACKGATE_SECRET_KEY": "server-key", "TRACKGATE_COOKIE_DOMAIN": "127.0.0.1"}
+    with serve(kind, app, env=env) as base:
+        first = get(base + "/")
+        assert first.status_code == 200
+        cookies = first.headers.get_list("set-cookie")
+        assert len(cookies) == 1
+        name, code, attributes = _parts(cookies[0])
+        assert name == "tg_vid" and CODE.match(code)
+        assert first.json() == {"code": code, "is_new": True, "consent": True}
+        assert attributes["max-age"] == str(395 * 86400)
+        assert attributes["path"] == "/"
+        assert attributes["samesite"] == "Lax"
+        assert attributes["domain"] == "127.0.0.1"
+        assert "httponly" in attributes and "secure" not in attributes
+
+        again = get(base + "/", headers={"Cookie": f"tg_vid={code}"})
+        assert again.headers.get_list("set-cookie") == []
+        assert again.json() == {"code": code, "is_new": False, "consent": True}
+
+        private = get(base + "/", headers={"Sec-GPC": "1"})
+        assert private.headers.get_list("set-cookie") == []
+        assert private.json()["consent"] is False
+
+        moved = get(base + "/?tg_vid=from.email-7", headers={"Cookie": f"tg_vid={code}"})
+        assert moved.json()["code"] == "from.email-7"
+        assert [_parts(c)[:2] for c in moved.headers.get_list("set-cookie")] == [("tg_vid", "from.email-7")]
+
+        hostile = get(base + "/", headers={"Cookie": "tg_vid=a(b)<c>; session=s3cret"})
+        assert hostile.status_code == 200
+        assert CODE.match(hostile.json()["code"])
+        assert all("s3cret" not in c for c in hostile.headers.get_list("set-cookie"))
