@@ -39,3 +39,16 @@ def _plain_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 
 
 wsgi_app = trackgate.WSGIMiddleware(_plain_wsgi, emit=_drop)
+
+
+def _glue_app() -> Starlette:
+    """A Starlette app configured through trackgate's Starlette glue, as a user would write it."""
+    from trackgate.adapters.starlette import middleware, visitor
+
+    async def who(request: Request) -> JSONResponse:
+        return JSONResponse(_describe(visitor(request)))
+
+    return Starlette(routes=[Route("/", who)], middleware=[middleware(emit=_drop, cookie_name="glue_vid")])
+
+
+glue_app = _glue_app()
