@@ -8,19 +8,20 @@ visitor(request)                                  # in an endpoint: this visitor
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+
+from starlette.middleware import Middleware
 
 from ..asgi import ASGIMiddleware
 from ..identity import Visitor
 from ..lookup import get_visitor
-from ._extras import require
-
-_middleware = require("starlette.middleware", "starlette")
 
 
-def middleware(**overrides: Any) -> Any:
+def middleware(**overrides: Any) -> Middleware:
     """A ``starlette.middleware.Middleware`` entry; keywords are Settings fields (and ``emit``/``settings``)."""
-    return _middleware.Middleware(ASGIMiddleware, **overrides)
+    # starlette is a core dependency of trackgate, so unlike Flask and Django it needs no extra.
+    # cast: trackgate's ASGI types use MutableMapping messages where starlette's factory protocol says Any.
+    return Middleware(cast(Any, ASGIMiddleware), **overrides)
 
 
 def visitor(request: Any) -> Visitor | None:
