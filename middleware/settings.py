@@ -240,11 +240,17 @@ def _coerce(name: str, field: dataclasses.Field[Any], value: Any) -> Any:
     if isinstance(field.default, bool) or (field.default is None and isinstance(value, bool)):
         if isinstance(value, bool):
             return value
-    elif isinstance(value, int | float) and not isinstance(value, bool) and not isinstance(field.default, str):
+    elif (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and field.metadata["parse"] not in _TEXT_PARSERS  # a number is no text setting's value
+    ):
         return _parse(name, field, str(value))
     shown = "****" if field.metadata["secret"] else repr(value)
     raise ConfigError(name, shown, f"unexpected type {type(value).__name__}")
 
+
+_TEXT_PARSERS = (_parse_optional_str, str.strip)
 
 _warned = False
 

@@ -142,3 +142,10 @@ def test_check_config_reports_a_bad_value() -> None:
     assert result.returncode == 1
     assert "TRACKGATE_COOKIE_SECURE" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("keyword", ["webhook_secret", "cookie_name", "base_url"])
+def test_a_number_is_not_taken_for_text(keyword: str) -> None:
+    with pytest.raises(trackgate.ConfigError) as raised:
+        trackgate.Settings.from_environ({}, **{keyword: 123})
+    assert raised.value.name == keyword
