@@ -1,0 +1,238 @@
+"""Requests/s of a hello-world app bare and wrapped, one run, peers side by side.
+
+    python bench/overhead.py [--seconds 4] [--rounds 2]
+
+ASGI under uvicorn: bare, trackgate.ASGIMiddleware, starlette's SessionMiddleware (peer).
+WSGI under gunicorn (sync worker): bare, trackgate.WSGIMiddleware, the Kameleoon SDK's
+KameleoonWSGIMiddleware (peer; `pip install kameleoon-client-python` for the bench only, GPLv3).
+Each server is one process, the load comes from wrk in another (`apt-get install wrk`). wrk keeps no
+cookies, so the first load is all new visitors (a cookie made and set on every response, the costliest
+case for trackgate; SessionMiddleware sets none for an empty session); the second sends each library's
+cookie back, as returning visitors do. Runs alternate between variants and the best of the rounds counts
+(the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+VARIANTS = {"uvicorn": ("bare", "trackgate", "session"), "gunicorn": ("bare", "trackgate", "kameleoon")}
+PEER_NAMES = {"session": "starlette SessionMiddleware", "kameleoon": "Kameleoon KameleoonWSGIMiddleware"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def serve(server: str, variant: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "BENCH_APP": variant,
+        "BENCH_SERVER": server,
+        "PYTHONPATH": str(BENCH),
+        "TRACKGATE_SECRET_KEY": "bench-key",
+        "TRACKGATE_SPOOL_PATH": f"{workdir}/spool.sqlite3",
+        "TRACKGATE_STORE_URL": f"sqlite:///{workdir}/events.sqlite3",
+    }
+    if server == "uvicorn":
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "overhead_apps:asgi_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+            "--lifespan",
+            "off",
+        ]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "overhead_apps:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--log-level",
+            "warning",
+        ]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{server} {variant} did not start")
+
+
+# gunicorn's sync worker serves one connection at a time and closes it: more connections only queue (and
+# make the figures jumpy); uvicorn keeps connections alive and serves many at once.
+CONNECTIONS = {"uvicorn": 32, "gunicorn": 4}
+
+
+# A returning visitor sends back each library's cookie; a new one sends none and gets a Set-Cookie.
+RETURNING = "Cookie: tg_vid=abcdefghijklmnop; kameleoonVisitorCode=abcdefghijklmnop"
+
+
+def load(port: int, seconds: int, connections: int, *, returning: bool = False) -> float:
+    url = f"http://127.0.0.1:{port}/"
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *(["-H", RETURNING] if returning else []), url]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not match:
+        raise RuntimeError(out)
+    return float(match[1])
+
+
+def in_process(rounds: int = 5, calls: int = 20000) -> dict[tuple[str, str, bool], float]:
+    """Microseconds per request of each app called directly, no server: what each middleware adds, without
+    the machine's load swinging the figure (best of ``rounds``)."""
+    import asyncio
+
+    import overhead_apps
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "root_path": "",
+        "query_string": b"",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8000),
+        "client": ("127.0.0.1", 5555),
+        "headers": [(b"host", b"127.0.0.1")],
+    }
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "HTTP_HOST": "127.0.0.1",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    cookie = RETURNING.split(": ", 1)[1]
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: object) -> None:
+        return None
+
+    def start_response(status: str, headers: object, exc_info: object = None) -> object:
+        return None
+
+    async def asgi_rounds(app: object, returning: bool) -> float:
+        headers = [*scope["headers"], (b"cookie", cookie.encode())] if returning else scope["headers"]  # type: ignore[misc]
+        best_time = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(calls):
+                await app({**scope, "headers": headers, "state": {}}, receive, send)  # type: ignore[operator]
+            best_time = min(best_time, time.perf_counter() - started)
+        return best_time / calls * 1e6
+
+    def wsgi_rounds(app: object, returning: bool) -> float:
+        base = {**environ, "HTTP_COOKIE": cookie} if returning else environ
+        best_time = float("inf")
+        for _ in range(rounds):
+            started = time.perf_counter()
+            for _ in range(calls):
+                for _chunk in app(dict(base), start_response):  # type: ignore[operator]
+                    pass
+            best_time = min(best_time, time.perf_counter() - started)
+        return best_time / calls * 1e6
+
+    results: dict[tuple[str, str, bool], float] = {}
+    for server, variants in VARIANTS.items():
+        for variant in variants:
+            os.environ["BENCH_APP"] = variant
+            for returning in (False, True):
+                if server == "uvicorn":
+                    results[server, variant, returning] = asyncio.run(asgi_rounds(overhead_apps.asgi_app(), returning))
+                else:
+                    results[server, variant, returning] = wsgi_rounds(overhead_apps.wsgi_app(), returning)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--in-process-only", action="store_true", help="skip the servers (no wrk needed)")
+    args = parser.parse_args()
+    if args.in_process_only:
+        args.rounds = 0
+    elif shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    best: dict[tuple[str, str], float] = {}
+    best_returning: dict[tuple[str, str], float] = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        for _ in range(args.rounds):
+            for server, variants in VARIANTS.items():
+                for variant in variants:
+                    port = free_port()
+                    process = serve(server, variant, port, workdir)
+                    try:
+                        load(port, 1, CONNECTIONS[server])  # warm-up
+                        rate = load(port, args.seconds, CONNECTIONS[server])
+                        returning = load(port, args.seconds, CONNECTIONS[server], returning=True)
+                    finally:
+                        process.terminate()
+                        process.wait(timeout=10)
+                    best[server, variant] = max(best.get((server, variant), 0.0), rate)
+                    best_returning[server, variant] = max(best_returning.get((server, variant), 0.0), returning)
+    os.environ.setdefault("TRACKGATE_SECRET_KEY", "bench-key")
+    with tempfile.TemporaryDirectory() as workdir:
+        os.environ["TRACKGATE_SPOOL_PATH"] = f"{workdir}/spool.sqlite3"
+        costs = in_process()
+    print("\nin process, µs per request (the middleware's own cost; no server, no network)")
+    print(f"{'shell':9} {'variant':36} {'new visitor':>12} {'returning':>10}")
+    for server, variants in VARIANTS.items():
+        shell = "ASGI" if server == "uvicorn" else "WSGI"
+        for variant in variants:
+            new, back = costs[server, variant, False], costs[server, variant, True]
+            print(f"{shell:9} {PEER_NAMES.get(variant, variant):36} {new:12.2f} {back:10.2f}")
+    for title, table in (("new visitors (no cookie sent)", best), ("returning visitors (cookie sent)", best_returning)):
+        if not table:
+            continue
+        print(f"\n{title}")
+        print(f"{'server':9} {'variant':36} {'req/s':>9} {'x bare':>7} {'overhead µs/req':>16}")
+        for server, variants in VARIANTS.items():
+            bare = table[server, "bare"]
+            for variant in variants:
+                rate = table[server, variant]
+                overhead = (1 / rate - 1 / bare) * 1e6
+                print(
+                    f"{server:9} {PEER_NAMES.get(variant, variant):36} {rate:9.0f} {rate / bare:7.2f} {overhead:16.1f}"
+                )
+
+
+if __name__ == "__main__":
+    main()

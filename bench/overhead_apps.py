@@ -1,0 +1,65 @@
+"""The hello-world apps bench/overhead.py serves: bare, wrapped by trackgate, and wrapped by each peer.
+
+Selected with BENCH_APP; trackgate's settings come from TRACKGATE_* like any app's. The Kameleoon SDK
+(GPLv3) is imported here only, by the benchmark, never by trackgate.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+BODY = b"Hello, world!"
+
+
+async def asgi_bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def wsgi_bare(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [BODY]
+
+
+def asgi_app() -> Any:
+    kind = os.environ["BENCH_APP"]
+    if kind == "bare":
+        return asgi_bare
+    if kind == "trackgate":
+        import trackgate
+
+        return trackgate.ASGIMiddleware(asgi_bare)
+    if kind == "session":
+        from starlette.middleware.sessions import SessionMiddleware
+
+        return SessionMiddleware(asgi_bare, secret_key="bench-session-key")
+    raise ValueError(kind)
+
+
+def wsgi_app() -> Any:
+    kind = os.environ["BENCH_APP"]
+    if kind == "bare":
+        return wsgi_bare
+    if kind == "trackgate":
+        import trackgate
+
+        return trackgate.WSGIMiddleware(wsgi_bare)
+    if kind == "kameleoon":
+        from kameleoon import KameleoonClientConfig, KameleoonClientFactory
+        from kameleoon.middleware import KameleoonWSGIMiddleware
+
+        # Its configuration fetch is pointed at "localhost" subdomains so that nothing leaves the machine; it
+        # fails in the SDK's background thread, off the cookie path the middleware runs on every request.
+        config = KameleoonClientConfig(
+            "bench-client", "bench-secret", top_level_domain="127.0.0.1", network_domain="localhost"
+        )
+        return KameleoonWSGIMiddleware(wsgi_bare, KameleoonClientFactory.create("benchsite", config))
+    raise ValueError(kind)
+
+
+application = wsgi_app() if os.environ.get("BENCH_SERVER") == "gunicorn" else None
