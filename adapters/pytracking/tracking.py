@@ -260,11 +260,7 @@ def get_click_tracking_result(
     configuration: Configuration | None = None,
     **kwargs: Any,
 ) -> TrackingResult:
-    configuration = get_configuration(configuration, kwargs)
-    base = configuration.base_click_tracking_url
-    if base and encoded_url_path.startswith(base):
-        encoded_url_path = configuration.get_click_tracking_url_path(encoded_url_path)
-    return configuration.get_tracking_result(encoded_url_path, request_data, is_open=False)
+    return _tracking_result(encoded_url_path, request_data, get_configuration(configuration, kwargs), is_open=False)
 
 
 def get_click_tracking_url_path(url: str, configuration: Configuration | None = None, **kwargs: Any) -> str:
@@ -277,12 +273,19 @@ def get_open_tracking_result(
     configuration: Configuration | None = None,
     **kwargs: Any,
 ) -> TrackingResult:
-    configuration = get_configuration(configuration, kwargs)
-    base = configuration.base_open_tracking_url
-    if base and encoded_url_path.startswith(base):
-        encoded_url_path = configuration.get_open_tracking_url_path(encoded_url_path)
-    return configuration.get_tracking_result(encoded_url_path, request_data, is_open=True)
+    return _tracking_result(encoded_url_path, request_data, get_configuration(configuration, kwargs), is_open=True)
 
 
 def get_open_tracking_url_path(url: str, configuration: Configuration | None = None, **kwargs: Any) -> str:
     return get_configuration(configuration, kwargs).get_open_tracking_url_path(url)
+
+
+def _tracking_result(
+    encoded_url_path: str, request_data: Mapping[str, Any] | None, configuration: Configuration, *, is_open: bool
+) -> TrackingResult:
+    """A full tracking URL or just its path, as pytracking's two result functions accept."""
+    base = configuration.base_open_tracking_url if is_open else configuration.base_click_tracking_url
+    if base and encoded_url_path.startswith(base):
+        to_path = configuration.get_open_tracking_url_path if is_open else configuration.get_click_tracking_url_path
+        encoded_url_path = to_path(encoded_url_path)
+    return configuration.get_tracking_result(encoded_url_path, request_data, is_open=is_open)
