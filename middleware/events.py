@@ -17,7 +17,7 @@ EVENT_KINDS: frozenset[str] = frozenset(EventKind.__args__)  # type: ignore[attr
 def new_event_id(now: float | None = None) -> str:
     """32 hex digits: 48 bits of milliseconds then 80 random bits, so ids sort by time and never collide."""
     millis = int((time.time() if now is None else now) * 1000)
-    return f"{millis & 0xFFFF_FFFF_FFFF:012x}{os.urandom(10).hex()}"
+    return ((millis & 0xFFFF_FFFF_FFFF).to_bytes(6, "big") + os.urandom(10)).hex()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -11,13 +11,12 @@ neither a forged nor an old token can redirect to ``javascript:`` or a look-alik
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import functools
 import re
 import time
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 from urllib.parse import quote, urljoin, urlsplit
 
 from .errors import BadToken, BadURL, ConfigError, TokenExpired
@@ -50,6 +49,14 @@ def check_url(url: str) -> str:
     if _SAFE_URL.fullmatch(url):
         return url
     raise BadURL(url, _why_unsafe(url))
+
+
+def _why_refused(url: object) -> str:
+    try:
+        check_url(url)  # type: ignore[arg-type]
+    except BadURL as refused:
+        return refused.reason
+    return "unknown"  # pragma: no cover - only called for refused URLs
 
 
 def _why_unsafe(url: str) -> str:
@@ -85,9 +92,12 @@ def location_header(url: str) -> str:
     return f"{parts.scheme}://{netloc}{quote(rest, safe=_URL_SAFE_CHARS)}"
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class TrackingResult:
-    """A decoded link: pytracking's fields plus the kind, visitor code and the id the event will carry."""
+class TrackingResult(NamedTuple):
+    """A decoded link: pytracking's fields plus the kind, visitor code and the id the event will carry.
+
+    A named tuple rather than a frozen dataclass: one is made per tracked request, and a tuple is built
+    three times faster.
+    """
 
     tracked_url: str | None  # the destination of a click, or the page of a page-view pixel
     webhook_url: str | None
@@ -165,6 +175,8 @@ class TrackingLinks:
         # Links in emails need an absolute origin; pages use their own (see for_page).
         self.base_url = (base_url or settings.base_url or "").rstrip("/") or None
         self.prefix = settings.path_prefix
+        self._click_prefix = self.prefix + "/c/"
+        self._open_prefix = self.prefix + "/o/"
         encryption_keys = tuple(k.strip() for k in (settings.encryption_key or "").split(",") if k.strip())
         self._codec = TokenCodec(settings.signing_keys, encryption_keys=encryption_keys)
         self._legacy = LegacyPytrackingCodec(settings.legacy_pytracking_key) if settings.legacy_pytracking else None
@@ -199,9 +211,9 @@ class TrackingLinks:
         """Like ``click_url`` without the origin (``/_tg/c/...``)."""
         data: dict[str, Any] = {"u": check_url(url)}
         if metadata:
-            data["m"] = dict(metadata)
-        token = self._codec.dumps(data, "click", expires_at=_expires_at(expires_in))
-        return self.prefix + "/c/" + token
+            data["m"] = metadata if type(metadata) is dict else dict(metadata)
+        token = self._codec.dumps(data, "click", expires_at=None if expires_in is None else _expires_at(expires_in))
+        return self._click_prefix + token
 
     def open_path(
         self,
@@ -215,9 +227,9 @@ class TrackingLinks:
         if page_url is not None:
             data["u"] = check_url(page_url)
         if metadata:
-            data["m"] = dict(metadata)
-        token = self._codec.dumps(data, "open", expires_at=_expires_at(expires_in))
-        return self.prefix + "/o/" + token
+            data["m"] = metadata if type(metadata) is dict else dict(metadata)
+        token = self._codec.dumps(data, "open", expires_at=None if expires_in is None else _expires_at(expires_in))
+        return self._open_prefix + token
 
     def for_page(self, page_url: str, base_url: str) -> PageLinks:
         """A cheap view for one web page: click links without a visitor and the page-view pixel."""
@@ -302,13 +314,10 @@ class TrackingLinks:
     ) -> TrackingResult:
         url = data.get("url" if legacy else "u")
         metadata = data.get("metadata" if legacy else "m") or {}
-        if not isinstance(metadata, dict):
+        if type(metadata) is not dict:
             raise BadToken("metadata is not an object")
-        if url is not None:
-            try:
-                check_url(url)
-            except BadURL as refused:
-                raise BadToken(f"destination refused: {refused.reason}") from None
+        if url is not None and (type(url) is not str or len(url) > MAX_URL_CHARS or not _SAFE_URL.fullmatch(url)):
+            raise BadToken(f"destination refused: {_why_refused(url)}")
         if purpose == "click":
             if url is None:
                 raise BadToken("click token without a destination")
@@ -317,15 +326,7 @@ class TrackingLinks:
             kind = "open" if url is None or legacy else "pageview"
         now = time.time()
         return TrackingResult(
-            tracked_url=url,
-            webhook_url=self.settings.webhook_url,
-            metadata=metadata,
-            request_data=request_data,
-            timestamp=int(now),
-            kind=kind,
-            visitor=visitor,
-            event_id=new_event_id(now),
-            legacy=legacy,
+            url, self.settings.webhook_url, metadata, request_data, int(now), kind, visitor, new_event_id(now), legacy
         )
 
     def _legacy_result(

@@ -22,11 +22,13 @@ import binascii
 import hashlib
 import hmac
 import json
+import json.encoder
+import json.scanner
 import os
 import re
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from itsdangerous import Signer
@@ -59,9 +61,27 @@ _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _EXPIRES = "x"
 
 
-# Made once: json.dumps with options builds a new encoder on every call.
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-_decode_json = json.JSONDecoder().decode
+
+
+def _compact_json_encoder() -> Callable[[Any], str]:
+    """Compact JSON text for a dict, by json's C encoder made once.
+
+    ``json.dumps`` and ``JSONEncoder.encode`` build a new C encoder on every call, which costs as much as
+    encoding a link's payload. Without the C accelerator (other Pythons) the plain encoder serves.
+    """
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython has it
+        return encoder.encode
+    # No circular-reference markers: a shared set is not thread-safe; a cycle ends in RecursionError instead.
+    chunks = make(None, encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
+    return lambda data: "".join(chunks(data, 0))
+
+
+_encode_json = _compact_json_encoder()
+# The decoder's C scanner, called directly: JSONDecoder.decode adds two whitespace regex matches per call.
+# (typeshed types its argument as a scanner, but it takes the decoder whose settings it copies.)
+_scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
@@ -83,6 +103,8 @@ def _dump_json(data: Mapping[str, Any]) -> bytes:
         return _encode_json(data).encode()
     except UnicodeEncodeError:
         raise ValueError("token data contains unpaired surrogate characters") from None
+    except RecursionError:
+        raise ValueError("token data is nested too deeply (or refers to itself)") from None
 
 
 def _pack(data: Mapping[str, Any]) -> bytes:
@@ -108,9 +130,12 @@ def _inflate(data: bytes) -> bytes:
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        data = _decode_json(raw.decode())
-    except (ValueError, RecursionError):  # JSON, UTF-8 and absurd nesting errors
+        text = raw.decode()
+        data, end = _scan_json(text, 0)
+    except (ValueError, RecursionError, StopIteration):  # JSON, UTF-8, absurd nesting errors; nothing to read
         raise BadToken("payload is not JSON") from None
+    if end != len(text):
+        raise BadToken("payload has data after its JSON")
     if not isinstance(data, dict):
         raise BadToken("payload is not a JSON object")
     return data
