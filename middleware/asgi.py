@@ -45,6 +45,11 @@ class ASGIMiddleware:
         # emit: where events go instead of the background dispatcher (a callback, for tests and embedding).
         self.gate = Gate(self.settings, emit=emit)
         self._uses_dispatcher = emit is None
+        self._prefix = self.gate.prefix
+        # Bound once, not once per request.
+        self._emit = self.gate.emit
+        self._resolve = self.gate.identity.resolve
+        self._prefix_slash = self.gate.prefix + "/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -53,21 +58,26 @@ class ASGIMiddleware:
                 receive = self._watch_lifespan(receive)
             await self.app(scope, receive, send)
             return
-        if self.gate.owns(scope["path"]):
+        path = scope["path"]
+        if path.startswith(self._prefix_slash) or path == self._prefix:
             await self._answer(scope, send)
             return
+        gate = self.gate
         try:
             cookie, gpc = _identity_headers(scope["headers"])
-            state = self.gate.identity.resolve(cookie, scope.get("query_string", b"").decode("latin-1"), gpc)
-            request_state = scope.setdefault("state", {})
+            query = scope.get("query_string")
+            state = self._resolve(cookie, query.decode("latin-1") if query else "", gpc)
+            request_state = scope.get("state")
+            if request_state is None:
+                request_state = scope["state"] = {}
             request_state[STATE_KEY] = state
             request_state[VISITOR_KEY] = state.visitor
-            request_state[EMIT_KEY] = self.gate.emit
+            request_state[EMIT_KEY] = self._emit
         except Exception as error:
             swallow("visitor identity", error)
             await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, _Responder(self.gate, scope, state, send).send)
+        await self.app(scope, receive, _responder(gate, scope, state, send))
 
     async def _answer(self, scope: Scope, send: Send) -> None:
         facts = _facts(scope, self.settings.trusted_proxies)
@@ -98,48 +108,87 @@ class ASGIMiddleware:
         return watched
 
 
-class _Responder:
-    """One response. ``http.response.start`` is held back only when the body is HTML to rewrite: the
-    first body message then says whether it came whole (new Content-Length) or streams (none)."""
+def _responder(gate: Gate, scope: Scope, state: VisitorState, send: Send) -> Send:
+    """The app's ``send`` for one response: adds the visitor cookie to the start and, when the body is HTML
+    to rewrite, hands the rest of the response to a _Rewriting. A closure: it is made for every request.
 
-    __slots__ = ("_filter", "_gate", "_held", "_scope", "_send", "_state", "_streaming")
+    It is a plain function returning the awaitable to await (the server's ``send``, most of the time), so
+    that each message costs one coroutine, not two.
+    """
+    rewriting: _Rewriting | None = None
 
-    def __init__(self, gate: Gate, scope: Scope, state: VisitorState, send: Send) -> None:
-        self._gate = gate
-        self._scope = scope
-        self._state = state
+    def send_wrapper(message: Message) -> Awaitable[None]:
+        nonlocal rewriting
+        if rewriting is not None:
+            return rewriting.send(message)
+        if message["type"] == "http.response.start":
+            rewriting = _start(gate, scope, state, message, send)
+            if rewriting is not None:
+                return _nothing()  # held back until the first body message
+        return send(message)
+
+    return send_wrapper
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send: Send) -> _Rewriting | None:
+    """Edit the start message (cookie in, opt-out header out; the app's header list is left as it was);
+    a _Rewriting when the body is HTML to rewrite."""
+    headers = message.get("headers", ())
+    content_type = None
+    opted_out = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"content-type":
+            # Only HTML types are worth decoding for a closer look (text/plain, JSON, images pay nothing).
+            content_type = value.decode("latin-1") if b"html" in value.lower() else None
+        elif lowered == _OPT_OUT:
+            opted_out = True
+    cookie = None
+    if state.cookie_action is not None:
+        try:
+            cookie = gate.identity.set_cookie_header(state, scope.get("scheme") == "https")
+        except Exception as error:
+            swallow("visitor cookie", error)
+    if opted_out:
+        content_type = None if _says_off(headers) else content_type
+        edited = [(name, value) for name, value in headers if name.lower() != _OPT_OUT]
+        if cookie is not None:
+            edited.append((b"set-cookie", cookie.encode("latin-1")))
+    elif cookie is not None:
+        edited = [*headers, (b"set-cookie", cookie.encode("latin-1"))]
+    else:
+        edited = list(headers)
+    message["headers"] = edited
+    if content_type is None or not looks_like_html(content_type):
+        return None
+    body_filter = None
+    with guarded("choosing to rewrite"):
+        facts = _facts(scope, 0)
+        text_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in edited]
+        body_filter = gate.body_filter(facts, state.visitor, message["status"], text_headers)
+    return None if body_filter is None else _Rewriting(body_filter, message, send)
+
+
+class _Rewriting:
+    """An HTML response being rewritten. ``http.response.start`` is held back until the first body message
+    says whether the body came whole (new Content-Length) or streams (none)."""
+
+    __slots__ = ("_filter", "_held", "_send")
+
+    def __init__(self, body_filter: BodyFilter, start: Message, send: Send) -> None:
+        self._filter: BodyFilter | None = body_filter
+        self._held: Message | None = start
         self._send = send
-        self._filter: BodyFilter | None = None
-        self._held: Message | None = None
-        self._streaming = False
 
     async def send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.start":
-            await self._start(message)
-        elif kind == "http.response.body" and self._filter is not None:
+        if message["type"] == "http.response.body" and self._filter is not None:
             await self._body(message)
         else:
             await self._send(message)
-
-    async def _start(self, message: Message) -> None:
-        try:
-            cookie = self._gate.identity.set_cookie_header(self._state, self._scope.get("scheme") == "https")
-        except Exception as error:
-            swallow("visitor cookie", error)
-            cookie = None
-        headers, content_type = _edit_headers(message.get("headers", ()), cookie)
-        message["headers"] = headers
-        if content_type is not None and looks_like_html(content_type):
-            with guarded("choosing to rewrite"):
-                facts = _facts(self._scope, 0)
-                text_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
-                self._filter = self._gate.body_filter(facts, self._state.visitor, message["status"], text_headers)
-        if self._filter is None:
-            await self._send(message)
-        else:
-            # Don't send the start until the first body message says whether the body comes whole.
-            self._held = message
 
     async def _body(self, message: Message) -> None:
         body: bytes = message.get("body", b"")
@@ -185,34 +234,19 @@ class _Responder:
 
 
 def _identity_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
-    cookies: list[str] = []
-    gpc = None
+    cookie = gpc = None
     for name, value in headers:
         if name == b"cookie":
-            cookies.append(value.decode("latin-1"))
+            # HTTP/2 may split cookies over several header lines; they form one list.
+            text = value.decode("latin-1")
+            cookie = text if cookie is None else cookie + "; " + text
         elif name == b"sec-gpc":
             gpc = value.decode("latin-1")
-    # HTTP/2 may split cookies over several header lines; they form one list.
-    return ("; ".join(cookies) if cookies else None), gpc
+    return cookie, gpc
 
 
-def _edit_headers(
-    headers: Any, set_cookie: str | None
-) -> tuple[list[tuple[bytes, bytes]], str | None]:
-    content_type = None
-    opted_out = False
-    edited: list[tuple[bytes, bytes]] = []
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered == _OPT_OUT:
-            opted_out = opted_out or value.strip().lower() == b"off"
-            continue
-        if lowered == b"content-type" and (value[:4].lower() == b"text" or value[:5].lower() == b"appli"):
-            content_type = value.decode("latin-1")  # only HTML-ish types are worth decoding for a closer look
-        edited.append((name, value))
-    if set_cookie is not None:
-        edited.append((b"set-cookie", set_cookie.encode("latin-1")))
-    return edited, None if opted_out else content_type
+def _says_off(headers: Any) -> bool:
+    return any(name.lower() == _OPT_OUT and value.strip().lower() == b"off" for name, value in headers)
 
 
 def _facts(scope: Scope, trusted_proxies: int) -> RequestFacts:

@@ -8,10 +8,13 @@ attribute. Anything else is ignored and a fresh code issued.
 
 from __future__ import annotations
 
-import dataclasses
+import collections
+import functools
 import os
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
+from typing import NamedTuple
 from urllib.parse import parse_qs
 
 from starlette.requests import cookie_parser
@@ -25,22 +28,44 @@ _DIGITS = b"0123456789abcdefghijklmnopqrstuvwxyz"
 _BYTE_TO_DIGIT = bytes(_DIGITS[b % 36] if b < 252 else 0 for b in range(256))
 _UNEVEN_BYTES = bytes(range(252, 256))
 _VALID_CODE = re.compile(r"[A-Za-z0-9._:-]{1,255}\Z")
+COOKIE_CACHE_SIZE = 2048
 _REFUSALS = frozenset({"", "0", "false", "no", "off", "denied", "deny", "reject", "rejected"})
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Visitor:
+class Visitor(NamedTuple):
+    """Who made this request. A named tuple: one is made per request, and it is the cheapest frozen record."""
+
     code: str
     is_new: bool  # the code was issued by this request
     consent: bool  # False: anonymous, nothing is stored on the client and the code lives for one request
 
 
 def new_code() -> str:
-    """16 characters of [a-z0-9] from the operating system's CSPRNG (what ``secrets`` draws from)."""
-    while True:
-        digits = os.urandom(_CODE_LENGTH + 4).translate(_BYTE_TO_DIGIT, _UNEVEN_BYTES)
-        if len(digits) >= _CODE_LENGTH:
-            return digits[:_CODE_LENGTH].decode("ascii")
+    """16 characters of [a-z0-9] from the operating system's CSPRNG (what ``secrets`` draws from).
+
+    Drawn in batches: one urandom call per 64 codes instead of one per code, on the path of every first
+    visit. ``deque.pop`` is atomic, so threads never share a code, and a forked child starts a fresh batch.
+    """
+    try:
+        return _fresh_codes.pop()
+    except IndexError:
+        _fresh_codes.extend(_draw_codes(_BATCH))
+        return _fresh_codes.pop()
+
+
+def _draw_codes(count: int) -> list[str]:
+    digits = b""
+    needed = count * _CODE_LENGTH
+    while len(digits) < needed:
+        digits += os.urandom(needed - len(digits) + needed // 32 + 4).translate(_BYTE_TO_DIGIT, _UNEVEN_BYTES)
+    text = digits[:needed].decode("ascii")
+    return [text[i : i + _CODE_LENGTH] for i in range(0, needed, _CODE_LENGTH)]
+
+
+_BATCH = 64
+_fresh_codes: collections.deque[str] = collections.deque()
+if hasattr(os, "register_at_fork"):  # POSIX: a child must not hand out the codes its parent still holds
+    os.register_at_fork(after_in_child=_fresh_codes.clear)
 
 
 def is_valid_code(code: str) -> bool:
@@ -80,37 +105,51 @@ class Identity:
         self._consent_cookie_value = value or None
         self._interesting = tuple(n for n in (self._cookie_name, self._consent_cookie_name) if n)
         self._suffixes: dict[bool, str] = {}
+        self._implicit = settings.consent == "implicit"
+        # A returning visitor sends the same Cookie header request after request: read each one once.
+        # Bounded and thread-safe; it holds only what clients sent and what it says, never a decision.
+        self._read_cookies = functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)(self._read_cookie_header)
 
     def resolve(self, cookie_header: str | None, query_string: str, gpc: str | None) -> VisitorState:
-        cookies = None
+        if not cookie_header and gpc is None and self._implicit and self._param_marker not in query_string:
+            # The common first visit: nothing to read, consent implied. (tuple.__new__ skips the named
+            # tuple's Python-level constructor: this runs for every request of every cookieless client.)
+            try:
+                code = _fresh_codes.pop()
+            except IndexError:
+                code = new_code()
+            return VisitorState(tuple.__new__(Visitor, (code, True, True)), "store", None)
+        cookies = known = None
         if cookie_header and any(name in cookie_header for name in self._interesting):
-            cookies = cookie_parser(cookie_header)
-        known = self._code_from_cookie(cookies, cookie_header)
+            cookies, known = self._read_cookies(cookie_header)
         from_query = self._code_from_query(query_string)
         if not self._consents(cookies, gpc, holds_code=known is not None):
-            return VisitorState(Visitor(new_code(), is_new=True, consent=False), None, from_query or known)
+            return VisitorState(Visitor(new_code(), True, False), None, from_query or known)
         if from_query is not None:
             action = None if from_query == known else "store"
-            return VisitorState(Visitor(from_query, is_new=False, consent=True), action, from_query)
+            return VisitorState(Visitor(from_query, False, True), action, from_query)
         if known is not None:
-            return VisitorState(Visitor(known, is_new=False, consent=True), None, known)
-        return VisitorState(Visitor(new_code(), is_new=True, consent=True), "store", None)
+            return VisitorState(tuple.__new__(Visitor, (known, False, True)), None, known)
+        return VisitorState(Visitor(new_code(), True, True), "store", None)
 
     def set_cookie_header(self, state: VisitorState, secure_request: bool) -> str | None:
         if state.cookie_action is None:
             return None
+        if state.cookie_action == "store":
+            suffix = self._suffixes.get(secure_request)
+            if suffix is not None:
+                return self._cookie_name + "=" + state.visitor.code + suffix
         settings = self._settings
         secure = secure_request if settings.cookie_secure is None else settings.cookie_secure
         if state.cookie_action == "delete":
             return self._dump("", max_age=0, secure=secure)
-        # Codes are validated to need no quoting, so werkzeug's attribute string is made once per
-        # Secure flag and reused: a new visitor on every request (a load test, a crawler) stays cheap.
-        suffix = self._suffixes.get(secure)
-        if suffix is None:
-            suffix = self._suffixes[secure] = self._dump("x", max_age=settings.cookie_max_age, secure=secure)[
-                len(self._cookie_name) + 2 :
-            ]
-        return f"{self._cookie_name}={state.visitor.code}{suffix}"
+        # Codes are validated to need no quoting, so werkzeug's attribute string is made once per kind of
+        # request (https or not) and reused: a new visitor on every request (a load test, a crawler) stays
+        # cheap.
+        suffix = self._suffixes[secure_request] = self._dump("x", max_age=settings.cookie_max_age, secure=secure)[
+            len(self._cookie_name) + 2 :
+        ]
+        return self._cookie_name + "=" + state.visitor.code + suffix
 
     def _dump(self, value: str, *, max_age: int, secure: bool) -> str:
         settings = self._settings
@@ -126,15 +165,17 @@ class Identity:
             sync_expires=False,  # Max-Age alone: every browser in use honours it
         )
 
-    def _code_from_cookie(self, cookies: Mapping[str, str] | None, header: str | None) -> str | None:
-        if cookies is None or header is None or self._cookie_name not in cookies:
-            return None
-        code = cookies[self._cookie_name]
+    def _read_cookie_header(self, header: str) -> tuple[Mapping[str, str], str | None]:
+        """The cookies (read-only: shared by every request sending this header) and the valid visitor code."""
+        cookies = cookie_parser(header)
+        code = cookies.get(self._cookie_name)
+        if code is None:
+            return MappingProxyType(cookies), None
         # Two different codes under one name (a parent-domain cookie, an injection attempt): trust neither.
         # The fast parser keeps only the last value; werkzeug's keeps them all.
         if header.count(self._cookie_name + "=") > 1 and len(set(parse_cookie(header).getlist(self._cookie_name))) != 1:
-            return None
-        return code if is_valid_code(code) else None
+            return MappingProxyType(cookies), None
+        return MappingProxyType(cookies), code if is_valid_code(code) else None
 
     def _code_from_query(self, query_string: str) -> str | None:
         if self._param_marker not in query_string:
