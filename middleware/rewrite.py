@@ -13,8 +13,9 @@ raw-text elements (script, style, textarea, title, ...) are never mistaken for m
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol, overload
 from urllib.parse import urlsplit
 
@@ -120,6 +121,13 @@ class HtmlRewriter:
     ) -> None:
         self._links = links
         self._metadata = dict(metadata) if metadata else None
+        # One maker for the document: a link source that can encodes the metadata once, not per link.
+        clicks_for = getattr(links, "clicks_for", None)
+        self._click_url: Callable[[str], str] = (
+            clicks_for(self._metadata)
+            if clicks_for is not None
+            else functools.partial(links.click_url, metadata=self._metadata)
+        )
         self._click = click_tracking
         self._pixel_at: str | None = pixel_position if open_tracking else None
         self._outbound_only = scope == "outbound"
@@ -398,7 +406,7 @@ class HtmlRewriter:
         if self._outbound_only and self._page_host is not None and _host_and_port(url) == self._page_host:
             return None
         try:
-            return self._links.click_url(url, self._metadata)
+            return self._click_url(url)
         except (BadURL, TrackgateError, ValueError):
             return None  # not a destination we may sign: the link stays as it was
 
