@@ -61,6 +61,34 @@ def test_click_links_round_trip_unicode_urls_and_metadata(
     assert location_header(url).isascii()
 
 
+@given(url=urls, data=metadata)
+@settings(max_examples=150, deadline=None)
+def test_a_documents_click_maker_makes_exactly_the_links_click_url_makes(url: str, data: dict[str, Any]) -> None:
+    # The rewriter encodes an email's metadata once; the links must not differ by a byte.
+    assert LINKS.clicks_for(data)(url) == LINKS.click_url(url, data)
+    page_maker = LINKS.for_page("https://shop.example/p", "https://shop.example").clicks_for(data)
+    assert page_maker(url) == "https://shop.example" + LINKS.click_path(url, data or None)
+
+
+@given(url=urls, data=metadata)
+@settings(max_examples=50, deadline=None)
+def test_an_encrypted_documents_click_maker_decodes_like_click_url(url: str, data: dict[str, Any]) -> None:
+    made = SEALED_LINKS.decode(SEALED_LINKS.clicks_for(data)(url))
+    assert (made.tracked_url, dict(made.metadata)) == (url, data)
+
+
+def test_a_click_maker_refuses_what_click_url_refuses() -> None:
+    maker = LINKS.clicks_for({"recipient": "r-1"})
+    for bad in ("javascript:alert(1)", "//evil.example/", "https://a.example/\\evil", "https://a.example/\ud800"):
+        with pytest.raises(BadURL):
+            maker(bad)
+    with pytest.raises(ValueError):
+        LINKS.clicks_for({"n": float("nan")})
+    without_base = TrackingLinks(Settings.from_environ({}, secret_key="k")).clicks_for({"recipient": "r-1"})
+    with pytest.raises(ConfigError):
+        without_base("https://a.example/")
+
+
 @pytest.mark.parametrize("links", [LINKS, SEALED_LINKS], ids=["signed", "encrypted"])
 @given(data=metadata)
 @settings(max_examples=50, deadline=None)
