@@ -26,18 +26,32 @@ def main() -> None:
         port = sock.getsockname()[1]
     with tempfile.TemporaryDirectory() as folder:
         spool = Path(folder) / "spool.sqlite3"
-        env = {**os.environ, "PYTHONPATH": str(TESTS), "TRACKGATE_SINKS": "webhook",
-               "TRACKGATE_WEBHOOK_URL": f"http://127.0.0.1:{port}/down", "TRACKGATE_SPOOL_PATH": str(spool)}
-        result = subprocess.run([sys.executable, str(TESTS / "dispatch_apps.py"), "rss", str(count)],
-                                env=env, capture_output=True, check=True, text=True)
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(TESTS),
+            "TRACKGATE_SINKS": "webhook",
+            "TRACKGATE_WEBHOOK_URL": f"http://127.0.0.1:{port}/down",
+            "TRACKGATE_SPOOL_PATH": str(spool),
+        }
+        result = subprocess.run(
+            [sys.executable, str(TESTS / "dispatch_apps.py"), "rss", str(count)],
+            env=env,
+            capture_output=True,
+            check=True,
+            text=True,
+        )
         figures = json.loads(result.stdout)
         size = sum(p.stat().st_size for p in spool.parent.iterdir())
     growth = figures["rss_end_kib"] - figures["rss_warm_kib"]
     print(f"events {count:,}  backlog {figures['backlog']:,}  dropped {figures['dropped']}")
-    print(f"RSS warm {figures['rss_warm_kib'] / 1024:.1f} MiB  end {figures['rss_end_kib'] / 1024:.1f} MiB  "
-          f"growth {growth / 1024:.1f} MiB")
-    print(f"submit loop {figures['submit_seconds']:.1f} s, all spooled after {figures['seconds']:.1f} s "
-          f"({count / figures['seconds']:,.0f} events/s); spool files {size / 1e6:.0f} MB")
+    print(
+        f"RSS warm {figures['rss_warm_kib'] / 1024:.1f} MiB  end {figures['rss_end_kib'] / 1024:.1f} MiB  "
+        f"growth {growth / 1024:.1f} MiB"
+    )
+    print(
+        f"submit loop {figures['submit_seconds']:.1f} s, all spooled after {figures['seconds']:.1f} s "
+        f"({count / figures['seconds']:,.0f} events/s); spool files {size / 1e6:.0f} MB"
+    )
 
 
 if __name__ == "__main__":

@@ -58,15 +58,21 @@ def main() -> None:
     from trackgate.dispatch import Dispatcher
 
     with tempfile.TemporaryDirectory() as folder:
-        dispatcher = Dispatcher(Settings(sinks="webhook", webhook_url=url + "/hook",
-                                         spool_path=str(Path(folder) / "spool.sqlite3"))).start()
-        prebuilt = [Event("custom", name="signed-up", visitor="v1", properties={"plan": "pro"})
-                    for _ in range(calls + 500)]
+        dispatcher = Dispatcher(
+            Settings(sinks="webhook", webhook_url=url + "/hook", spool_path=str(Path(folder) / "spool.sqlite3"))
+        ).start()
+        prebuilt = [
+            Event("custom", name="signed-up", visitor="v1", properties={"plan": "pro"}) for _ in range(calls + 500)
+        ]
         results["trackgate submit(event)"] = percentiles(measure(lambda i: dispatcher.submit(prebuilt[i]), calls))
-        results["trackgate Event()+submit"] = percentiles(measure(
-            lambda i: dispatcher.submit(Event("custom", name="signed-up", visitor="v1", properties={"plan": "pro"})),
-            calls,
-        ))
+        results["trackgate Event()+submit"] = percentiles(
+            measure(
+                lambda i: dispatcher.submit(
+                    Event("custom", name="signed-up", visitor="v1", properties={"plan": "pro"})
+                ),
+                calls,
+            )
+        )
         dispatcher.drain(0.5)
 
     from segment.analytics.client import Client as SegmentClient

@@ -139,9 +139,20 @@ def _serve_and_measure(duration: int, *, discard: bool) -> tuple[float, float]:
             "TRACKGATE_STORE_URL": f"sqlite:///{Path(spool_dir) / 'events.sqlite3'}",
             "BENCH_DISCARD_EVENTS": "1" if discard else "0",
         }
-        command = [sys.executable, "-m", "uvicorn", "links:make_app", "--factory", "--app-dir",
-                   str(Path(__file__).resolve().parent), "--port", str(port), "--log-level", "warning",
-                   "--no-access-log"]
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "links:make_app",
+            "--factory",
+            "--app-dir",
+            str(Path(__file__).resolve().parent),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ]
         log = open(Path(spool_dir) / "server.log", "wb")  # noqa: SIM115 — closed in finally
         server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:

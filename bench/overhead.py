@@ -1,6 +1,6 @@
 """Requests/s of a hello-world app bare and wrapped, one run, peers side by side.
 
-    python bench/overhead.py [--seconds 4] [--rounds 2]
+    python bench/overhead.py [--seconds 2] [--rounds 9]
 
 ASGI under uvicorn: bare, trackgate.ASGIMiddleware, starlette's SessionMiddleware (peer).
 WSGI under gunicorn (sync worker): bare, trackgate.WSGIMiddleware, the Kameleoon SDK's
@@ -8,8 +8,11 @@ KameleoonWSGIMiddleware (peer; `pip install kameleoon-client-python` for the ben
 Each server is one process, the load comes from wrk in another (`apt-get install wrk`). wrk keeps no
 cookies, so the first load is all new visitors (a cookie made and set on every response, the costliest
 case for trackgate; SessionMiddleware sets none for an empty session); the second sends each library's
-cookie back, as returning visitors do. Runs alternate between variants and the best of the rounds counts
-(the machine is shared).
+cookie back, as returning visitors do. "bare + a fixed Set-Cookie header" is the bare app sending the
+header trackgate adds for a new visitor: what the header costs the server and the client on its own. The
+variants of a server run side by side and take turns under
+load; each round's ratio to bare counts, and the median of the rounds is reported with their range (the
+machine is shared: its speed drifts by more than the middleware costs).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -26,8 +30,15 @@ import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-VARIANTS = {"uvicorn": ("bare", "trackgate", "session"), "gunicorn": ("bare", "trackgate", "kameleoon")}
-PEER_NAMES = {"session": "starlette SessionMiddleware", "kameleoon": "Kameleoon KameleoonWSGIMiddleware"}
+VARIANTS = {
+    "uvicorn": ("bare", "bare-cookie", "trackgate", "session"),
+    "gunicorn": ("bare", "bare-cookie", "trackgate", "kameleoon"),
+}
+PEER_NAMES = {
+    "bare-cookie": "bare + a fixed Set-Cookie header",
+    "session": "starlette SessionMiddleware",
+    "kameleoon": "Kameleoon KameleoonWSGIMiddleware",
+}
 
 
 def free_port() -> int:
@@ -183,31 +194,39 @@ def in_process(rounds: int = 5, calls: int = 20000) -> dict[tuple[str, str, bool
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=2, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=9, help="turns each variant takes under load")
     parser.add_argument("--in-process-only", action="store_true", help="skip the servers (no wrk needed)")
     args = parser.parse_args()
     if args.in_process_only:
         args.rounds = 0
     elif shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
-    best: dict[tuple[str, str], float] = {}
-    best_returning: dict[tuple[str, str], float] = {}
+    # (server, variant, returning) -> requests/s per round, and its ratio to bare in that same round
+    rates: dict[tuple[str, str, bool], list[float]] = {}
+    ratios: dict[tuple[str, str, bool], list[float]] = {}
     with tempfile.TemporaryDirectory() as workdir:
-        for _ in range(args.rounds):
-            for server, variants in VARIANTS.items():
-                for variant in variants:
-                    port = free_port()
-                    process = serve(server, variant, port, workdir)
-                    try:
-                        load(port, 1, CONNECTIONS[server])  # warm-up
-                        rate = load(port, args.seconds, CONNECTIONS[server])
-                        returning = load(port, args.seconds, CONNECTIONS[server], returning=True)
-                    finally:
-                        process.terminate()
-                        process.wait(timeout=10)
-                    best[server, variant] = max(best.get((server, variant), 0.0), rate)
-                    best_returning[server, variant] = max(best_returning.get((server, variant), 0.0), returning)
+        for server, variants in VARIANTS.items():
+            # All variants serve at once (idle ones cost nothing) and take turns under load, a few seconds
+            # each, so that the machine's slow and fast moments fall on every variant alike.
+            ports = {variant: free_port() for variant in variants}
+            processes = [serve(server, variant, port, workdir) for variant, port in ports.items()]
+            try:
+                for port in ports.values():
+                    load(port, 1, CONNECTIONS[server])  # warm-up
+                for round_number in range(args.rounds):
+                    order = variants[round_number % len(variants) :] + variants[: round_number % len(variants)]
+                    for returning in (False, True):
+                        measured = {
+                            v: load(ports[v], args.seconds, CONNECTIONS[server], returning=returning) for v in order
+                        }
+                        for variant, rate in measured.items():
+                            rates.setdefault((server, variant, returning), []).append(rate)
+                            ratios.setdefault((server, variant, returning), []).append(rate / measured["bare"])
+            finally:
+                for process in processes:
+                    process.terminate()
+                    process.wait(timeout=10)
     os.environ.setdefault("TRACKGATE_SECRET_KEY", "bench-key")
     with tempfile.TemporaryDirectory() as workdir:
         os.environ["TRACKGATE_SPOOL_PATH"] = f"{workdir}/spool.sqlite3"
@@ -219,19 +238,20 @@ def main() -> None:
         for variant in variants:
             new, back = costs[server, variant, False], costs[server, variant, True]
             print(f"{shell:9} {PEER_NAMES.get(variant, variant):36} {new:12.2f} {back:10.2f}")
-    for title, table in (("new visitors (no cookie sent)", best), ("returning visitors (cookie sent)", best_returning)):
-        if not table:
+    for returning, title in ((False, "new visitors (no cookie sent)"), (True, "returning visitors (cookie sent)")):
+        if not rates:
             continue
-        print(f"\n{title}")
-        print(f"{'server':9} {'variant':36} {'req/s':>9} {'x bare':>7} {'overhead µs/req':>16}")
+        print(f"\n{title}: medians of {args.rounds} rounds; x bare is the median of each round's ratio")
+        print(f"{'server':9} {'variant':36} {'req/s':>9} {'x bare':>7} {'(range)':>13} {'overhead µs/req':>16}")
         for server, variants in VARIANTS.items():
-            bare = table[server, "bare"]
+            bare = statistics.median(rates[server, "bare", returning])
             for variant in variants:
-                rate = table[server, variant]
-                overhead = (1 / rate - 1 / bare) * 1e6
-                print(
-                    f"{server:9} {PEER_NAMES.get(variant, variant):36} {rate:9.0f} {rate / bare:7.2f} {overhead:16.1f}"
-                )
+                key = (server, variant, returning)
+                rate, ratio = statistics.median(rates[key]), statistics.median(ratios[key])
+                spread = f"{min(ratios[key]):.2f}-{max(ratios[key]):.2f}"
+                overhead = (1 / (bare * ratio) - 1 / bare) * 1e6
+                name = PEER_NAMES.get(variant, variant)
+                print(f"{server:9} {name:36} {rate:9.0f} {ratio:7.2f} {spread:>13} {overhead:16.1f}")
 
 
 if __name__ == "__main__":

@@ -26,10 +26,30 @@ def wsgi_bare(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
     return [BODY]
 
 
+# What trackgate adds to a new visitor's response, sent by a bare app: the cost of the header itself (the
+# server writes it, the client reads it) apart from the middleware's.
+COOKIE = "tg_vid=abcdefghijklmnop; HttpOnly; Max-Age=33696000; Path=/; SameSite=Lax"
+
+
+async def asgi_bare_cookie(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"13"), (b"set-cookie", COOKIE.encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+def wsgi_bare_cookie(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13"), ("Set-Cookie", COOKIE)])
+    return [BODY]
+
+
 def asgi_app() -> Any:
     kind = os.environ["BENCH_APP"]
     if kind == "bare":
         return asgi_bare
+    if kind == "bare-cookie":
+        return asgi_bare_cookie
     if kind == "trackgate":
         import trackgate
 
@@ -45,6 +65,8 @@ def wsgi_app() -> Any:
     kind = os.environ["BENCH_APP"]
     if kind == "bare":
         return wsgi_bare
+    if kind == "bare-cookie":
+        return wsgi_bare_cookie
     if kind == "trackgate":
         import trackgate
 

@@ -101,8 +101,21 @@ def _fetch(port: int, megabytes: int) -> tuple[int, int]:
 
 def measure(factory: str, megabytes: int, env: dict[str, str]) -> tuple[int, int, int, int]:
     port = _free_port()
-    command = [sys.executable, "-m", "uvicorn", "--factory", f"rewrite_memory:{factory}", "--app-dir", str(HERE),
-               "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    command = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        f"rewrite_memory:{factory}",
+        "--app-dir",
+        str(HERE),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
     process = subprocess.Popen(command, env=env)
     try:
         deadline = time.monotonic() + 30
@@ -140,11 +153,15 @@ def main(argv: list[str] | None = None) -> None:
         for factory in ("bare", "wrapped"):
             before, after, size, tracked = measure(factory, args.mb, env)
             rows[factory] = (before, after)
-            print(f"{factory:<8} {before / 1024:16.1f} MB {after / 1024:15.1f} MB {(after - before) / 1024:6.1f} MB "
-                  f"{size / 2**20:9.1f} {tracked}")
+            print(
+                f"{factory:<8} {before / 1024:16.1f} MB {after / 1024:15.1f} MB {(after - before) / 1024:6.1f} MB "
+                f"{size / 2**20:9.1f} {tracked}"
+            )
     grow = (rows["wrapped"][1] - rows["wrapped"][0]) - (rows["bare"][1] - rows["bare"][0])
-    print(f"streaming {args.mb} MiB through the rewriter raised peak RSS by {grow / 1024:.1f} MB more than bare "
-          f"(wrapped vs bare peak: {(rows['wrapped'][1] - rows['bare'][1]) / 1024:+.1f} MB)")
+    print(
+        f"streaming {args.mb} MiB through the rewriter raised peak RSS by {grow / 1024:.1f} MB more than bare "
+        f"(wrapped vs bare peak: {(rows['wrapped'][1] - rows['bare'][1]) / 1024:+.1f} MB)"
+    )
 
 
 if __name__ == "__main__":
