@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import os
 import sqlite3
 import threading
@@ -78,7 +77,7 @@ def open_store(url: str | None = None) -> EventStore:
 
 
 def _row(event: Event) -> _Row:
-    data = json.dumps(event.to_dict(), default=str, separators=(",", ":"))
+    data = event.to_json()
     return (
         event.id,
         event.kind,
@@ -100,7 +99,9 @@ def _opt(value: str | None) -> str | None:
 
 
 def _event(data: Any) -> Event:
-    return Event.from_dict(json.loads(data) if isinstance(data, str | bytes) else data)
+    if isinstance(data, bytes):
+        data = data.decode()
+    return Event.from_json(data) if isinstance(data, str) else Event.from_dict(data)
 
 
 class SQLiteStore:

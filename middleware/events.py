@@ -8,6 +8,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from .fastjson import compact_encoder, loads
+
 EventKind = Literal[
     "pageview", "open", "click", "conversion", "identify", "alias", "set", "exposure", "custom"
 ]
@@ -47,16 +49,37 @@ class Event:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def to_json(self) -> str:
+        """``json.dumps(event.to_dict(), separators=(",", ":"), default=str)``, at half the cost: the
+        dispatcher encodes every event. ``default=str``: an app's odd property value (a datetime, a
+        Decimal) must not cost the event."""
+        data = {name: getattr(self, name) for name in _FIELD_ORDER}
+        for name in ("metadata", "properties"):
+            if not isinstance(data[name], dict):
+                data[name] = dict(data[name])
+        return _encode(data)
+
+    @classmethod
+    def from_json(cls, text: str) -> Event:
+        return cls.from_dict(loads(text))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        """The event ``to_dict`` gave (keys it does not know, from a newer version, are ignored)."""
+        if _FIELD_NAMES.issuperset(data):
+            return cls(**data)
+        return cls(**{k: v for k, v in data.items() if k in _FIELD_NAMES})
 
     @property
     def request_data(self) -> dict[str, str | None]:
         """pytracking's request_data shape, for webhooks that expect it."""
         return {"user_agent": self.user_agent, "user_ip": self.ip, "language": self.language,
                 "referer": self.referrer}
+
+
+_FIELD_ORDER = tuple(field.name for field in dataclasses.fields(Event))
+_FIELD_NAMES = frozenset(_FIELD_ORDER)
+_encode = compact_encoder(ensure_ascii=True, default=str)
 
 
 def _plain(value: Any) -> Any:

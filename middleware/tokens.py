@@ -21,20 +21,19 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
-import json
 import json.encoder
-import json.scanner
 import os
 import re
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from itsdangerous import Signer
 from itsdangerous.encoding import want_bytes
 
 from .errors import BadToken, ConfigError, ForeignToken, TokenExpired
+from .fastjson import compact_encoder, loads
 
 try:  # the cryptography extra
     from cryptography.exceptions import InvalidTag
@@ -63,25 +62,7 @@ _EXPIRES = "x"
 
 
 
-def _compact_json_encoder() -> Callable[[Any], str]:
-    """Compact JSON text for a dict, by json's C encoder made once.
-
-    ``json.dumps`` and ``JSONEncoder.encode`` build a new C encoder on every call, which costs as much as
-    encoding a link's payload. Without the C accelerator (other Pythons) the plain encoder serves.
-    """
-    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython has it
-        return encoder.encode
-    # No circular-reference markers: a shared set is not thread-safe; a cycle ends in RecursionError instead.
-    chunks = make(None, encoder.default, json.encoder.encode_basestring, None, ":", ",", False, False, False)
-    return lambda data: "".join(chunks(data, 0))
-
-
-_encode_json = _compact_json_encoder()
-# The decoder's C scanner, called directly: JSONDecoder.decode adds two whitespace regex matches per call.
-# (typeshed types its argument as a scanner, but it takes the decoder whose settings it copies.)
-_scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
+_encode_json = compact_encoder(ensure_ascii=False, allow_nan=False)
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 
@@ -144,12 +125,9 @@ def _inflate(data: bytes) -> bytes:
 
 def _parse_json(raw: bytes) -> dict[str, Any]:
     try:
-        text = raw.decode()
-        data, end = _scan_json(text, 0)
-    except (ValueError, RecursionError, StopIteration):  # JSON, UTF-8, absurd nesting errors; nothing to read
+        data = loads(raw.decode())
+    except (ValueError, RecursionError):  # JSON, UTF-8 and absurd nesting errors
         raise BadToken("payload is not JSON") from None
-    if end != len(text):
-        raise BadToken("payload has data after its JSON")
     if not isinstance(data, dict):
         raise BadToken("payload is not a JSON object")
     return data
