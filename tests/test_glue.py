@@ -133,6 +133,27 @@ def test_django_wrap_asgi_with_a_settings_object(django_configured: Any) -> None
     assert response.json() == {"code": code}
 
 
+@pytest.mark.server
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("server", "app"), [("gunicorn", "django_site:application"), ("uvicorn", "django_site:asgi_application")]
+)
+def test_django_glue_under_a_real_server(server: str, app: str, tmp_path: Any) -> None:
+    # Settings come from the Django project's settings module, not the environment; events go to the real
+    # dispatcher (its spool and store under tmp_path).
+    env = {"TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"), "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path}/e.db"}
+    with serve(server, app, env=env) as base:
+        first = get(base + "/")
+        name, code = _cookie(first.headers["set-cookie"])
+        assert name == "dj_vid" and CODE.match(code)
+        assert first.json() == {"code": code}
+        again = get(base + "/", headers={"Cookie": f"dj_vid={code}"})
+        assert "set-cookie" not in again.headers
+        assert again.json() == {"code": code}
+        assert get(base + "/_tg/health").json()["status"] == "ok"
+        assert get(base + "/_tg/c/forged.token").status_code == 404
+
+
 # --- Starlette --------------------------------------------------------------------------------------------
 
 
