@@ -14,8 +14,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-from starlette.datastructures import Headers
-
 from ._boundary import guarded, swallow
 from .facts import RequestFacts
 from .gate import Emit, Gate
@@ -249,8 +247,20 @@ def _says_off(headers: Any) -> bool:
     return any(name.lower() == _OPT_OUT and value.strip().lower() == b"off" for name, value in headers)
 
 
+def _header_fields(scope: Scope) -> dict[str, str]:
+    """The request's header fields by lower-case name, repeated lines joined with ", " as HTTP says (and
+    as WSGI servers do), so X-Forwarded-For keeps every hop. A plain dict: a missing header costs a
+    lookup, where starlette's Headers.get raises and catches a KeyError."""
+    fields: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        fields[name] = fields[name] + ", " + value if name in fields else value
+    return fields
+
+
 def _facts(scope: Scope, trusted_proxies: int) -> RequestFacts:
-    headers = Headers(scope=scope)
+    headers = _header_fields(scope)
     scheme = scope.get("scheme", "http")
     host = headers.get("host") or _server_host(scope, scheme)
     peer = scope["client"][0] if scope.get("client") else None
