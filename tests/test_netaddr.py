@@ -86,3 +86,19 @@ def test_masked_addresses_stay_in_the_original_network(address: ipaddress._BaseA
         return
     assert parsed in ipaddress.ip_network(f"{address}/{kept}", strict=False)
     assert int(parsed) & ((1 << (parsed.max_prefixlen - kept)) - 1) == 0
+
+
+def test_asgi_joins_repeated_forwarded_for_lines_as_a_wsgi_server_does() -> None:
+    from trackgate.asgi import _facts
+
+    scope = {
+        "type": "http", "method": "GET", "scheme": "http", "path": "/", "query_string": b"",
+        "client": ("10.0.0.9", 5000), "server": ("127.0.0.1", 8000),
+        # A client's own X-Forwarded-For line, then the one the trusted proxy appended.
+        "headers": [
+            (b"host", b"a.example"), (b"x-forwarded-for", b"198.51.100.7"), (b"x-forwarded-for", b"203.0.113.5")
+        ],
+    }
+    assert _facts(scope, 1).client_addr == "203.0.113.5"  # one trusted hop: the address that proxy saw
+    assert _facts(scope, 2).client_addr == "198.51.100.7"
+    assert _facts(scope, 1).headers.get("x-forwarded-for") == "198.51.100.7, 203.0.113.5"
