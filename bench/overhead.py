@@ -5,7 +5,9 @@
 ASGI under uvicorn: bare, trackgate.ASGIMiddleware, starlette's SessionMiddleware (peer).
 WSGI under gunicorn (sync worker): bare, trackgate.WSGIMiddleware, the Kameleoon SDK's
 KameleoonWSGIMiddleware (peer; `pip install kameleoon-client-python` for the bench only, GPLv3).
-Each server is one process, the load comes from wrk in another (`apt-get install wrk`). wrk keeps no
+uvicorn runs with httptools and uvloop when they are installed (`pip install 'uvicorn[standard]'`, as
+deployments run it); without them its pure-Python h11 parser makes each request about three times dearer,
+and any middleware's share smaller. Each server is one process, the load comes from wrk in another (`apt-get install wrk`). wrk keeps no
 cookies, so the first load is all new visitors (a cookie made and set on every response, the costliest
 case for trackgate; SessionMiddleware sets none for an empty session); the second sends each library's
 cookie back, as returning visitors do. "bare + a fixed Set-Cookie header" is the bare app sending the
