@@ -29,9 +29,11 @@ _NOT_ASCII_SAFE = frozenset(
         "iso2022_kr",
     }
 )
+# The prescan passes over comments (a commented-out <meta> declares nothing), then finds a <meta> with a
+# charset (or an http-equiv content naming one).
 _META_CHARSET = re.compile(
-    rb"""<meta[\t\n\f\r /][^>]*?charset[\t\n\f\r ]*=[\t\n\f\r ]*["']?[\t\n\f\r ]*([a-zA-Z0-9_.:-]+)""",
-    re.IGNORECASE,
+    rb"""<!--.*?-->|<meta[\t\n\f\r /][^>]*?charset[\t\n\f\r ]*=[\t\n\f\r ]*["']?[\t\n\f\r ]*([a-zA-Z0-9_.:-]+)""",
+    re.IGNORECASE | re.DOTALL,
 )
 PRESCAN_BYTES = 1024  # the standard's prescan looks at the first 1024 bytes
 
@@ -78,7 +80,7 @@ def sniff_charset(declared: str | None, head: bytes) -> str | None:
     name = declared
     from_meta = False
     if not name:
-        match = _META_CHARSET.search(head, 0, PRESCAN_BYTES)
+        match = next((m for m in _META_CHARSET.finditer(head, 0, PRESCAN_BYTES) if m[1]), None)
         name = match[1].decode("ascii") if match else "utf-8"
         from_meta = match is not None
     try:

@@ -199,6 +199,18 @@ def test_ascii_compatible_charsets_keep_their_bytes_and_decode_hrefs(charset: st
     assert out == doc.replace(f"https://x.org/{text}".encode(charset), track(f"https://x.org/{text}").encode())
 
 
+def test_a_commented_out_meta_charset_declares_nothing() -> None:
+    text = "café"
+    doc = f'<!-- <meta charset="windows-1252"> --><a href="https://x.org/{text}">x</a>'.encode()
+    links = FakeLinks()
+    rewrite_html(doc, links, open_tracking=False)
+    assert links.clicked == [(f"https://x.org/{text}", None)]  # read as UTF-8, not as windows-1252
+    after = b'<!-- old --><meta charset="windows-1252"><a href="https://x.org/caf\xe9">x</a>'
+    links = FakeLinks()
+    rewrite_html(after, links, open_tracking=False)
+    assert links.clicked == [(f"https://x.org/{text}", None)]
+
+
 @pytest.mark.parametrize("charset", ["utf-16", "iso-2022-jp", "no-such-charset"])
 def test_unsafe_or_unknown_charsets_pass_through_unchanged(charset: str) -> None:
     encoding = charset if charset != "no-such-charset" else "ascii"
