@@ -28,7 +28,9 @@ _DIGITS = b"0123456789abcdefghijklmnopqrstuvwxyz"
 _BYTE_TO_DIGIT = bytes(_DIGITS[b % 36] if b < 252 else 0 for b in range(256))
 _UNEVEN_BYTES = bytes(range(252, 256))
 _VALID_CODE = re.compile(r"[A-Za-z0-9._:-]{1,255}\Z")
-COOKIE_CACHE_SIZE = 2048
+# Cookie headers remembered, and the longest one remembered: at most about 4 MB, whatever clients send.
+COOKIE_CACHE_SIZE = 1024
+COOKIE_CACHE_MAX_CHARS = 4096
 _REFUSALS = frozenset({"", "0", "false", "no", "off", "denied", "deny", "reject", "rejected"})
 
 
@@ -121,7 +123,10 @@ class Identity:
             return VisitorState(tuple.__new__(Visitor, (code, True, True)), "store", None)
         cookies = known = None
         if cookie_header and any(name in cookie_header for name in self._interesting):
-            cookies, known = self._read_cookies(cookie_header)
+            if len(cookie_header) <= COOKIE_CACHE_MAX_CHARS:
+                cookies, known = self._read_cookies(cookie_header)
+            else:
+                cookies, known = self._read_cookie_header(cookie_header)
         from_query = self._code_from_query(query_string)
         if not self._consents(cookies, gpc, holds_code=known is not None):
             return VisitorState(Visitor(new_code(), True, False), None, from_query or known)

@@ -557,5 +557,8 @@ def test_a_cookie_header_read_once_serves_every_request_that_sends_it() -> None:
     second = identity.resolve(header, "", None)
     assert first.visitor == second.visitor == ("returning.visitor-1", False, True)
     assert first is not second  # per-request state is never shared, only the reading of the header
+    long_header = "big=" + "x" * 5000 + "; tg_vid=returning.visitor-1"  # read each time, not remembered
+    assert identity.resolve(long_header, "", None).visitor.code == "returning.visitor-1"
+    assert identity._read_cookies.cache_info().currsize == 1
     duplicated = identity.resolve("tg_vid=a-code; tg_vid=another", "", None)
     assert duplicated.visitor.is_new and duplicated.visitor.code not in ("a-code", "another")
