@@ -6,15 +6,17 @@ ASGI under uvicorn: bare, trackgate.ASGIMiddleware, starlette's SessionMiddlewar
 WSGI under gunicorn (sync worker): bare, trackgate.WSGIMiddleware, the Kameleoon SDK's
 KameleoonWSGIMiddleware (peer; `pip install kameleoon-client-python` for the bench only, GPLv3).
 uvicorn runs with httptools and uvloop when they are installed (`pip install 'uvicorn[standard]'`, as
-deployments run it); without them its pure-Python h11 parser makes each request about three times dearer,
-and any middleware's share smaller. Each server is one process, the load comes from wrk in another (`apt-get install wrk`). wrk keeps no
+deployments run it); without them its pure-Python h11 parser makes each request about three times
+dearer, and any middleware's share smaller.
+
+Each server is one process, the load comes from wrk in another (`apt-get install wrk`). wrk keeps no
 cookies, so the first load is all new visitors (a cookie made and set on every response, the costliest
 case for trackgate; SessionMiddleware sets none for an empty session); the second sends each library's
 cookie back, as returning visitors do. "bare + a fixed Set-Cookie header" is the bare app sending the
-header trackgate adds for a new visitor: what the header costs the server and the client on its own. The
-variants of a server run side by side and take turns under
-load; each round's ratio to bare counts, and the median of the rounds is reported with their range (the
-machine is shared: its speed drifts by more than the middleware costs).
+header trackgate adds for a new visitor: what the header costs the server and the client on its own.
+The variants of a server run side by side and take turns under load; each round's ratio to bare counts,
+and the median of the rounds is reported with their range (the machine is shared: its speed drifts by
+more than the middleware costs).
 """
 
 from __future__ import annotations
