@@ -44,10 +44,10 @@ class ASGIMiddleware:
         self.gate = Gate(self.settings, emit=emit)
         self._uses_dispatcher = emit is None
         self._prefix = self.gate.prefix
+        self._prefix_slash = self.gate.prefix + "/"
         # Bound once, not once per request.
         self._emit = self.gate.emit
         self._resolve = self.gate.identity.resolve
-        self._prefix_slash = self.gate.prefix + "/"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
