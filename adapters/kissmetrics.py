@@ -41,6 +41,7 @@ import datetime
 import http.client
 import importlib
 import json
+import re
 import threading
 import time
 import urllib.parse
@@ -107,7 +108,28 @@ def create_query(
     if identity:
         query["_n"] = identity
     query.update(properties or {})
-    return urllib.parse.urlencode(query)
+    return _urlencode(query)
+
+
+# What quote_plus leaves as it is: keys, visitor codes and numbers mostly are.
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]*")
+_PLAIN_TYPES = (str, int, float)
+
+
+def _urlencode(query: Mapping[str, Any]) -> str:
+    """``urllib.parse.urlencode(query)``, calling quote_plus only where it would change something: the
+    sink builds one query per event, and quoting every key and value was a fifth of its CPU."""
+    parts: list[str] = []
+    for key, value in query.items():
+        if type(key) is not str or type(value) not in _PLAIN_TYPES:
+            return urllib.parse.urlencode(query)  # bytes, sequences, objects: urlencode's own rules
+        text = value if type(value) is str else str(value)
+        parts.append(
+            (key if _UNQUOTED.fullmatch(key) else urllib.parse.quote_plus(key))
+            + "="
+            + (text if _UNQUOTED.fullmatch(text) else urllib.parse.quote_plus(text))
+        )
+    return "&".join(parts)
 
 
 def request_for(event: Event, key: str, names: Mapping[str, str] = DEFAULT_EVENT_NAMES) -> tuple[Path, str] | str:

@@ -199,7 +199,13 @@ text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
     event=st.none() | text,
     timestamp=st.none() | st.integers(0, 2**33) | st.floats(0, 2e9),
     identity=st.none() | text,
-    properties=st.none() | st.dictionaries(text, text | st.integers() | st.floats(allow_nan=False), max_size=4),
+    properties=st.none()
+    | st.dictionaries(
+        text,
+        text | st.integers() | st.floats(allow_nan=False) | st.booleans() | st.binary(max_size=4)
+        | st.lists(text, max_size=2),
+        max_size=4,
+    ),
 )
 def test_query_strings_equal_py_kissmetrics_for_any_input(
     person: str, event: str | None, timestamp: float | None, identity: str | None, properties: dict[str, Any] | None
