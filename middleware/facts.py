@@ -7,7 +7,8 @@ from typing import Protocol
 
 
 class HeaderLookup(Protocol):
-    """Case-insensitive header access: werkzeug's EnvironHeaders and starlette's Headers both fit."""
+    """Header access by lower-case name: werkzeug's EnvironHeaders (WSGI) and the ASGI shell's dict of
+    header fields both fit. The core asks for lower-case names only."""
 
     def get(self, key: str, /) -> str | None: ...
 
