@@ -43,8 +43,6 @@ class ASGIMiddleware:
         # emit: where events go instead of the background dispatcher (a callback, for tests and embedding).
         self.gate = Gate(self.settings, emit=emit)
         self._uses_dispatcher = emit is None
-        self._prefix = self.gate.prefix
-        self._prefix_slash = self.gate.prefix + "/"
         # Bound once, not once per request.
         self._emit = self.gate.emit
         self._resolve = self.gate.identity.resolve
@@ -56,11 +54,9 @@ class ASGIMiddleware:
                 receive = self._watch_lifespan(receive)
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        if path.startswith(self._prefix_slash) or path == self._prefix:
+        if self.gate.owns(scope["path"]):
             await self._answer(scope, send)
             return
-        gate = self.gate
         try:
             cookie, gpc = _identity_headers(scope["headers"])
             query = scope.get("query_string")
@@ -75,7 +71,7 @@ class ASGIMiddleware:
             swallow("visitor identity", error)
             await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, _responder(gate, scope, state, send))
+        await self.app(scope, receive, _responder(self.gate, scope, state, send))
 
     async def _answer(self, scope: Scope, send: Send) -> None:
         facts = _facts(scope, self.settings.trusted_proxies)
@@ -154,12 +150,10 @@ def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send
     if opted_out:
         content_type = None if _says_off(headers) else content_type
         edited = [(name, value) for name, value in headers if name.lower() != _OPT_OUT]
-        if cookie is not None:
-            edited.append((b"set-cookie", cookie.encode("latin-1")))
-    elif cookie is not None:
-        edited = [*headers, (b"set-cookie", cookie.encode("latin-1"))]
     else:
         edited = list(headers)
+    if cookie is not None:
+        edited.append((b"set-cookie", cookie.encode("latin-1")))
     message["headers"] = edited
     if content_type is None or not looks_like_html(content_type):
         return None

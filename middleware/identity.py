@@ -114,13 +114,7 @@ class Identity:
 
     def resolve(self, cookie_header: str | None, query_string: str, gpc: str | None) -> VisitorState:
         if not cookie_header and gpc is None and self._implicit and self._param_marker not in query_string:
-            # The common first visit: nothing to read, consent implied. (tuple.__new__ skips the named
-            # tuple's Python-level constructor: this runs for every request of every cookieless client.)
-            try:
-                code = _fresh_codes.pop()
-            except IndexError:
-                code = new_code()
-            return VisitorState(tuple.__new__(Visitor, (code, True, True)), "store", None)
+            return VisitorState(Visitor(new_code(), True, True), "store", None)  # a first visit: nothing to read
         cookies = known = None
         if cookie_header and any(name in cookie_header for name in self._interesting):
             if len(cookie_header) <= COOKIE_CACHE_MAX_CHARS:
@@ -134,27 +128,26 @@ class Identity:
             action = None if from_query == known else "store"
             return VisitorState(Visitor(from_query, False, True), action, from_query)
         if known is not None:
-            return VisitorState(tuple.__new__(Visitor, (known, False, True)), None, known)
+            return VisitorState(Visitor(known, False, True), None, known)
         return VisitorState(Visitor(new_code(), True, True), "store", None)
 
     def set_cookie_header(self, state: VisitorState, secure_request: bool) -> str | None:
         if state.cookie_action is None:
             return None
-        if state.cookie_action == "store":
-            suffix = self._suffixes.get(secure_request)
-            if suffix is not None:
-                return self._cookie_name + "=" + state.visitor.code + suffix
-        settings = self._settings
-        secure = secure_request if settings.cookie_secure is None else settings.cookie_secure
         if state.cookie_action == "delete":
-            return self._dump("", max_age=0, secure=secure)
+            return self._dump("", max_age=0, secure=self._secure(secure_request))
         # Codes are validated to need no quoting, so werkzeug's attribute string is made once per kind of
         # request (https or not) and reused: a new visitor on every request (a load test, a crawler) stays
         # cheap.
-        suffix = self._suffixes[secure_request] = self._dump("x", max_age=settings.cookie_max_age, secure=secure)[
-            len(self._cookie_name) + 2 :
-        ]
+        suffix = self._suffixes.get(secure_request)
+        if suffix is None:
+            cookie = self._dump("x", max_age=self._settings.cookie_max_age, secure=self._secure(secure_request))
+            suffix = self._suffixes[secure_request] = cookie[len(self._cookie_name) + 2 :]
         return self._cookie_name + "=" + state.visitor.code + suffix
+
+    def _secure(self, secure_request: bool) -> bool:
+        setting = self._settings.cookie_secure
+        return secure_request if setting is None else setting
 
     def _dump(self, value: str, *, max_age: int, secure: bool) -> str:
         settings = self._settings
@@ -172,15 +165,15 @@ class Identity:
 
     def _read_cookie_header(self, header: str) -> tuple[Mapping[str, str], str | None]:
         """The cookies (read-only: shared by every request sending this header) and the valid visitor code."""
-        cookies = cookie_parser(header)
+        cookies = MappingProxyType(cookie_parser(header))
         code = cookies.get(self._cookie_name)
-        if code is None:
-            return MappingProxyType(cookies), None
+        if code is None or not is_valid_code(code):
+            return cookies, None
         # Two different codes under one name (a parent-domain cookie, an injection attempt): trust neither.
         # The fast parser keeps only the last value; werkzeug's keeps them all.
         if header.count(self._cookie_name + "=") > 1 and len(set(parse_cookie(header).getlist(self._cookie_name))) != 1:
-            return MappingProxyType(cookies), None
-        return MappingProxyType(cookies), code if is_valid_code(code) else None
+            return cookies, None
+        return cookies, code
 
     def _code_from_query(self, query_string: str) -> str | None:
         if self._param_marker not in query_string:
