@@ -30,6 +30,9 @@ def compact_encoder(
     return lambda value: "".join(chunks(value, 0))
 
 
+# A str as JSON text, non-ASCII kept: what compact_encoder(ensure_ascii=False) writes for one.
+encode_string: Callable[[str], str] = json.encoder.encode_basestring
+
 _decoder = json.JSONDecoder()
 # (typeshed types its argument as a scanner, but it takes the decoder whose settings it copies.)
 _scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]

@@ -21,8 +21,9 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from .errors import BadToken, BadURL, ConfigError, TokenExpired
 from .events import new_event_id
+from .fastjson import encode_string
 from .settings import Settings
-from .tokens import LegacyPytrackingCodec, Purpose, TokenCodec, json_string, json_text
+from .tokens import LegacyPytrackingCodec, Purpose, TokenCodec, json_text
 
 MAX_URL_CHARS = 4096
 # Links made for web pages carry no visitor, so they can be reused across requests.
@@ -49,14 +50,6 @@ def check_url(url: str) -> str:
     if _SAFE_URL.fullmatch(url):
         return url
     raise BadURL(url, _why_unsafe(url))
-
-
-def _why_refused(url: object) -> str:
-    try:
-        check_url(url)  # type: ignore[arg-type]
-    except BadURL as refused:
-        return refused.reason
-    return "unknown"  # pragma: no cover - only called for refused URLs
 
 
 def _why_unsafe(url: str) -> str:
@@ -211,8 +204,8 @@ class TrackingLinks:
         """Like ``click_url`` without the origin (``/_tg/c/...``)."""
         data: dict[str, Any] = {"u": check_url(url)}
         if metadata:
-            data["m"] = metadata if type(metadata) is dict else dict(metadata)
-        token = self._codec.dumps(data, "click", expires_at=None if expires_in is None else _expires_at(expires_in))
+            data["m"] = dict(metadata)
+        token = self._codec.dumps(data, "click", expires_at=_expires_at(expires_in))
         return self._click_prefix + token
 
     def open_path(
@@ -227,8 +220,8 @@ class TrackingLinks:
         if page_url is not None:
             data["u"] = check_url(page_url)
         if metadata:
-            data["m"] = metadata if type(metadata) is dict else dict(metadata)
-        token = self._codec.dumps(data, "open", expires_at=None if expires_in is None else _expires_at(expires_in))
+            data["m"] = dict(metadata)
+        token = self._codec.dumps(data, "open", expires_at=_expires_at(expires_in))
         return self._open_prefix + token
 
     def clicks_for(self, metadata: Mapping[str, Any] | None = None) -> Callable[[str], str]:
@@ -242,11 +235,11 @@ class TrackingLinks:
 
     def _click_maker(self, start: str, metadata: Mapping[str, Any]) -> Callable[[str], str]:
         # The payload is {"u": url, "m": metadata} in that order, exactly as click_path encodes it.
-        tail = ',"m":' + json_text(metadata if type(metadata) is dict else dict(metadata)) + "}"
+        tail = ',"m":' + json_text(dict(metadata)) + "}"
         sign = self._codec.dumps_json
 
         def click_url(url: str) -> str:
-            payload = '{"u":' + json_string(check_url(url)) + tail
+            payload = '{"u":' + encode_string(check_url(url)) + tail
             try:
                 raw = payload.encode()
             except UnicodeEncodeError:
@@ -340,8 +333,11 @@ class TrackingLinks:
         metadata = data.get("metadata" if legacy else "m") or {}
         if type(metadata) is not dict:
             raise BadToken("metadata is not an object")
-        if url is not None and (type(url) is not str or len(url) > MAX_URL_CHARS or not _SAFE_URL.fullmatch(url)):
-            raise BadToken(f"destination refused: {_why_refused(url)}")
+        if url is not None:
+            try:
+                check_url(url)
+            except BadURL as refused:
+                raise BadToken(f"destination refused: {refused.reason}") from None
         if purpose == "click":
             if url is None:
                 raise BadToken("click token without a destination")

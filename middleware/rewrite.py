@@ -121,7 +121,7 @@ class HtmlRewriter:
     ) -> None:
         self._links = links
         self._metadata = dict(metadata) if metadata else None
-        # One maker for the document: a link source that can encodes the metadata once, not per link.
+        # One maker for the document: a link source that can (TrackingLinks) encodes the metadata once, not per link.
         clicks_for = getattr(links, "clicks_for", None)
         self._click_url: Callable[[str], str] = (
             clicks_for(self._metadata)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import binascii
 import hashlib
 import hmac
-import json.encoder
 import os
 import re
 import time
@@ -58,10 +57,6 @@ _NONCE_BYTES = 12
 _TAG_BYTES = 16
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _EXPIRES = "x"
-
-
-
-
 _encode_json = compact_encoder(ensure_ascii=False, allow_nan=False)
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
@@ -81,20 +76,10 @@ def _b64decode(text: bytes) -> bytes:
 
 def json_text(value: Any) -> str:
     """Compact JSON text as tokens hold it (``ValueError`` for NaN, lone surrogates, cycles)."""
-    try:
-        text = _encode_json(value)
-        text.encode()
-    except UnicodeEncodeError:
-        raise ValueError("token data contains unpaired surrogate characters") from None
-    except RecursionError:
-        raise ValueError("token data is nested too deeply (or refers to itself)") from None
-    return text
+    return _dump_json(value).decode()
 
 
-json_string = json.encoder.encode_basestring  # a str as compact JSON (non-ASCII kept), as json_text would
-
-
-def _dump_json(data: Mapping[str, Any]) -> bytes:
+def _dump_json(data: Any) -> bytes:
     try:
         return _encode_json(data).encode()
     except UnicodeEncodeError:

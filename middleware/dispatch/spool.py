@@ -31,7 +31,7 @@ from ..settings import Settings
 
 logger = logging.getLogger("trackgate.dispatch")
 
-__all__ = ["Claimed", "DeadRow", "Spool", "default_spool_path", "encode_event"]
+__all__ = ["Claimed", "DeadRow", "Spool", "default_spool_path"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -85,14 +85,6 @@ def default_spool_path(settings: Settings) -> Path:
     return base / f"spool-{digest}.sqlite3"
 
 
-def encode_event(event: Event) -> str:
-    return event.to_json()
-
-
-def decode_event(body: str) -> Event:
-    return Event.from_json(body)
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class Claimed:
     seq: int
@@ -134,7 +126,7 @@ class Spool:
         """Store events with one pending delivery per sink, in one transaction; returns how many."""
         if not events:
             return 0
-        rows = [(event.id, encode_event(event)) for event in events]
+        rows = [(event.id, event.to_json()) for event in events]
         now = time.time()
         with self._lock, self._transaction():
             first = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]) + 1
@@ -169,7 +161,7 @@ class Spool:
         claimed = []
         for seq, attempts, body in found:
             try:
-                event = decode_event(body)
+                event = Event.from_json(body)
             except (ValueError, TypeError) as exc:
                 # A row this version cannot read: keep it, dead-lettered, rather than loop on it.
                 self.bury(sink, [(seq, f"unreadable spool row: {exc}", None, "")], owner=owner)
