@@ -183,7 +183,10 @@ class TokenCodec:
         return bool(self._ciphers)
 
     def dumps(self, data: Mapping[str, Any], purpose: Purpose, *, expires_at: int | None = None) -> str:
-        """A URL-safe token for ``data`` (a JSON-serialisable mapping); ``TypeError`` if it is not one."""
+        """A URL-safe token for ``data`` (a JSON-serialisable mapping); ``TypeError`` if it is not one, and
+        ``ValueError`` if it holds the key the token's expiry is kept under."""
+        if _EXPIRES in data:
+            raise ValueError(f"the key {_EXPIRES!r} is reserved for the token's expiry")
         if expires_at is not None:
             data = {**data, _EXPIRES: int(expires_at)}
         return self.dumps_json(_dump_json(data), purpose)
