@@ -98,3 +98,27 @@ def test_pixel_click_and_forgeries_on_a_real_server(
             assert clicks == ["https://example.org/ünïcode?x=1", "https://shop.example/"]
             assert len(hook.payloads()) == 3
             assert not hook.duplicates()
+
+
+@pytest.mark.parametrize(("kind", "app", "args"), SERVERS, ids=["asgi-uvicorn", "wsgi-gunicorn"])
+def test_repeated_forwarded_for_lines_count_as_one_list(
+    kind: str, app: str, args: tuple[str, ...], tmp_path: Path
+) -> None:
+    # A client sends its own X-Forwarded-For line; the one trusted proxy appends another. The proxy's line is
+    # the one hop we trust, whichever server joins (gunicorn) or keeps (uvicorn) the lines.
+    with WebhookReceiver(secret=WEBHOOK_SECRET) as hook:
+        env = {
+            "TRACKGATE_SECRET_KEY": SECRET,
+            "TRACKGATE_SINKS": "webhook",
+            "TRACKGATE_WEBHOOK_URL": hook.url,
+            "TRACKGATE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+            "TRACKGATE_TRUSTED_PROXIES": "1",
+        }
+        with serve(kind, app, env=env, args=args) as base:
+            links = trackgate.TrackingLinks(trackgate.Settings.from_environ({}, secret_key=SECRET, base_url=base))
+            lines = [("X-Forwarded-For", "198.51.100.7"), ("X-Forwarded-For", "203.0.113.5")]
+            assert get(links.open_url({"recipient": "r-1"}), headers=lines).status_code == 200
+            assert hook.wait_delivered(1, timeout=30), hook.payloads()
+            [opened] = hook.payloads()
+            assert opened["request_data"]["user_ip"] == "203.0.113.5"

@@ -30,7 +30,8 @@ def test_compact_encoders_write_what_json_dumps_writes(value: Any) -> None:
 def test_encoder_options_match_json() -> None:
     with pytest.raises(ValueError):
         compact_encoder(ensure_ascii=False, allow_nan=False)({"x": math.nan})
-    assert compact_encoder(ensure_ascii=True, default=str)({"when": b"x"}) == '{"when":"b\'x\'"}'
+    odd = {"when": b"x"}
+    assert compact_encoder(ensure_ascii=True, default=str)(odd) == json.dumps(odd, separators=(",", ":"), default=str)
     with pytest.raises(TypeError):
         compact_encoder(ensure_ascii=True)({"when": object()})
 
