@@ -13,35 +13,37 @@ from typing import Any
 BODY = b"Hello, world!"
 
 
-async def asgi_bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
-    headers = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": BODY})
+# What trackgate adds to a new visitor's response, sent by a bare app ("bare-cookie"): the cost of the header
+# itself (the server writes it, the client reads it) apart from the middleware's.
+COOKIE = ("Set-Cookie", "tg_vid=abcdefghijklmnop; HttpOnly; Max-Age=33696000; Path=/; SameSite=Lax")
+HEADERS = (("Content-Type", "text/plain"), ("Content-Length", "13"))
 
 
-def wsgi_bare(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
-    return [BODY]
+def asgi_hello(*extra: tuple[str, str]) -> Any:
+    """A hello-world ASGI app sending HEADERS and ``extra`` (each response gets its own list, as apps do)."""
+    headers = [(name.lower().encode(), value.encode()) for name, value in (*HEADERS, *extra)]
+
+    async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": list(headers)})
+        await send({"type": "http.response.body", "body": BODY})
+
+    return hello
 
 
-# What trackgate adds to a new visitor's response, sent by a bare app: the cost of the header itself (the
-# server writes it, the client reads it) apart from the middleware's.
-COOKIE = "tg_vid=abcdefghijklmnop; HttpOnly; Max-Age=33696000; Path=/; SameSite=Lax"
+def wsgi_hello(*extra: tuple[str, str]) -> Any:
+    headers = [*HEADERS, *extra]
+
+    def hello(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        start_response("200 OK", list(headers))
+        return [BODY]
+
+    return hello
 
 
-async def asgi_bare_cookie(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    if scope["type"] != "http":
-        return
-    headers = [(b"content-type", b"text/plain"), (b"content-length", b"13"), (b"set-cookie", COOKIE.encode())]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": BODY})
-
-
-def wsgi_bare_cookie(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13"), ("Set-Cookie", COOKIE)])
-    return [BODY]
+asgi_bare = asgi_hello()
+wsgi_bare = wsgi_hello()
 
 
 def asgi_app() -> Any:
@@ -49,7 +51,7 @@ def asgi_app() -> Any:
     if kind == "bare":
         return asgi_bare
     if kind == "bare-cookie":
-        return asgi_bare_cookie
+        return asgi_hello(COOKIE)
     if kind == "trackgate":
         import trackgate
 
@@ -66,7 +68,7 @@ def wsgi_app() -> Any:
     if kind == "bare":
         return wsgi_bare
     if kind == "bare-cookie":
-        return wsgi_bare_cookie
+        return wsgi_hello(COOKIE)
     if kind == "trackgate":
         import trackgate
 
