@@ -74,7 +74,7 @@ def sniff_charset(declared: str | None, head: bytes) -> str | None:
     first 1024 bytes, else UTF-8 (the rewriter falls back to windows-1252 for an href UTF-8 cannot read).
     """
     if head.startswith(codecs.BOM_UTF8):
-        return "utf-8"
+        return "utf_8"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return None
     name = declared
@@ -88,5 +88,5 @@ def sniff_charset(declared: str | None, head: bytes) -> str | None:
     except LookupError:
         return None
     if from_meta and codec.startswith(("utf_16", "utf_32")):
-        return "utf-8"  # a meta tag readable as ASCII cannot be right about UTF-16: the standard says UTF-8
+        return "utf_8"  # a meta tag readable as ASCII cannot be right about UTF-16: the standard says UTF-8
     return None if codec in _NOT_ASCII_SAFE else codec

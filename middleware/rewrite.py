@@ -57,33 +57,25 @@ _SKIP = re.compile(
     + _TAG_TAIL
     + rb"|!(?!--|\[CDATA\[)[^>]*+>|\?[^>]*+>|/(?![a-zA-Z])[^>]*+>|(?=[^a-zA-Z/!?]))))*+"
 )
-_CONSTRUCT = rb"<(?:(!--)|(!\[CDATA\[)|(/?)([a-zA-Z][^" + _WS + rb"/>]*+)" + _TAG_TAIL + rb")"
+# A link's first href, found while its attributes are walked (an "href" inside another value never counts):
+# attributes other than href, then href's value (group 5) if an href with a value comes next.
+_HREF = rb"[hH][rR][eE][fF]"
+_LINK = (
+    rb"([aA](?:[rR][eE][aA])?)(?=[" + _WS + rb"/>])(?:[" + _WS + rb"/]++|(?!" + _HREF + rb"[" + _WS + rb"/>=])"
+    rb"[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+" + _ASSIGN + rb")*+"
+    rb"(?:" + _HREF + rb"[" + _WS + rb"]*+=[" + _WS + rb"]*+(" + _VALUE + rb"))?+" + _TAG_TAIL
+)
+# Groups: 2 comment, 3 CDATA, 4 link name, 5 its href value, 6 end-tag slash, 7 other tag name.
+_CONSTRUCT = (
+    rb"<(?:(!--)|(!\[CDATA\[)|" + _LINK + rb"|(/?)([a-zA-Z][^" + _WS + rb"/>]*+)" + _TAG_TAIL + rb")"
+)
 # One call per construct: what to skip, then (group 1) the construct of interest, if it is whole.
 _STEP = re.compile(_SKIP.pattern + rb"(" + _CONSTRUCT + rb")?")
 _ATTRIBUTE = re.compile(
     rb"([^" + _WS + rb"/>][^" + _WS + rb"/>=]*+)(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+(" + _VALUE + rb"))?+"
 )
-# The first href of a tag, found by walking its attributes in C (an "href" inside another value never counts).
-_FIRST_HREF = re.compile(
-    rb"<[a-zA-Z]++(?:["
-    + _WS
-    + rb"/]++|(?![hH][rR][eE][fF]["
-    + _WS
-    + rb"/>=])[^"
-    + _WS
-    + rb"/>][^"
-    + _WS
-    + rb"/>=]*+"
-    + _ASSIGN
-    + rb")*+[hH][rR][eE][fF]"
-    + rb"["
-    + _WS
-    + rb"]*+=["
-    + _WS
-    + rb"]*+("
-    + _VALUE
-    + rb")"
-)
+# A cheap first look for data-trackgate (a case-insensitive search is several times slower).
+_OPT_OUT_HINT = re.compile(rb"-[tT][rR][aA][cC][kK][gG][aA][tT][eE]")
 _TABS_AND_NEWLINES = str.maketrans("", "", "\t\n\r")  # the URL parser drops them anywhere
 _COMMENT_END = re.compile(rb"--!?>")
 _CDATA_END = re.compile(rb"\]\]>")
@@ -120,6 +112,7 @@ class HtmlRewriter:
         page_host: str | None = None,
     ) -> None:
         self._links = links
+        self._is_tracking_url = links.is_tracking_url
         self._metadata = dict(metadata) if metadata else None
         # One maker for the document: a link source that can (TrackingLinks) encodes the metadata once, not per link.
         clicks_for = getattr(links, "clicks_for", None)
@@ -233,14 +226,12 @@ class HtmlRewriter:
                 continue
             step = _STEP.match(buffer, position)
             if step is None:  # cannot happen (everything in the pattern is optional); read as "no construct"
-                step_start, end = -1, position
+                end = position
             else:
-                step_start, end = step.start(1), step.end()
-            if step_start >= 0:
-                if step_start > position:
-                    self._emit(buffer[position:step_start])
-                position = self._handle(step)  # type: ignore[arg-type]
-                continue
+                end = step.end()
+                if step[1] is not None:
+                    position = self._handle(step, position)
+                    continue
             if end > position:
                 self._emit(buffer[position:end])
                 position = end
@@ -257,32 +248,45 @@ class HtmlRewriter:
                 position = self._start_walking(buffer, position)
         self._buffer = buffer[position:]
 
-    def _handle(self, construct: re.Match[bytes]) -> int:
-        """Emit one construct (groups: 1 whole, 2 comment, 3 CDATA, 4 end-tag slash, 5 tag name)."""
-        start, end = construct.span(1)
-        if construct[2]:  # <!--: the end search starts at its dashes, so "<!-->" and "<!--->" end at once
-            self._emit(b"<!")
+    def _handle(self, construct: re.Match[bytes], position: int) -> int:
+        """Emit what precedes one construct (from ``position``) and the construct itself (groups as in
+        _CONSTRUCT); returns where scanning goes on."""
+        tag, comment, cdata, link, href, slash, name = construct.group(1, 2, 3, 4, 5, 6, 7)
+        end = construct.end()  # the construct closes the match
+        start = end - len(tag)
+        text = construct.string
+        if comment:  # <!--: the end search starts at its dashes, so "<!-->" and "<!--->" end at once
+            self._emit(text[position : start + 2])
             self._enter(_COMMENT_END, 3)
             return start + 2
-        if construct[3]:  # <![CDATA[
-            self._emit(b"<![CDATA[")
+        if cdata:  # <![CDATA[
+            self._emit(text[position : start + 9])
             self._enter(_CDATA_END, 2)
             return start + 9
-        name = construct[5].lower()
-        tag = construct.string[start:end]
         too_long = end - start > MAX_HELD  # in pieces it would have streamed through unchanged: same when whole
-        if construct[4]:  # an end tag: only </body> gets here
+        if link:
+            value = self._link_value(href) if href is not None and self._click and not too_long else b""
+            # The opt-out is looked for only in tags that would change, and first with a cheap hint.
+            if value and (_OPT_OUT_HINT.search(tag) is None or not self._opted_out(tag)):
+                value_start, value_end = construct.span(5)
+                self._emit(text[position:value_start])
+                self._emit(value)
+                self._emit(text[value_end:end])
+            else:
+                self._emit(text[position:end])
+            return end
+        name = name.lower()
+        if slash:  # an end tag: only </body> gets here
+            if start > position:
+                self._emit(text[position:start])
             if too_long:
                 self._emit(tag)
                 self._after_tag(True, name)
             else:
                 self._body_end(tag)
             return end
-        if name in (b"a", b"area") and self._click and not too_long:
-            self._emit(self._rewrite_link(tag))
-        else:
-            self._emit(tag)
-            self._after_tag(False, name)
+        self._emit(text[position:end])
+        self._after_tag(False, name)
         return end
 
     def _after_tag(self, end_tag: bool, name: bytes) -> None:
@@ -350,33 +354,40 @@ class HtmlRewriter:
         return _PIXEL.format(src=_escape(source, '"')).encode("ascii", "xmlcharrefreplace")
 
     # --- links ---------------------------------------------------------------------------------------
-    def _rewrite_link(self, tag: bytes) -> bytes:
-        href = _FIRST_HREF.match(tag)
-        if href is None or (b"data-trackgate" in tag.lower() and self._opted_out(tag)):
-            return tag
-        raw = href[1]
+    def _link_value(self, raw: bytes) -> bytes:
+        """What to write for an href value (quotes included), or b"" to leave it as it is."""
         value = self._values.get(raw)
         if value is None:
             value = self._new_value(raw)
             if len(self._values) < _VALUE_CACHE_SIZE:
                 self._values[raw] = value
-        if not value:
-            return tag
-        return tag[: href.start(1)] + value + tag[href.end(1) :]
+        return value
 
     def _new_value(self, raw: bytes) -> bytes:
         """The href value (quotes included) to write for this one, or b"" to leave it as it is."""
-        first = raw[:1]
-        if first in (b'"', b"'"):
-            raw, mark = raw[1:-1], first.decode()
+        mark = raw[:1]
+        if mark in (b'"', b"'"):
+            raw = raw[1:-1]
         else:
-            mark = '"'
-        tracked = self._tracked(raw)
+            mark = b'"'
+        try:
+            text = raw.decode(self._codec or "utf-8")
+        except UnicodeDecodeError:
+            fallback = self._fallback_text(raw)
+            if fallback is None:
+                return b""
+            text = fallback
+        tracked = self._tracked(text)
         if tracked is None:
             return b""
-        escaped = tracked.replace("&", "&amp;")
-        escaped = escaped.replace('"', "&quot;") if mark == '"' else escaped.replace("'", "&#39;")
-        return (mark + escaped + mark).encode("ascii", "xmlcharrefreplace")
+        if "&" in tracked:
+            tracked = tracked.replace("&", "&amp;")
+        if mark == b'"':
+            if '"' in tracked:
+                tracked = tracked.replace('"', "&quot;")
+        elif "'" in tracked:
+            tracked = tracked.replace("'", "&#39;")
+        return mark + tracked.encode("ascii", "xmlcharrefreplace") + mark
 
     @staticmethod
     def _opted_out(tag: bytes) -> bool:
@@ -385,15 +396,8 @@ class HtmlRewriter:
                 return _unquote(attribute[2] or b"").strip().lower() == b"off"
         return False
 
-    def _tracked(self, raw: bytes) -> str | None:
-        """The tracking URL for an href value, or None when the link is to be left alone."""
-        try:
-            text = raw.decode(self._codec or "utf-8")
-        except UnicodeDecodeError:
-            fallback = self._decode(raw)
-            if fallback is None:
-                return None
-            text = fallback
+    def _tracked(self, text: str) -> str | None:
+        """The tracking URL for an href's text, or None when the link is to be left alone."""
         url = (decode_attribute(text) if "&" in text else text).strip(_URL_OUTER)
         if "\t" in url or "\n" in url or "\r" in url:
             url = url.translate(_TABS_AND_NEWLINES)
@@ -401,7 +405,11 @@ class HtmlRewriter:
             ("http://", "https://")
         ):
             return None
-        if _has_merge_tag(url) or self._links.is_tracking_url(url):
+        # Merge tags ({{ }}, {% %}, *| |*, %% %%, [[ ]]) are filled in by an email service after us: a
+        # tracked link would freeze the placeholder.
+        if ("{" in url and ("{{" in url or "{%" in url)) or "*|" in url or "%%" in url or "[[" in url:
+            return None
+        if self._is_tracking_url(url):
             return None
         if self._outbound_only and self._page_host is not None and _host_and_port(url) == self._page_host:
             return None
@@ -410,24 +418,14 @@ class HtmlRewriter:
         except (BadURL, TrackgateError, ValueError):
             return None  # not a destination we may sign: the link stays as it was
 
-    def _decode(self, raw: bytes) -> str | None:
+    def _fallback_text(self, raw: bytes) -> str | None:
         """An href that does not decode in the document's charset: UTF-8 pages get windows-1252's reading."""
-        codec = self._codec or "utf-8"
-        try:
-            return raw.decode(codec)
-        except UnicodeDecodeError:
-            if codec == "utf_8":
-                try:
-                    return raw.decode("windows-1252")  # the web's fallback for undeclared legacy pages
-                except UnicodeDecodeError:
-                    return None
+        if self._codec != "utf_8":
             return None
-
-
-def _has_merge_tag(url: str) -> bool:
-    """{{ }}, {% %}, *| |*, %% %%, [[ ]]: an email service fills these in after us; a tracked link would
-    freeze the placeholder."""
-    return ("{" in url and ("{{" in url or "{%" in url)) or "*|" in url or "%%" in url or "[[" in url
+        try:
+            return raw.decode("windows-1252")  # the web's fallback for undeclared legacy pages
+        except UnicodeDecodeError:
+            return None
 
 
 def _raw_text_end(name: bytes) -> re.Pattern[bytes]:

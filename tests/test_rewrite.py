@@ -211,6 +211,15 @@ def test_a_commented_out_meta_charset_declares_nothing() -> None:
     assert links.clicked == [(f"https://x.org/{text}", None)]
 
 
+@pytest.mark.parametrize("start", [b"", b"\xef\xbb\xbf", b'<meta charset="utf-8">'], ids=["undeclared", "bom", "meta"])
+def test_an_href_that_is_not_utf_8_in_a_utf_8_page_is_read_as_windows_1252(start: bytes) -> None:
+    doc = start + b'<a href="https://x.org/caf\xe9">x</a>'
+    links = FakeLinks()
+    out = rewrite_html(doc, links, open_tracking=False)
+    assert links.clicked == [("https://x.org/café", None)]
+    assert out == start + f'<a href="{track("https://x.org/café")}">x</a>'.encode()
+
+
 @pytest.mark.parametrize("charset", ["utf-16", "iso-2022-jp", "no-such-charset"])
 def test_unsafe_or_unknown_charsets_pass_through_unchanged(charset: str) -> None:
     encoding = charset if charset != "no-such-charset" else "ascii"
