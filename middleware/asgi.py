@@ -162,6 +162,8 @@ def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send
         facts = _facts(scope, 0)
         text_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in edited]
         body_filter = gate.body_filter(facts, state.visitor, message["status"], text_headers)
+        if body_filter is None and gate.stale_head_length(facts, message["status"], text_headers):
+            message["headers"] = _without_length(edited)
     return None if body_filter is None else _Rewriting(body_filter, message, send)
 
 
@@ -190,7 +192,7 @@ class _Rewriting:
             await self._whole(held, body)
             return
         if held is not None:
-            held["headers"] = [(k, v) for k, v in held["headers"] if k.lower() != b"content-length"]
+            held["headers"] = _without_length(held["headers"])
             await self._send(held)
         out = self._feed(body)
         if not more:
@@ -203,7 +205,7 @@ class _Rewriting:
             assert self._filter is not None
             out = self._filter.feed(body) + self._filter.close()
         self._filter = None
-        headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
+        headers = _without_length(start["headers"])
         headers.append((b"content-length", str(len(out)).encode()))
         start["headers"] = headers
         await self._send(start)
@@ -281,3 +283,6 @@ def _server_host(scope: Scope, scheme: str) -> str:
     default = 443 if scheme == "https" else 80
     return name if port in (None, default) else f"{name}:{port}"
 
+
+def _without_length(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(name, value) for name, value in headers if name.lower() != b"content-length"]

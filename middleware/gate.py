@@ -76,7 +76,7 @@ class Gate:
     ) -> BodyFilter | None:
         """A filter for this response's body when it is HTML to rewrite, else None (pass through)."""
         settings = self.settings
-        if settings.rewrite == "off" and not settings.pageview_pixel:
+        if not self._rewrites():
             return None
         plan = plan_rewrite(facts.method, status, headers)
         if plan is None:
@@ -91,6 +91,14 @@ class Gate:
             page_host=facts.host,
         )
         return BodyFilter(plan, rewriter)
+
+    def stale_head_length(self, facts: RequestFacts, status: int, headers: Sequence[tuple[str, str]]) -> bool:
+        """True for the HEAD of a page a GET would rewrite: the app's Content-Length is not the length a GET
+        gets (rewritten, or none when it streams), so the HEAD must not announce it."""
+        return facts.method == "HEAD" and self._rewrites() and plan_rewrite("GET", status, headers) is not None
+
+    def _rewrites(self) -> bool:
+        return self.settings.rewrite != "off" or self.settings.pageview_pixel
 
     def _dispatcher_backlog(self) -> int | None:
         if self._emit is not None:

@@ -118,6 +118,8 @@ class _Responder:
             with guarded("choosing to rewrite"):
                 facts = _facts(self._environ, 0)
                 self._filter = self._gate.body_filter(facts, self._state.visitor, int(status[:3]), headers)
+                if self._filter is None and self._gate.stale_head_length(facts, int(status[:3]), headers):
+                    headers = _without_length(headers)
         if self._filter is None or exc_info is not None:
             self._filter = None
             return self._start_response(status, headers, exc_info)
@@ -133,7 +135,7 @@ class _Responder:
         assert self._pending is not None
         status, headers = self._pending
         self._pending = None
-        return self._start_response(status, [(k, v) for k, v in headers if k.lower() != "content-length"])
+        return self._start_response(status, _without_length(headers))
 
     def _whole(self, body_parts: list[bytes] | tuple[bytes, ...]) -> list[bytes]:
         assert self._pending is not None
@@ -144,7 +146,7 @@ class _Responder:
         with guarded("rewriting an HTML body"):
             assert self._filter is not None
             body = self._filter.feed(original) + self._filter.close()
-        headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers = _without_length(headers)
         headers.append(("Content-Length", str(len(body))))
         self._start_response(status, headers)
         return [body]
@@ -209,6 +211,10 @@ class _FilteredBody:
         close = getattr(self._result, "close", None)
         if close is not None:
             close()
+
+
+def _without_length(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(name, value) for name, value in headers if name.lower() != "content-length"]
 
 
 def _facts(environ: Environ, trusted_proxies: int) -> RequestFacts:

@@ -53,6 +53,14 @@ def test_head_and_304_pass_through(asgi: str, method: str, path: str, status: in
     assert response.content == b""
 
 
+def test_the_head_of_a_rewritten_page_announces_no_stale_length(asgi: str) -> None:
+    # The app's Content-Length is that of the page before rewriting: a GET gets another one.
+    get, head = raw_get(asgi + "/"), raw_get(asgi + "/", "HEAD")
+    assert "content-length" in get.headers  # recomputed for the rewritten body
+    assert "content-length" not in head.headers
+    assert head.headers["content-type"] == get.headers["content-type"]
+
+
 def test_an_opted_out_page_is_left_alone_and_the_header_removed(asgi: str) -> None:
     response = raw_get(asgi + "/off")
     assert "x-trackgate" not in response.headers
@@ -60,7 +68,7 @@ def test_an_opted_out_page_is_left_alone_and_the_header_removed(asgi: str) -> No
     assert 'href="https://partner.example/deal?a=1&amp;b=2"' in response.text
 
 
-def test_wsgi_gzip_body_gets_a_recomputed_content_length() -> None:
+def test_wsgi_gzip_body_gets_a_recomputed_content_length_and_its_head_none() -> None:
     with (
         serve("gunicorn", "apps_rewriting:wsgi_app", env=ENV) as base,
         httpx.Client(timeout=10) as client,
@@ -68,7 +76,9 @@ def test_wsgi_gzip_body_gets_a_recomputed_content_length() -> None:
     ):
         wire = b"".join(response.iter_raw())
         headers = response.headers
+        head = client.head(base + "/", headers={"Accept-Encoding": "gzip"})
     assert headers["content-encoding"] == "gzip"
     assert int(headers["content-length"]) == len(wire)
+    assert head.status_code == 200 and "content-length" not in head.headers  # the app's would be stale
     page = gzip.decompress(wire).decode()
     assert "/_tg/c/" in page and page.count("/_tg/o/") == 1
