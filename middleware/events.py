@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import os
 import time
@@ -17,9 +18,26 @@ EVENT_KINDS: frozenset[str] = frozenset(EventKind.__args__)  # type: ignore[attr
 
 
 def new_event_id(now: float | None = None) -> str:
-    """32 hex digits: 48 bits of milliseconds then 80 random bits, so ids sort by time and never collide."""
-    millis = int((time.time() if now is None else now) * 1000)
-    return ((millis & 0xFFFF_FFFF_FFFF).to_bytes(6, "big") + os.urandom(10)).hex()
+    """32 hex digits: 48 bits of milliseconds then 80 random bits, so ids sort by time and never collide.
+
+    The random parts are drawn 64 at a time (one urandom call, not one per id: one is made per tracked
+    request); ``deque.pop`` is atomic, so threads never share one, and a forked child draws its own.
+    """
+    time_part = (int((time.time() if now is None else now) * 1000) & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex()
+    try:
+        return time_part + _random_parts.pop()
+    except IndexError:
+        hexed = os.urandom(_RANDOM_BYTES * _BATCH).hex()
+        step = 2 * _RANDOM_BYTES
+        _random_parts.extend(hexed[i : i + step] for i in range(0, len(hexed), step))
+        return time_part + _random_parts.pop()
+
+
+_RANDOM_BYTES = 10
+_BATCH = 64
+_random_parts: collections.deque[str] = collections.deque()
+if hasattr(os, "register_at_fork"):  # POSIX: a child must not reuse the parts its parent still holds
+    os.register_at_fork(after_in_child=_random_parts.clear)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

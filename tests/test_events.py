@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -10,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from trackgate import Event
-from trackgate.events import EVENT_KINDS
+from trackgate.events import EVENT_KINDS, new_event_id
+from trackgate.identity import new_code
 
 plain = st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.text(max_size=12)
 events = st.builds(
@@ -48,3 +52,33 @@ def test_json_from_another_version_goes_through_the_constructor() -> None:
     without_id = {**json.loads(event.to_json()), "id": ""}
     assert len(Event.from_json(json.dumps(without_id)).id) == 32  # the constructor gives it one
 
+
+
+@pytest.mark.parametrize(
+    ("make", "shape"),
+    [(new_code, r"[a-z0-9]{16}"), (new_event_id, r"[0-9a-f]{32}")],
+    ids=["visitor-codes", "event-ids"],
+)
+def test_random_values_drawn_in_batches_are_unique_and_a_forked_child_never_reuses_its_parents(
+    make: Callable[[], str], shape: str
+) -> None:
+    parent = [make() for _ in range(200)]
+    assert len(set(parent)) == 200 and all(re.fullmatch(shape, value) for value in parent)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first values go back to the parent
+        os.close(reader)
+        os.write(writer, " ".join(make() for _ in range(64)).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    # What the parent still holds in its batch is what it hands out next: the child must have none of it.
+    parent_next = [make() for _ in range(64)]
+    assert len(child) == 64 and not set(child) & set(parent_next)
+
+
+def test_event_ids_sort_by_their_time() -> None:
+    ids = [new_event_id(moment) for moment in (1.0, 2.5, 60.0, 1_700_000_000.0)]
+    assert ids == sorted(ids) and ids[0].startswith("0000000003e8")

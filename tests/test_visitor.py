@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -526,26 +525,6 @@ def test_close_of_the_app_iterable_is_called_once(content_type: str, chunks: lis
     assert b"".join(result)
     result.close()  # type: ignore[attr-defined]
     assert body.closed == 1
-
-
-def test_codes_drawn_in_batches_are_unique_and_a_forked_child_never_reuses_its_parents() -> None:
-    from trackgate.identity import new_code
-
-    parent = [new_code() for _ in range(200)]
-    assert len(set(parent)) == 200 and all(re.fullmatch(r"[a-z0-9]{16}", code) for code in parent)
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: its first codes go back to the parent
-        os.close(reader)
-        os.write(writer, " ".join(new_code() for _ in range(64)).encode())
-        os._exit(0)
-    os.close(writer)
-    with os.fdopen(reader) as pipe:
-        child = pipe.read().split()
-    os.waitpid(pid, 0)
-    # What the parent still holds in its batch is what it hands out next: the child must have none of it.
-    parent_next = [new_code() for _ in range(64)]
-    assert len(child) == 64 and not set(child) & set(parent_next)
 
 
 def test_a_cookie_header_read_once_serves_every_request_that_sends_it() -> None:
