@@ -60,11 +60,17 @@ _EXPIRES = "x"
 _encode_json = compact_encoder(ensure_ascii=False, allow_nan=False)
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
+_b2a = binascii.b2a_base64
 
 
 def base64_encode(data: bytes) -> bytes:
     """URL-safe base64 without padding (itsdangerous's ``base64_encode``, without its per-call overhead)."""
     return binascii.b2a_base64(data, newline=False).rstrip(b"=").translate(_TO_URLSAFE)
+
+
+def _signature_text(digest: bytes) -> bytes:
+    """base64_encode of a SHA-256 digest: 32 bytes always end in one padding character."""
+    return _b2a(digest, newline=False)[:-1].translate(_TO_URLSAFE)
 
 
 def _b64decode(text: bytes) -> bytes:
@@ -197,16 +203,18 @@ class TokenCodec:
         Lets a caller that makes many tokens sharing a part (an email's metadata on every link) encode
         that part once.
         """
-        packed = _pack(raw)
         if self._ciphers:
             nonce = os.urandom(_NONCE_BYTES)
-            sealed = self._ciphers[0].encrypt(nonce, packed, self._aads[purpose])
+            sealed = self._ciphers[0].encrypt(nonce, _pack(raw), self._aads[purpose])
             return base64_encode(nonce + sealed).decode()
-        # A leading "." marks a zlib payload, as in itsdangerous's URLSafeSerializer.
-        body = base64_encode(packed) if packed[:1] == b"{" else b"." + base64_encode(packed)
+        if len(raw) < _COMPRESS_FROM:  # most links: base64 of the JSON as it is
+            body = _b2a(raw, newline=False).rstrip(b"=").translate(_TO_URLSAFE)
+        else:  # a leading "." marks a zlib payload, as in itsdangerous's URLSafeSerializer
+            packed = _pack(raw)
+            body = base64_encode(packed) if packed[:1] == b"{" else b"." + base64_encode(packed)
         mac = self._macs[purpose][0].copy()
         mac.update(body)
-        return (body + b"." + base64_encode(mac.digest())).decode()
+        return (body + b"." + _signature_text(mac.digest())).decode()
 
     def loads(self, token: str, purpose: Purpose, *, now: float | None = None) -> dict[str, Any]:
         """The data of an authentic token for ``purpose``; raises only ``BadToken`` and its subclasses."""
@@ -234,7 +242,7 @@ class TokenCodec:
         for state in self._macs[purpose]:
             mac = state.copy()
             mac.update(body_bytes)
-            if hmac.compare_digest(base64_encode(mac.digest()), signature_bytes):
+            if hmac.compare_digest(_signature_text(mac.digest()), signature_bytes):
                 break
         else:
             raise ForeignToken(f"signature does not match any key for {purpose} links")
