@@ -46,7 +46,7 @@ _ASSIGN = rb"(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+" + _VALUE + rb"|(?![" + _WS 
 # What follows a tag name up to its ">": attributes, whose values may be quoted, per the tokenizer.
 _TAG_TAIL = rb"(?:[" + _WS + rb"/]++|[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+" + _ASSIGN + rb")*+>"
 _RAW_TEXT = rb"script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
-_INTERESTING = rb"(?i:a|area|/?body|" + _RAW_TEXT + rb")[" + _WS + rb"/>]|!--|!\[CDATA\["
+_INTERESTING = rb"(?i:a|area|/?body|/?svg|/?math|" + _RAW_TEXT + rb")[" + _WS + rb"/>]|!--|!\[CDATA\["
 # Text and every complete construct we do not care about, consumed without a Python-level loop.
 _SKIP = re.compile(
     rb"(?:[^<]++|<(?:(?!"
@@ -79,6 +79,8 @@ _OPT_OUT_HINT = re.compile(rb"-[tT][rR][aA][cC][kK][gG][aA][tT][eE]")
 _TABS_AND_NEWLINES = str.maketrans("", "", "\t\n\r")  # the URL parser drops them anywhere
 _COMMENT_END = re.compile(rb"--!?>")
 _CDATA_END = re.compile(rb"\]\]>")
+_BOGUS_COMMENT_END = re.compile(rb">")
+_FOREIGN = (b"svg", b"math")
 _NEVER = re.compile(rb"(?!)")
 _RAW_TEXT_ENDS = {
     name: re.compile(rb"</" + name + rb"[" + _WS + rb"/>]", re.IGNORECASE) for name in _RAW_TEXT.split(b"|")
@@ -131,6 +133,9 @@ class HtmlRewriter:
         self._passthrough = False
         self._buffer = b""
         self._until: re.Pattern[bytes] | None = None  # inside a comment, CDATA or raw text: where it ends
+        # Open <svg> and <math> elements: only inside them is "<![CDATA[" a CDATA section. (Counted from
+        # their tags alone; the tree builder's other ways out of foreign content are not followed.)
+        self._foreign = 0
         self._keep = 0  # bytes to keep back while inside: a possible partial end marker
         self._tail: bytearray | None = None  # output held since the last </body> (the pixel goes before it)
         self._pixel_done = False
@@ -259,9 +264,12 @@ class HtmlRewriter:
             self._emit(text[position : start + 2])
             self._enter(_COMMENT_END, 3)
             return start + 2
-        if cdata:  # <![CDATA[
+        if cdata:  # <![CDATA[: a section ending at "]]>" in SVG or MathML, a bogus comment ending at ">" in HTML
             self._emit(text[position : start + 9])
-            self._enter(_CDATA_END, 2)
+            if self._foreign:
+                self._enter(_CDATA_END, 2)
+            else:
+                self._enter(_BOGUS_COMMENT_END, 0)
             return start + 9
         too_long = end - start > MAX_HELD  # in pieces it would have streamed through unchanged: same when whole
         if link:
@@ -276,28 +284,30 @@ class HtmlRewriter:
                 self._emit(text[position:end])
             return end
         name = name.lower()
-        if slash:  # an end tag: only </body> gets here
+        if slash and name == b"body" and not too_long:  # held back: the pixel may go before it
             if start > position:
                 self._emit(text[position:start])
-            if too_long:
-                self._emit(tag)
-                self._after_tag(True, name)
-            else:
-                self._body_end(tag)
+            self._body_end(tag)
             return end
         self._emit(text[position:end])
-        self._after_tag(False, name)
+        # A tag too long to hold is read without its bytes when it streams in pieces: the same when whole.
+        self._after_tag(bool(slash), name, b"" if too_long else tag)
         return end
 
-    def _after_tag(self, end_tag: bool, name: bytes) -> None:
-        """What a tag starts, once it has been emitted (links are rewritten in _handle)."""
+    def _after_tag(self, end_tag: bool, name: bytes, tag: bytes = b"") -> None:
+        """What a tag starts or ends, once it has been emitted (links are rewritten in _handle)."""
         if end_tag:
             if name == b"body" and self._tail is not None:
                 # A </body> too long to hold back is the last one seen: the pixel goes at the end instead.
                 self._out.append(bytes(self._tail))
                 self._tail = None
+            elif name in _FOREIGN and self._foreign:
+                self._foreign -= 1
             return
-        if name == b"body":
+        if name in _FOREIGN:
+            if not _self_closing(tag):  # <svg/> is a whole element
+                self._foreign += 1
+        elif name == b"body":
             if self._pixel_at == "start" and not self._pixel_done:
                 self._emit(self._pixel())
                 self._pixel_done = True
@@ -426,6 +436,17 @@ class HtmlRewriter:
             return raw.decode("windows-1252")  # the web's fallback for undeclared legacy pages
         except UnicodeDecodeError:
             return None
+
+
+def _self_closing(tag: bytes) -> bool:
+    """Whether a start tag ends in "/>" with the "/" its own (in ``<svg width=10/>`` it is the value's)."""
+    if not tag.endswith(b"/>"):
+        return False
+    attributes = list(_ATTRIBUTE.finditer(tag, 2))
+    last = attributes[-1] if attributes else None
+    if last is None or not last[2] or last.end() != len(tag) - 1:
+        return True
+    return last[2][:1] in (b'"', b"'")  # an unquoted value runs up to the ">"
 
 
 def _raw_text_end(name: bytes) -> re.Pattern[bytes]:

@@ -277,7 +277,7 @@ def _attribute(draw: st.DrawFn) -> str:
 
 @st.composite
 def _piece(draw: st.DrawFn) -> str:
-    kind = draw(st.integers(0, 6))
+    kind = draw(st.integers(0, 7))
     if kind == 0:
         return draw(_TEXT)
     if kind == 1:
@@ -286,6 +286,8 @@ def _piece(draw: st.DrawFn) -> str:
         return f"</{draw(_NAMES)}>"
     if kind == 3:
         return "&amp;&lt;&currency;&#x41;"
+    if kind == 4:  # a bogus comment in HTML (it ends at the first ">"), a CDATA section in SVG and MathML
+        return f"<![CDATA[{draw(_TEXT)}]]>"
     return f"<{draw(_NAMES)}{''.join(draw(st.lists(_attribute(), max_size=3)))}>"
 
 
@@ -318,6 +320,42 @@ def test_outside_rewritten_values_the_bytes_are_the_input_s(doc: str) -> None:
 @settings(max_examples=100, deadline=None)
 @given(doc=_DOCUMENTS)
 def test_a_real_html5_parser_sees_exactly_the_tracked_links(doc: str) -> None:
+    assert_a_real_parser_sees_the_tracked_links(doc)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        '<p><![CDATA[ a > b ]]></p><a href="https://x.org/">x</a>',
+        '<![CDATA[never closed><a href="https://x.org/">',
+        '<svg><![CDATA[ a > <a href="https://in.org/"> ]]></svg><a href="https://x.org/">x</a>',
+        '<math><![CDATA[ a > <a href="https://in.org/"> ]]></math><a href="https://x.org/">x</a>',
+        '<svg><svg></svg><![CDATA[ a > <a href="https://in.org/"> ]]></svg>',
+        '<svg/><![CDATA[ x > <a href="https://x.org/">]]>',
+        '<svg width=10/><![CDATA[ x > <a href="https://in.org/">]]></svg>',
+        '<svg></svg><![CDATA[ x > <a href="https://x.org/">]]>',
+        '<svg><a href="https://x.org/">x</a></svg>',
+    ],
+    ids=[
+        "cdata-in-html-ends-at-gt",
+        "unclosed-cdata-in-html",
+        "cdata-in-svg",
+        "cdata-in-math",
+        "nested-svg",
+        "self-closing-svg",
+        "slash-of-unquoted-value",
+        "after-svg-end",
+        "svg-link",
+    ],
+)
+def test_cdata_is_a_section_only_in_svg_and_mathml(doc: str) -> None:
+    assert_a_real_parser_sees_the_tracked_links(doc)
+    if "<svg" not in doc and "<math" not in doc:  # the rest of the page is read, and gets its pixel
+        assert rewrite(doc + "</body>", open_tracking=True).endswith('o/pixel" width="1" height="1" alt="" '
+            'style="display:block;width:1px;height:1px;border:0;margin:0;padding:0" /></body>')
+
+
+def assert_a_real_parser_sees_the_tracked_links(doc: str) -> None:
     """Differential: lexbor (selectolax) finds, in the output, the tracking URL of every href it finds
     in the input that should be tracked, and the unchanged href of every other one."""
     from selectolax.lexbor import LexborHTMLParser
