@@ -57,6 +57,9 @@ class Event:
     language: str | None = None
     timestamp: float = dataclasses.field(default_factory=time.time)
     id: str = ""
+    # The JSON text the event was read back from (the spool's), so that writing it again (the store) needs no
+    # second encoding. Not a field of the event: not compared, not shown, and dataclasses.replace drops it.
+    _json: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in EVENT_KINDS:
@@ -65,12 +68,14 @@ class Event:
             object.__setattr__(self, "id", new_event_id(self.timestamp))
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {name: _plain(getattr(self, name)) for name in _FIELD_ORDER}
 
     def to_json(self) -> str:
         """``json.dumps(event.to_dict(), separators=(",", ":"), default=str)``, at half the cost: the
         dispatcher encodes every event. ``default=str``: an app's odd property value (a datetime, a
         Decimal) must not cost the event."""
+        if self._json is not None:
+            return self._json
         data = {name: getattr(self, name) for name in _FIELD_ORDER}
         for name in ("metadata", "properties"):
             if not isinstance(data[name], dict):
@@ -87,6 +92,7 @@ class Event:
             event = object.__new__(cls)
             for name in _FIELD_ORDER:
                 _set_field(event, name, data[name])
+            _set_field(event, "_json", text)
             return event
         return cls.from_dict(data)
 
@@ -104,7 +110,7 @@ class Event:
                 "referer": self.referrer}
 
 
-_FIELD_ORDER = tuple(field.name for field in dataclasses.fields(Event))
+_FIELD_ORDER = tuple(field.name for field in dataclasses.fields(Event) if field.init)
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
 _set_field = object.__setattr__  # how a frozen dataclass's own __init__ sets its fields
 _encode = compact_encoder(ensure_ascii=True, default=str)

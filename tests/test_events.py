@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -52,6 +53,14 @@ def test_json_from_another_version_goes_through_the_constructor() -> None:
     without_id = {**json.loads(event.to_json()), "id": ""}
     assert len(Event.from_json(json.dumps(without_id)).id) == 32  # the constructor gives it one
 
+
+def test_an_event_read_back_writes_the_text_it_was_read_from_until_it_is_changed() -> None:
+    text = Event("click", visitor="v", metadata={"r": 1}, timestamp=1.5).to_json().replace(":1.5,", ":1.50,")
+    back = Event.from_json(text)
+    assert back.to_json() == text  # the store writes what the spool held, without encoding it again
+    assert "_json" not in back.to_dict() and "_json" not in repr(back)
+    changed = dataclasses.replace(back, name="renamed")
+    assert json.loads(changed.to_json())["name"] == "renamed" and changed.to_json() != text
 
 
 @pytest.mark.parametrize(
