@@ -106,8 +106,12 @@ class Identity:
         self._consent_cookie_name = name or None
         self._consent_cookie_value = value or None
         self._interesting = tuple(n for n in (self._cookie_name, self._consent_cookie_name) if n)
+        self._only_interesting = self._interesting[0] if len(self._interesting) == 1 else None
         self._suffixes: dict[bool, str] = {}
         self._implicit = settings.consent == "implicit"
+        # Consent that nothing in a request can take away but Sec-GPC (the default set-up): decided without
+        # reading anything else.
+        self._always_consents = self._implicit and self._consent_cookie_name is None
         # A returning visitor sends the same Cookie header request after request: read each one once.
         # Bounded and thread-safe; it holds only what clients sent and what it says, never a decision.
         self._read_cookies = functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)(self._read_cookie_header)
@@ -116,13 +120,18 @@ class Identity:
         if not cookie_header and gpc is None and self._implicit and self._param_marker not in query_string:
             return VisitorState(Visitor(new_code(), True, True), "store", None)  # a first visit: nothing to read
         cookies = known = None
-        if cookie_header and any(name in cookie_header for name in self._interesting):
+        if cookie_header and (
+            self._only_interesting in cookie_header
+            if self._only_interesting is not None
+            else any(name in cookie_header for name in self._interesting)
+        ):
             if len(cookie_header) <= COOKIE_CACHE_MAX_CHARS:
                 cookies, known = self._read_cookies(cookie_header)
             else:
                 cookies, known = self._read_cookie_header(cookie_header)
-        from_query = self._code_from_query(query_string)
-        if not self._consents(cookies, gpc, holds_code=known is not None):
+        from_query = self._code_from_query(query_string) if query_string else None
+        consents = (self._always_consents and gpc is None) or self._consents(cookies, gpc, holds_code=known is not None)
+        if not consents:
             return VisitorState(Visitor(new_code(), True, False), None, from_query or known)
         if from_query is not None:
             action = None if from_query == known else "store"

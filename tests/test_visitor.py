@@ -280,6 +280,13 @@ def test_global_privacy_control_means_no_consent(get: Get) -> None:
     answer = get("/", headers={"Sec-GPC": "1"})
     assert answer.body["consent"] is False
     assert answer.set_cookies == []
+    returning = get("/", headers={"Sec-GPC": " 1 ", "Cookie": "tg_vid=knownvisitor1"})
+    assert returning.body["consent"] is False and returning.body["code"] != "knownvisitor1"
+
+
+def test_a_global_privacy_control_header_other_than_1_refuses_nothing(get: Get) -> None:
+    answer = get("/", headers={"Sec-GPC": "0", "Cookie": "tg_vid=knownvisitor1"})
+    assert answer.body["consent"] is True and answer.body["code"] == "knownvisitor1"
 
 
 def test_global_privacy_control_can_be_ignored(get: Get) -> None:
