@@ -37,6 +37,11 @@ def test_identity_on_a_real_server(kind: str, app: str) -> None:
         assert attributes["domain"] == "127.0.0.1"
         assert "httponly" in attributes and "secure" not in attributes
 
+        # Behind a proxy that ends TLS, the server says the request was https (both trust a proxy on
+        # loopback by default): the cookie is Secure.
+        proxied = get(base + "/", headers={"X-Forwarded-Proto": "https"})
+        assert "secure" in _parts(proxied.headers.get_list("set-cookie")[0])[2]
+
         again = get(base + "/", headers={"Cookie": f"tg_vid={code}"})
         assert again.headers.get_list("set-cookie") == []
         assert again.json() == {"code": code, "is_new": False, "consent": True}

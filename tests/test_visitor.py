@@ -131,6 +131,14 @@ def test_https_request_gets_a_secure_cookie(get: Get) -> None:
     assert "secure" in attributes
 
 
+def test_behind_proxy_fix_a_forwarded_https_request_gets_a_secure_cookie() -> None:
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    middleware = ProxyFix(trackgate.WSGIMiddleware(wsgi_app, secret_key="k", emit=_no_events), x_proto=1)
+    response = Client(middleware, use_cookies=False).get("/", headers={"X-Forwarded-Proto": "https"})
+    assert "secure" in _attributes(response.headers["Set-Cookie"])[2]
+
+
 def test_configured_cookie_attributes(get: Get) -> None:
     answer = get("/", cookie_domain="example.org", cookie_max_age="90m", cookie_name="vid", cookie_secure=True)
     name, _, attributes = _attributes(answer.set_cookies[0])
