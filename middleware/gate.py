@@ -89,6 +89,7 @@ class Gate:
             scope="outbound" if settings.rewrite == "outbound" else "all",
             charset=plan.charset,
             page_host=facts.host,
+            pixel_in_fragments=False,  # a fragment fetched into a page is not a page view
         )
         return BodyFilter(plan, rewriter)
 

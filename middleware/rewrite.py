@@ -46,7 +46,8 @@ _ASSIGN = rb"(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+" + _VALUE + rb"|(?![" + _WS 
 # What follows a tag name up to its ">": attributes, whose values may be quoted, per the tokenizer.
 _TAG_TAIL = rb"(?:[" + _WS + rb"/]++|[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+" + _ASSIGN + rb")*+>"
 _RAW_TEXT = rb"script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
-_INTERESTING = rb"(?i:a|area|/?body|/?svg|/?math|" + _RAW_TEXT + rb")[" + _WS + rb"/>]|!--|!\[CDATA\["
+_DOCTYPE = rb"![dD][oO][cC][tT][yY][pP][eE]"
+_INTERESTING = rb"(?i:a|area|/?body|/?svg|/?math|html|" + _RAW_TEXT + rb")[" + _WS + rb"/>]|!--|!\[CDATA\[|" + _DOCTYPE
 # Text and every complete construct we do not care about, consumed without a Python-level loop.
 _SKIP = re.compile(
     rb"(?:[^<]++|<(?:(?!"
@@ -65,9 +66,17 @@ _LINK = (
     rb"[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+" + _ASSIGN + rb")*+"
     rb"(?:" + _HREF + rb"[" + _WS + rb"]*+=[" + _WS + rb"]*+(" + _VALUE + rb"))?+" + _TAG_TAIL
 )
-# Groups: 2 comment, 3 CDATA, 4 link name, 5 its href value, 6 end-tag slash, 7 other tag name.
+# Groups: 2 comment, 3 CDATA, 4 link name, 5 its href value, 6 end-tag slash, 7 other tag name, 8 DOCTYPE.
 _CONSTRUCT = (
-    rb"<(?:(!--)|(!\[CDATA\[)|" + _LINK + rb"|(/?)([a-zA-Z][^" + _WS + rb"/>]*+)" + _TAG_TAIL + rb")"
+    rb"<(?:(!--)|(!\[CDATA\[)|"
+    + _LINK
+    + rb"|(/?)([a-zA-Z][^"
+    + _WS
+    + rb"/>]*+)"
+    + _TAG_TAIL
+    + rb"|("
+    + _DOCTYPE
+    + rb"[^>]*+>))"
 )
 # One call per construct: what to skip, then (group 1) the construct of interest, if it is whole.
 _STEP = re.compile(_SKIP.pattern + rb"(" + _CONSTRUCT + rb")?")
@@ -112,6 +121,7 @@ class HtmlRewriter:
         scope: Scope = "all",
         charset: str | None = None,
         page_host: str | None = None,
+        pixel_in_fragments: bool = True,
     ) -> None:
         self._links = links
         self._is_tracking_url = links.is_tracking_url
@@ -125,6 +135,10 @@ class HtmlRewriter:
         )
         self._click = click_tracking
         self._pixel_at: str | None = pixel_position if open_tracking else None
+        # False: only a whole document (a DOCTYPE, <html> or <body> in it) gets the pixel, not a fragment that
+        # a page fetches into itself (htmx, Turbo frames, fetch()): that page was counted when it loaded.
+        self._pixel_in_fragments = pixel_in_fragments
+        self._document = False
         self._outbound_only = scope == "outbound"
         self._page_host = _host_and_port("//" + page_host) if page_host else None
         self._declared = charset
@@ -167,7 +181,8 @@ class HtmlRewriter:
         self._buffer = b""
         # A document that ends inside a tag, comment or raw text would swallow the pixel: leave it as it is.
         malformed = self._unfinished or self._until is not None or self._walking is not None
-        if self._pixel_at is not None and not self._pixel_done and not malformed:
+        wanted = self._document or self._pixel_in_fragments
+        if self._pixel_at is not None and not self._pixel_done and not malformed and wanted:
             pixel = self._pixel()
             if self._tail is not None:
                 self._out.append(pixel)
@@ -256,7 +271,7 @@ class HtmlRewriter:
     def _handle(self, construct: re.Match[bytes], position: int) -> int:
         """Emit what precedes one construct (from ``position``) and the construct itself (groups as in
         _CONSTRUCT); returns where scanning goes on."""
-        tag, comment, cdata, link, href, slash, name = construct.group(1, 2, 3, 4, 5, 6, 7)
+        tag, comment, cdata, link, href, slash, name, doctype = construct.group(1, 2, 3, 4, 5, 6, 7, 8)
         end = construct.end()  # the construct closes the match
         start = end - len(tag)
         text = construct.string
@@ -271,6 +286,11 @@ class HtmlRewriter:
             else:
                 self._enter(_BOGUS_COMMENT_END, 0)
             return start + 9
+        if doctype:
+            self._emit(text[position:end])
+            # (One too long to hold would stream through in pieces, where nothing reads it.)
+            self._document = self._document or end - start <= MAX_HELD
+            return end
         too_long = end - start > MAX_HELD  # in pieces it would have streamed through unchanged: same when whole
         if link:
             value = self._link_value(href) if href is not None and self._click and not too_long else b""
@@ -296,6 +316,8 @@ class HtmlRewriter:
 
     def _after_tag(self, end_tag: bool, name: bytes, tag: bytes = b"") -> None:
         """What a tag starts or ends, once it has been emitted (links are rewritten in _handle)."""
+        if name in (b"body", b"html"):
+            self._document = True
         if end_tag:
             if name == b"body" and self._tail is not None:
                 # A </body> too long to hold back is the last one seen: the pixel goes at the end instead.
@@ -347,6 +369,7 @@ class HtmlRewriter:
             self._tail = None
 
     def _body_end(self, tag: bytes) -> None:
+        self._document = True
         if self._pixel_at != "end" or self._pixel_done:
             self._emit(tag)
             return

@@ -1,5 +1,5 @@
 """Apps whose HTML responses trackgate rewrites in the rewriting tests: compressed, streamed, opted out,
-HEAD and 304, under uvicorn (``asgi_app``) and gunicorn (``wsgi_app``)."""
+a fragment, HEAD and 304, under uvicorn (``asgi_app``) and gunicorn (``wsgi_app``)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ async def _streamed(request: Request) -> StreamingResponse:
     return StreamingResponse(parts(), media_type="text/html")
 
 
+async def _fragment(request: Request) -> Response:
+    # What htmx, Turbo frames or fetch() get to put into a page already shown.
+    return HTMLResponse('<li><a href="https://partner.example/item/7">item 7</a></li>')
+
+
 async def _not_modified(request: Request) -> Response:
     return Response(status_code=304, headers={"Content-Type": "text/html"})
 
@@ -47,6 +52,7 @@ asgi_app = trackgate.ASGIMiddleware(
                 Route("/off", _page),
                 Route("/streamed", _streamed),
                 Route("/not-modified", _not_modified),
+                Route("/fragment", _fragment),
             ]
         ),
         minimum_size=0,

@@ -169,6 +169,26 @@ def test_the_pixel_can_go_right_after_body_start() -> None:
     assert out.startswith(f'<body class="x">{PIXEL}')
 
 
+@pytest.mark.parametrize(
+    ("doc", "pixel"),
+    [
+        ('<li><a href="https://x.org/">x</a></li>', False),
+        ("<p>a</p><!-- <body> --><script>'<html>'</script>", False),
+        ("<!DOCTYPE html><title>t</title><p>no body tag", True),
+        ("<html lang=en><p>x</p></html>", True),
+        ("<body><p>x</p>", True),
+        ("<p>x</p></body>", True),
+    ],
+    ids=["fragment", "only-in-comment-and-script", "doctype", "html", "body-start", "body-end"],
+)
+def test_without_pixels_in_fragments_only_whole_documents_get_one(doc: str, pixel: bool) -> None:
+    out = rewrite(doc, open_tracking=True, pixel_in_fragments=False)
+    assert (PIXEL in out) is pixel
+    without_pixel = re.sub(re.escape(PIXEL) + "[^>]*>", "", out)
+    assert without_pixel == rewrite(doc, open_tracking=False)  # and the links are rewritten either way
+    assert "/_tg/c/" in without_pixel or "href" not in doc
+
+
 def test_an_unfinished_document_gets_no_pixel_inside_its_broken_tag() -> None:
     doc = '<p>x</p><a href="https://x.org/'
     assert rewrite(doc, open_tracking=True) == doc
@@ -245,7 +265,7 @@ def test_an_unterminated_quote_does_not_buffer_forever() -> None:
 # --- property tests ------------------------------------------------------------------------------------
 
 _NAMES = st.sampled_from(
-    ["a", "A", "area", "div", "p", "body", "BODY", "script", "style", "title", "textarea", "img", "span"]
+    ["a", "A", "area", "div", "p", "body", "BODY", "html", "script", "style", "title", "textarea", "img", "span"]
 )
 _URLS = st.sampled_from(
     [
@@ -288,6 +308,8 @@ def _piece(draw: st.DrawFn) -> str:
         return "&amp;&lt;&currency;&#x41;"
     if kind == 4:  # a bogus comment in HTML (it ends at the first ">"), a CDATA section in SVG and MathML
         return f"<![CDATA[{draw(_TEXT)}]]>"
+    if kind == 5:
+        return draw(st.sampled_from(["<!DOCTYPE html>", "<!doctype html>", "<!DOCTYPE"]))
     return f"<{draw(_NAMES)}{''.join(draw(st.lists(_attribute(), max_size=3)))}>"
 
 
@@ -295,11 +317,17 @@ _DOCUMENTS = st.lists(_piece(), max_size=25).map("".join)
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
-@given(doc=_DOCUMENTS, cuts=st.lists(st.integers(0, 1500), max_size=16), pixel=st.booleans())
-def test_any_chunking_gives_the_same_bytes(doc: str, cuts: list[int], pixel: bool) -> None:
+@given(
+    doc=_DOCUMENTS,
+    cuts=st.lists(st.integers(0, 1500), max_size=16),
+    pixel=st.booleans(),
+    in_fragments=st.booleans(),
+)
+def test_any_chunking_gives_the_same_bytes(doc: str, cuts: list[int], pixel: bool, in_fragments: bool) -> None:
     data = doc.encode()
-    whole = rewrite_html(data, FakeLinks(), charset="utf-8", open_tracking=pixel)
-    rewriter = HtmlRewriter(FakeLinks(), charset="utf-8", open_tracking=pixel)
+    options: dict[str, Any] = {"charset": "utf-8", "open_tracking": pixel, "pixel_in_fragments": in_fragments}
+    whole = rewrite_html(data, FakeLinks(), **options)
+    rewriter = HtmlRewriter(FakeLinks(), **options)
     edges = sorted({min(c, len(data)) for c in cuts})
     parts = [data[a:b] for a, b in zip([0, *edges], [*edges, len(data)], strict=True)]
     assert b"".join(rewriter.feed(p) for p in parts) + rewriter.close() == whole

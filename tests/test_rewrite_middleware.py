@@ -1,5 +1,6 @@
 """HTML responses rewritten by the middleware on real servers: gzip bodies decoded and encoded again with a
-true Content-Length, streamed bodies without one, and HEAD, 304 and opted-out responses untouched."""
+true Content-Length, streamed bodies without one, fragments without a page-view pixel, and HEAD, 304 and
+opted-out responses untouched."""
 
 from __future__ import annotations
 
@@ -59,6 +60,12 @@ def test_the_head_of_a_rewritten_page_announces_no_stale_length(asgi: str) -> No
     assert "content-length" in get.headers  # recomputed for the rewritten body
     assert "content-length" not in head.headers
     assert head.headers["content-type"] == get.headers["content-type"]
+
+
+def test_a_fragment_gets_tracked_links_but_no_page_view_pixel(asgi: str) -> None:
+    fragment = raw_get(asgi + "/fragment", "GET").text
+    assert fragment.startswith('<li><a href="http://127.0.0.1:') and "/_tg/c/" in fragment
+    assert "/_tg/o/" not in fragment and fragment.endswith(">item 7</a></li>")
 
 
 def test_an_opted_out_page_is_left_alone_and_the_header_removed(asgi: str) -> None:
