@@ -61,6 +61,8 @@ def plan_rewrite(method: str, status: int, headers: Sequence[tuple[str, str]]) -
             (lowered == "cache-control" and "no-transform" in value.lower())
             or lowered == "content-range"
             or (lowered == "x-trackgate" and value.strip().lower() == "off")
+            # A download (an HTML export, a saved report) is the user's file, not a page to track.
+            or (lowered == "content-disposition" and parse_options_header(value)[0].lower() == "attachment")
         ):
             return None
     if content_type is None:

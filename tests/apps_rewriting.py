@@ -23,7 +23,11 @@ PAGE = (
 
 
 async def _page(request: Request) -> Response:
-    return HTMLResponse(PAGE, headers={"X-Trackgate": "off"} if request.url.path == "/off" else None)
+    headers = {
+        "/off": {"X-Trackgate": "off"},
+        "/export": {"Content-Disposition": 'attachment; filename="shop.html"'},
+    }.get(request.url.path)
+    return HTMLResponse(PAGE, headers=headers)
 
 
 async def _streamed(request: Request) -> StreamingResponse:
@@ -50,6 +54,7 @@ asgi_app = trackgate.ASGIMiddleware(
             routes=[
                 Route("/", _page, methods=["GET", "HEAD"]),
                 Route("/off", _page),
+                Route("/export", _page),
                 Route("/streamed", _streamed),
                 Route("/not-modified", _not_modified),
                 Route("/fragment", _fragment),

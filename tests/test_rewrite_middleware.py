@@ -1,6 +1,6 @@
 """HTML responses rewritten by the middleware on real servers: gzip bodies decoded and encoded again with a
-true Content-Length, streamed bodies without one, fragments without a page-view pixel, and HEAD, 304 and
-opted-out responses untouched."""
+true Content-Length, streamed bodies without one, fragments without a page-view pixel, and HEAD, 304, downloads
+and opted-out responses untouched."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from apps_rewriting import PAGE
 from servers import serve
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
@@ -73,6 +74,12 @@ def test_an_opted_out_page_is_left_alone_and_the_header_removed(asgi: str) -> No
     assert "x-trackgate" not in response.headers
     assert "/_tg/" not in response.text
     assert 'href="https://partner.example/deal?a=1&amp;b=2"' in response.text
+
+
+def test_an_html_download_is_left_alone(asgi: str) -> None:
+    response = raw_get(asgi + "/export")
+    assert response.headers["content-disposition"].startswith("attachment")
+    assert response.text == PAGE
 
 
 def test_wsgi_gzip_body_gets_a_recomputed_content_length_and_its_head_none() -> None:
