@@ -16,7 +16,7 @@ cookie back, as returning visitors do. "bare + a fixed Set-Cookie header" is the
 header trackgate adds for a new visitor: what the header costs the server and the client on its own.
 The variants of a server run side by side and take turns under load; each round's ratio to bare counts,
 and the median of the rounds is reported with their range (the machine is shared: its speed drifts by
-more than the middleware costs).
+more than the middleware costs). With two CPUs and taskset, the servers run on one CPU and wrk on the other.
 """
 
 from __future__ import annotations
@@ -49,6 +49,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# With two CPUs or more and taskset (util-linux), the servers run on the first CPU and wrk on the second, so
+# that the load generator never takes the server's CPU away mid-run (--no-pin to let the kernel place them).
+PINNED = {"server": ["taskset", "-c", "0"], "load": ["taskset", "-c", "1"]}
+pinning: dict[str, list[str]] = {"server": [], "load": []}
 
 
 def serve(server: str, variant: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
@@ -89,7 +95,9 @@ def serve(server: str, variant: str, port: int, workdir: str) -> subprocess.Pope
             "--log-level",
             "warning",
         ]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*pinning["server"], *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -112,7 +120,10 @@ RETURNING = "Cookie: tg_vid=abcdefghijklmnop; kameleoonVisitorCode=abcdefghijklm
 
 def load(port: int, seconds: int, connections: int, *, returning: bool = False) -> float:
     url = f"http://127.0.0.1:{port}/"
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *(["-H", RETURNING] if returning else []), url]
+    command = [
+        *pinning["load"],
+        *["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *(["-H", RETURNING] if returning else []), url],
+    ]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not match:
@@ -200,7 +211,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=2, help="per wrk run")
     parser.add_argument("--rounds", type=int, default=9, help="turns each variant takes under load")
     parser.add_argument("--in-process-only", action="store_true", help="skip the servers (no wrk needed)")
+    parser.add_argument("--no-pin", action="store_true", help="do not put the servers and wrk on separate CPUs")
     args = parser.parse_args()
+    if not args.no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
+        pinning.update(PINNED)
     if args.in_process_only:
         args.rounds = 0
     elif shutil.which("wrk") is None:
@@ -244,7 +258,8 @@ def main() -> None:
     for returning, title in ((False, "new visitors (no cookie sent)"), (True, "returning visitors (cookie sent)")):
         if not rates:
             continue
-        print(f"\n{title}: medians of {args.rounds} rounds; x bare is the median of each round's ratio")
+        where = "servers on CPU 0, wrk on CPU 1" if pinning["server"] else "CPUs shared"
+        print(f"\n{title}: medians of {args.rounds} rounds ({where}); x bare is the median of each round's ratio")
         print(f"{'server':9} {'variant':36} {'req/s':>9} {'x bare':>7} {'(range)':>13} {'overhead µs/req':>16}")
         for server, variants in VARIANTS.items():
             bare = statistics.median(rates[server, "bare", returning])
