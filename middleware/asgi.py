@@ -132,6 +132,9 @@ def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send
     """Edit the start message (cookie in, opt-out header out; the app's header list is left as it was);
     a _Rewriting when the body is HTML to rewrite."""
     headers = message.get("headers", ())
+    if type(headers) is not list and type(headers) is not tuple:
+        # Any iterable will do (ASGI says so), and this loop would use up an iterator the server reads next.
+        headers = message["headers"] = list(headers)
     content_type = None
     opted_out = False
     for name, value in headers:
@@ -150,11 +153,14 @@ def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send
     if opted_out:
         content_type = None if _says_off(headers) else content_type
         edited = [(name, value) for name, value in headers if name.lower() != _OPT_OUT]
-    else:
+    elif cookie is not None:
         edited = list(headers)
+    else:
+        edited = headers  # nothing to change (a returning visitor): no copy
     if cookie is not None:
         edited.append((b"set-cookie", cookie.encode("latin-1")))
-    message["headers"] = edited
+    if edited is not headers:
+        message["headers"] = edited
     if content_type is None or not looks_like_html(content_type):
         return None
     body_filter = None

@@ -186,6 +186,24 @@ def test_asgi_non_html_passes_untouched() -> None:
     assert len(response.headers.get_list("set-cookie")) == 1
 
 
+@pytest.mark.parametrize("cookie", [None, "tg_vid=returning-visitor"], ids=["new-visitor", "returning-visitor"])
+@pytest.mark.parametrize("kind", ["html", "text"])
+def test_asgi_headers_given_as_any_iterable_reach_the_client(cookie: str | None, kind: str) -> None:
+    """ASGI allows any iterable of header pairs; reading a generator must not use it up before the server."""
+    body = PAGE if kind == "html" else b"plain"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        pairs = [(b"content-type", f"text/{kind}".encode()), (b"x-app", b"kept")]
+        await send({"type": "http.response.start", "status": 200, "headers": (pair for pair in pairs)})
+        await send({"type": "http.response.body", "body": body})
+
+    client = TestClient(trackgate.ASGIMiddleware(app, secret_key="k", emit=lambda e: None))
+    response = client.get("/", headers={"Cookie": cookie} if cookie else {})
+    assert response.headers["x-app"] == "kept" and response.headers["content-type"].startswith(f"text/{kind}")
+    assert response.content == (EXPECTED if kind == "html" else body)
+    assert len(response.headers.get_list("set-cookie")) == (0 if cookie else 1)
+
+
 class _BrokenFilter:
     def feed(self, chunk: bytes) -> bytes:
         raise RuntimeError("rewriter bug")
