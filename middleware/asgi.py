@@ -187,8 +187,13 @@ class _Rewriting:
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.body" and self._filter is not None:
             await self._body(message)
-        else:
-            await self._send(message)
+            return
+        if self._held is not None:
+            # A body the server sends itself (the pathsend and zerocopysend extensions: a file) cannot be
+            # rewritten; the start goes out as the app made it (the cookie added), and the body after it.
+            held, self._held, self._filter = self._held, None, None
+            await self._send(held)
+        await self._send(message)
 
     async def _body(self, message: Message) -> None:
         body: bytes = message.get("body", b"")

@@ -1,20 +1,23 @@
 """Apps whose HTML responses trackgate rewrites in the rewriting tests: compressed, streamed, opted out,
-a fragment, HEAD and 304, under uvicorn (``asgi_app``) and gunicorn (``wsgi_app``)."""
+a fragment, HEAD and 304, under uvicorn (``asgi_app``) and gunicorn (``wsgi_app``); an HTML file
+response (``file_app``) for granian, which sends files itself."""
 
 from __future__ import annotations
 
 import gzip
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, HTMLResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 import trackgate
 
+STATIC_PAGE = Path(__file__).parent / "static" / "page.html"
 PAGE = (
     "<!DOCTYPE html><html><head><title>Shop</title></head><body>"
     '<a href="https://partner.example/deal?a=1&amp;b=2">deal</a> <a href="/about">about</a>'
@@ -79,3 +82,11 @@ def _wsgi_site(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
 
 
 wsgi_app = trackgate.WSGIMiddleware(_wsgi_site)
+
+
+async def _file(request: Request) -> FileResponse:
+    # With a server that offers the pathsend extension (granian), Starlette lets the server send the file.
+    return FileResponse(STATIC_PAGE, media_type="text/html")
+
+
+file_app = trackgate.ASGIMiddleware(Starlette(routes=[Route("/page.html", _file)]))

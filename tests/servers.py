@@ -38,7 +38,8 @@ def wait_until_serving(port: int, process: subprocess.Popen[bytes], timeout: flo
 def serve(
     kind: str, app: str, *, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()
 ) -> Iterator[str]:
-    """Run ``app`` ("module:attribute", importable from tests/) under uvicorn or gunicorn; yield its base URL.
+    """Run ``app`` ("module:attribute", importable from tests/) under uvicorn, gunicorn or granian (ASGI); yield
+    its base URL.
 
     The process gets the caller's environment plus ``env``; it is stopped with SIGTERM (then SIGKILL).
     """
@@ -49,6 +50,9 @@ def serve(
     elif kind == "gunicorn":
         command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}",
                    "--log-level", "warning", *args]
+    elif kind == "granian":
+        command = [sys.executable, "-m", "granian", "--interface", "asgi", app, "--host", "127.0.0.1",
+                   "--port", str(port), "--log-level", "warning", *args]
     else:
         raise ValueError(kind)
     environment = {**os.environ, "PYTHONPATH": str(TESTS_DIR), **(env or {})}

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from apps_rewriting import PAGE
+from apps_rewriting import PAGE, STATIC_PAGE
 from servers import serve
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
@@ -96,3 +96,18 @@ def test_wsgi_gzip_body_gets_a_recomputed_content_length_and_its_head_none() -> 
     assert head.status_code == 200 and "content-length" not in head.headers  # the app's would be stale
     page = gzip.decompress(wire).decode()
     assert "/_tg/c/" in page and page.count("/_tg/o/") == 1
+
+
+@pytest.mark.parametrize("server", ["granian", "uvicorn"])
+def test_an_html_file_response_arrives_whole_whoever_sends_it(server: str) -> None:
+    """granian offers the pathsend extension, so Starlette hands it the file to send: that page cannot be
+    rewritten, but it arrives as it is, after its own headers and with the visitor cookie. uvicorn does
+    not, so the file comes as body messages and is rewritten."""
+    with serve(server, "apps_rewriting:file_app", env=ENV) as base:
+        response = raw_get(base + "/page.html")
+    assert response.status_code == 200 and len(response.headers.get_list("set-cookie")) == 1
+    if server == "granian":
+        assert response.content == STATIC_PAGE.read_bytes()
+        assert int(response.headers["content-length"]) == len(response.content)
+    else:
+        assert "/_tg/c/" in response.text and response.text.count("/_tg/o/") == 1

@@ -234,3 +234,37 @@ def test_a_failing_rewriter_leaves_the_page_as_the_app_sent_it(
     assert asgi.status_code == 200
     assert asgi.content == PAGE
     assert "rewriter bug" in caplog.text
+
+
+async def test_asgi_html_file_sent_by_the_server_goes_out_after_its_start() -> None:
+    """The pathsend extension (Starlette's FileResponse uses it when the server offers it): the server
+    reads the file, so the page cannot be rewritten, but the start must still come first, unchanged."""
+    start_headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"1234")]
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": list(start_headers)})
+        await send({"type": "http.response.pathsend", "path": "/srv/site/index.html"})
+
+    sent: list[dict[str, Any]] = []
+
+    async def server_send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/",
+        "raw_path": b"/",
+        "query_string": b"",
+        "headers": [(b"host", b"example.org")],
+        "scheme": "http",
+        "server": ("example.org", 80),
+        "extensions": {"http.response.pathsend": {}},
+    }
+    await trackgate.ASGIMiddleware(app, secret_key="k", emit=lambda e: None)(scope, receive, server_send)
+    assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
+    assert sent[0]["headers"][:2] == start_headers  # its true length kept: the file goes out as it is
+    assert [name for name, _ in sent[0]["headers"][2:]] == [b"set-cookie"]
