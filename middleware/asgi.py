@@ -54,7 +54,7 @@ class ASGIMiddleware:
                 receive = self._watch_lifespan(receive)
             await self.app(scope, receive, send)
             return
-        if self.gate.owns(scope["path"]):
+        if self.gate.owns(_route_path(scope)):
             await self._answer(scope, send)
             return
         try:
@@ -283,7 +283,16 @@ def _facts(scope: Scope, trusted_proxies: int) -> RequestFacts:
         query_string=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
         client_addr=client_address(peer, headers.get("x-forwarded-for") if trusted_proxies else None, trusted_proxies),
+        root_path=root,
     )
+
+
+def _route_path(scope: Scope) -> str:
+    """The path below where the app is mounted. ASGI's ``path`` includes ``root_path`` (servers and
+    Starlette's Mount keep it whole); older ones left it out, which leaves nothing to strip."""
+    path: str = scope["path"]
+    root = scope.get("root_path")
+    return path[len(root) :] if root and path.startswith(root) else path
 
 
 def _server_host(scope: Scope, scheme: str) -> str:

@@ -81,9 +81,8 @@ def _redirect(result: TrackingResult) -> Reply:
 def answer(facts: RequestFacts, visitor_code: str | None, gate: Gate) -> Reply:
     """The reply for any path under the prefix (the shell answers ``{prefix}/health`` first)."""
     prefix = gate.settings.path_prefix
-    # The WSGI path includes SCRIPT_NAME when the app is mounted below the root.
-    at = facts.path.find(prefix + "/")
-    rest = facts.path[at + len(prefix) :] if at >= 0 else ""
+    route = facts.route_path
+    rest = route[len(prefix) :] if route.startswith(prefix + "/") else ""
     purpose = _SEGMENTS.get(rest[:3])
     if purpose is None:
         gate.count("not_found")

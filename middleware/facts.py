@@ -24,10 +24,21 @@ class RequestFacts:
     query_string: str
     headers: HeaderLookup
     client_addr: str | None  # resolved through TRACKGATE_TRUSTED_PROXIES hops, not yet anonymised
+    root_path: str = ""  # where the app is mounted (SCRIPT_NAME, ASGI root_path); part of ``path`` too
 
     @property
     def origin(self) -> str:
         return f"{self.scheme}://{self.host}"
+
+    @property
+    def route_path(self) -> str:
+        """The path below the mount: what the app itself routes on."""
+        return self.path[len(self.root_path) :] if self.path.startswith(self.root_path) else self.path
+
+    @property
+    def app_url(self) -> str:
+        """The origin and the mount: where the middleware's own paths are reached from outside."""
+        return self.origin + self.root_path
 
     @property
     def url(self) -> str:

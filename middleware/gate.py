@@ -39,7 +39,7 @@ class Gate:
         return path.startswith(self._prefix_slash) or path == self.prefix
 
     def answer(self, facts: RequestFacts, visitor_code: str | None) -> Reply:
-        if facts.path == self._prefix_slash + "health":
+        if facts.route_path == self._prefix_slash + "health":
             return Reply(200, (("Content-Type", "application/json"), ("Cache-Control", "no-store")),
                          json.dumps(self.health()).encode())
         return answer(facts, visitor_code, self)
@@ -81,7 +81,8 @@ class Gate:
         plan = plan_rewrite(facts.method, status, headers)
         if plan is None:
             return None
-        base = settings.base_url or facts.origin
+        # Links must come back through this middleware: below the app's mount when it is not at the root.
+        base = settings.base_url or facts.app_url
         rewriter = HtmlRewriter(
             self.links.for_page(facts.url, base),
             click_tracking=settings.rewrite != "off",

@@ -222,7 +222,8 @@ def _facts(environ: Environ, trusted_proxies: int) -> RequestFacts:
     host = environ.get("HTTP_HOST") or _server_host(environ, scheme)
     peer = environ.get("REMOTE_ADDR")
     client = client_address(peer, environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies)
-    path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+    root = environ.get("SCRIPT_NAME", "")
+    path = root + environ.get("PATH_INFO", "")
     return RequestFacts(
         method=environ.get("REQUEST_METHOD", "GET").upper(),
         scheme=scheme,
@@ -231,6 +232,7 @@ def _facts(environ: Environ, trusted_proxies: int) -> RequestFacts:
         query_string=environ.get("QUERY_STRING", ""),
         headers=EnvironHeaders(environ),
         client_addr=client,
+        root_path=root,
     )
 
 

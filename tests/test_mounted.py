@@ -1,0 +1,35 @@
+"""An app mounted below the root (/shop): its page's tracking links and pixel point below the mount, so
+they come back through the middleware, on real servers."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from servers import serve
+
+pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
+
+ENV = {"TRACKGATE_SECRET_KEY": "mounted-key", "TRACKGATE_SINKS": "console", "TRACKGATE_REWRITE": "all"}
+
+
+@pytest.mark.parametrize(
+    ("kind", "app"),
+    [("uvicorn", "apps_mounted:asgi_app"), ("gunicorn", "apps_mounted:wsgi_app")],
+    ids=["starlette-mount-uvicorn", "dispatcher-middleware-gunicorn"],
+)
+def test_links_of_a_mounted_app_come_back_through_it(kind: str, app: str) -> None:
+    with serve(kind, app, env=ENV) as base, httpx.Client(timeout=10) as client:
+        page = client.get(base + "/shop/page").text
+        click = re.search(r'href="([^"]+)"', page)
+        pixel = re.search(r'<img src="([^"]+)"', page)
+        assert click and pixel, page
+        assert click[1].startswith(base + "/shop/_tg/c/") and pixel[1].startswith(base + "/shop/_tg/o/")
+        redirect = client.get(click[1])
+        assert (redirect.status_code, redirect.headers["location"]) == (302, "https://partner.example/deal")
+        gif = client.get(pixel[1])
+        assert gif.status_code == 200 and gif.headers["content-type"] == "image/gif"
+        health = client.get(base + "/shop/_tg/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert client.get(base + "/_tg/health").status_code == 404  # nothing of ours outside the mount
