@@ -26,6 +26,8 @@ ENV_PREFIX = "TRACKGATE_"
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
+# Segments of URL-unreserved characters: the prefix goes into links as it is, unquoted.
+_PATH_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -181,8 +183,12 @@ class Settings:
         self._check()
 
     def _check(self) -> None:
-        if not self.path_prefix.startswith("/") or self.path_prefix.endswith("/") or len(self.path_prefix) < 2:
-            raise ConfigError("TRACKGATE_PATH_PREFIX", self.path_prefix, "must start with / and not end with /")
+        if not _PATH_PREFIX.fullmatch(self.path_prefix):
+            raise ConfigError(
+                "TRACKGATE_PATH_PREFIX",
+                self.path_prefix,
+                "a path like /_tg: starts with /, does not end with /, and holds only letters, digits and ._~-",
+            )
         if self.base_url is not None and not re.match(r"^https?://[^/?#]+(/[^?#]*)?$", self.base_url):
             raise ConfigError("TRACKGATE_BASE_URL", self.base_url, "expected an http(s) origin like https://x.org")
         if self.env == "production" and not self.secret_key:

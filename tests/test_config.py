@@ -75,6 +75,17 @@ def test_bad_durations(text: str) -> None:
         trackgate.Settings.from_environ({"TRACKGATE_COOKIE_MAX_AGE": text})
 
 
+@pytest.mark.parametrize("prefix", ["", "/", "_tg", "/_tg/", "/a b", "/t?x", "/t#x", "//tg", "/t%20g"])
+def test_bad_path_prefixes(prefix: str) -> None:
+    with pytest.raises(trackgate.ConfigError, match="TRACKGATE_PATH_PREFIX"):
+        trackgate.Settings.from_environ({"TRACKGATE_PATH_PREFIX": prefix})
+
+
+@pytest.mark.parametrize("prefix", ["/_tg", "/track", "/static/t.v1", "/a/b~c"])
+def test_path_prefixes(prefix: str) -> None:
+    assert trackgate.Settings.from_environ({"TRACKGATE_PATH_PREFIX": prefix}).path_prefix == prefix
+
+
 def test_production_requires_a_secret_key() -> None:
     with pytest.raises(trackgate.ConfigError, match="TRACKGATE_SECRET_KEY"):
         trackgate.Settings.from_environ({"TRACKGATE_ENV": "production"})
