@@ -28,6 +28,11 @@ _FALSE = frozenset({"false", "0", "no", "off"})
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 # Segments of URL-unreserved characters: the prefix goes into links as it is, unquoted.
 _PATH_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
+# A cookie name is an RFC 6265 token; a consent cookie may name the value that grants (cookie octets).
+_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CONSENT_COOKIE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:=[!#$%&'()*+./:<>?@\[\]^_`{|}~0-9A-Za-z-]+)?")
+_QUERY_NAME = re.compile(r"[A-Za-z0-9._~-]+")
+_DOMAIN = re.compile(r"\.?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -189,6 +194,15 @@ class Settings:
                 self.path_prefix,
                 "a path like /_tg: starts with /, does not end with /, and holds only letters, digits and ._~-",
             )
+        for variable, value, shape, what in (
+            ("TRACKGATE_COOKIE_NAME", self.cookie_name, _COOKIE_NAME, "a cookie name (letters, digits, -_.)"),
+            ("TRACKGATE_VISITOR_PARAM", self.visitor_param, _QUERY_NAME, "a query parameter (letters, digits, -_.~)"),
+            ("TRACKGATE_COOKIE_DOMAIN", self.cookie_domain, _DOMAIN, "a domain like example.org or .example.org"),
+            ("TRACKGATE_CONSENT_COOKIE", self.consent_cookie, _CONSENT_COOKIE, "a cookie name, or name=value"),
+        ):
+            # Each goes into a Set-Cookie header or a link as it is: a ";" or a space would break either.
+            if value is not None and not shape.fullmatch(value):
+                raise ConfigError(variable, value, f"expected {what}")
         if self.base_url is not None and not re.match(r"^https?://[^/?#]+(/[^?#]*)?$", self.base_url):
             raise ConfigError("TRACKGATE_BASE_URL", self.base_url, "expected an http(s) origin like https://x.org")
         if self.env == "production" and not self.secret_key:
