@@ -50,7 +50,8 @@ _DOCTYPE = rb"![dD][oO][cC][tT][yY][pP][eE]"
 _INTERESTING = rb"(?i:a|area|/?body|/?svg|/?math|html|" + _RAW_TEXT + rb")[" + _WS + rb"/>]|!--|!\[CDATA\[|" + _DOCTYPE
 # Text and every complete construct we do not care about, consumed without a Python-level loop.
 _SKIP = re.compile(
-    rb"(?:[^<]++|<(?:(?!"
+    # A whole comment is skipped here too; it ends at the first "--!?>" from its own "--", as in _scan.
+    rb"(?:[^<]++|<(?:!(?=--)[\s\S]*?--!?>|(?!"
     + _INTERESTING
     + rb")(?:/?[a-zA-Z][^"
     + _WS
