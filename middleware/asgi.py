@@ -20,7 +20,7 @@ from .gate import Emit, Gate
 from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .settings import Settings
-from .shell_common import OPT_OUT_HEADER, client_address, looks_like_html, make_settings
+from .shell_common import OPT_OUT_HEADER, client_address, looks_like_html, make_settings, weak_etag
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
@@ -168,8 +168,13 @@ def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send
         facts = _facts(scope, 0)
         text_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in edited]
         body_filter = gate.body_filter(facts, state.visitor, message["status"], text_headers)
-        if body_filter is None and gate.stale_head_length(facts, message["status"], text_headers):
-            message["headers"] = _without_length(edited)
+        if body_filter is not None or gate.head_of_rewritten(facts, message["status"], text_headers):
+            edited = [
+                (name, weak_etag(value.decode("latin-1")).encode("latin-1") if name.lower() == b"etag" else value)
+                for name, value in edited
+            ]
+            # A HEAD shows its GET's headers: that GET has another length, or none.
+            message["headers"] = edited if body_filter is not None else _without_length(edited)
     return None if body_filter is None else _Rewriting(body_filter, message, send)
 
 

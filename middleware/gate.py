@@ -94,9 +94,9 @@ class Gate:
         )
         return BodyFilter(plan, rewriter)
 
-    def stale_head_length(self, facts: RequestFacts, status: int, headers: Sequence[tuple[str, str]]) -> bool:
-        """True for the HEAD of a page a GET would rewrite: the app's Content-Length is not the length a GET
-        gets (rewritten, or none when it streams), so the HEAD must not announce it."""
+    def head_of_rewritten(self, facts: RequestFacts, status: int, headers: Sequence[tuple[str, str]]) -> bool:
+        """True for the HEAD of a page a GET would rewrite: it must show the headers the GET gets, without the
+        app's Content-Length (a rewritten body has another, a streamed one none) and with a weak ETag."""
         return facts.method == "HEAD" and self._rewrites() and plan_rewrite("GET", status, headers) is not None
 
     def _rewrites(self) -> bool:

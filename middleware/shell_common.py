@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from werkzeug.http import quote_etag, unquote_etag
+
 from .settings import Settings
 
 OPT_OUT_HEADER = "x-trackgate"
@@ -49,6 +51,13 @@ def edit_headers(
     if set_cookie is not None:
         edited.append(("Set-Cookie", set_cookie))
     return edited, None if opted_out else content_type
+
+
+def weak_etag(value: str) -> str:
+    """The app's ETag, made weak for a body we rewrite: the tag no longer names these exact bytes (nginx's
+    gzip does the same), so a Range request with If-Range can never splice the app's bytes onto ours."""
+    tag, _ = unquote_etag(value.strip())
+    return quote_etag(tag, weak=True)
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: int) -> str | None:

@@ -24,7 +24,7 @@ from .gate import Emit, Gate
 from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .settings import Settings
-from .shell_common import client_address, edit_headers, looks_like_html, make_settings
+from .shell_common import client_address, edit_headers, looks_like_html, make_settings, weak_etag
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
@@ -118,8 +118,10 @@ class _Responder:
             with guarded("choosing to rewrite"):
                 facts = _facts(self._environ, 0)
                 self._filter = self._gate.body_filter(facts, self._state.visitor, int(status[:3]), headers)
-                if self._filter is None and self._gate.stale_head_length(facts, int(status[:3]), headers):
-                    headers = _without_length(headers)
+                if self._filter is not None or self._gate.head_of_rewritten(facts, int(status[:3]), headers):
+                    headers = [(k, weak_etag(v) if k.lower() == "etag" else v) for k, v in headers]
+                    if self._filter is None:  # a HEAD: as its GET would be, which has another length or none
+                        headers = _without_length(headers)
         if self._filter is None or exc_info is not None:
             self._filter = None
             return self._start_response(status, headers, exc_info)

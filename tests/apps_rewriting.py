@@ -29,6 +29,7 @@ async def _page(request: Request) -> Response:
     headers = {
         "/off": {"X-Trackgate": "off"},
         "/export": {"Content-Disposition": 'attachment; filename="shop.html"'},
+        "/tagged": {"ETag": '"shop-v1"'},
     }.get(request.url.path)
     return HTMLResponse(PAGE, headers=headers)
 
@@ -58,6 +59,7 @@ asgi_app = trackgate.ASGIMiddleware(
                 Route("/", _page, methods=["GET", "HEAD"]),
                 Route("/off", _page),
                 Route("/export", _page),
+                Route("/tagged", _page),
                 Route("/streamed", _streamed),
                 Route("/not-modified", _not_modified),
                 Route("/fragment", _fragment),
@@ -76,6 +78,7 @@ def _wsgi_site(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
             ("Content-Type", "text/html; charset=utf-8"),
             ("Content-Encoding", "gzip"),
             ("Content-Length", str(len(body))),
+            ("ETag", '"site-v1"'),
         ],
     )
     return [body]

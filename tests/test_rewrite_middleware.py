@@ -76,6 +76,12 @@ def test_an_opted_out_page_is_left_alone_and_the_header_removed(asgi: str) -> No
     assert 'href="https://partner.example/deal?a=1&amp;b=2"' in response.text
 
 
+def test_a_rewritten_page_s_etag_becomes_weak(asgi: str) -> None:
+    # The tag named the app's bytes, not ours: weak, If-Range can never mix the two.
+    assert raw_get(asgi + "/tagged").headers["etag"] == 'W/"shop-v1"'
+    assert raw_get(asgi + "/tagged", "HEAD").headers["etag"] == 'W/"shop-v1"'  # as its GET has it
+
+
 def test_an_html_download_is_left_alone(asgi: str) -> None:
     response = raw_get(asgi + "/export")
     assert response.headers["content-disposition"].startswith("attachment")
@@ -94,6 +100,7 @@ def test_wsgi_gzip_body_gets_a_recomputed_content_length_and_its_head_none() -> 
     assert headers["content-encoding"] == "gzip"
     assert int(headers["content-length"]) == len(wire)
     assert head.status_code == 200 and "content-length" not in head.headers  # the app's would be stale
+    assert headers["etag"] == head.headers["etag"] == 'W/"site-v1"'
     page = gzip.decompress(wire).decode()
     assert "/_tg/c/" in page and page.count("/_tg/o/") == 1
 
