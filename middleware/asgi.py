@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ._boundary import guarded, swallow
-from .facts import RequestFacts
+from .facts import RequestFacts, below_mount
 from .gate import Emit, Gate
 from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
@@ -295,9 +295,7 @@ def _facts(scope: Scope, trusted_proxies: int) -> RequestFacts:
 def _route_path(scope: Scope) -> str:
     """The path below where the app is mounted. ASGI's ``path`` includes ``root_path`` (servers and
     Starlette's Mount keep it whole); older ones left it out, which leaves nothing to strip."""
-    path: str = scope["path"]
-    root = scope.get("root_path")
-    return path[len(root) :] if root and path.startswith(root) else path
+    return below_mount(scope["path"], scope.get("root_path", ""))
 
 
 def _server_host(scope: Scope, scheme: str) -> str:

@@ -15,6 +15,14 @@ class HeaderLookup(Protocol):
     def __getitem__(self, key: str, /) -> str: ...
 
 
+def below_mount(path: str, root_path: str) -> str:
+    """``path`` without the mount ``root_path`` it starts with ("/shop/x" below "/shop" is "/x"; "/shopping"
+    is not below "/shop"), as Starlette's routing reads it."""
+    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] in ("", "/"):
+        return path[len(root_path) :]
+    return path
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RequestFacts:
     method: str
@@ -33,7 +41,7 @@ class RequestFacts:
     @property
     def route_path(self) -> str:
         """The path below the mount: what the app itself routes on."""
-        return self.path[len(self.root_path) :] if self.path.startswith(self.root_path) else self.path
+        return below_mount(self.path, self.root_path)
 
     @property
     def app_url(self) -> str:

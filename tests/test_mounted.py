@@ -9,7 +9,7 @@ import httpx
 import pytest
 from servers import serve
 
-pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.timeout(90)]
 
 ENV = {"TRACKGATE_SECRET_KEY": "mounted-key", "TRACKGATE_SINKS": "console", "TRACKGATE_REWRITE": "all"}
 
@@ -19,6 +19,7 @@ ENV = {"TRACKGATE_SECRET_KEY": "mounted-key", "TRACKGATE_SINKS": "console", "TRA
     [("uvicorn", "apps_mounted:asgi_app"), ("gunicorn", "apps_mounted:wsgi_app")],
     ids=["starlette-mount-uvicorn", "dispatcher-middleware-gunicorn"],
 )
+@pytest.mark.server
 def test_links_of_a_mounted_app_come_back_through_it(kind: str, app: str) -> None:
     with serve(kind, app, env=ENV) as base, httpx.Client(timeout=10) as client:
         page = client.get(base + "/shop/page").text
@@ -33,3 +34,14 @@ def test_links_of_a_mounted_app_come_back_through_it(kind: str, app: str) -> Non
         health = client.get(base + "/shop/_tg/health")
         assert health.status_code == 200 and health.json()["status"] == "ok"
         assert client.get(base + "/_tg/health").status_code == 404  # nothing of ours outside the mount
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "below"),
+    [("/shop/_tg/o/t", "/shop", "/_tg/o/t"), ("/shop", "/shop", ""), ("/shopping/x", "/shop", "/shopping/x"),
+     ("/x", "", "/x"), ("/x", "/shop", "/x")],
+)
+def test_a_path_is_below_a_mount_only_at_a_segment_boundary(path: str, root: str, below: str) -> None:
+    from trackgate.facts import below_mount
+
+    assert below_mount(path, root) == below
