@@ -35,6 +35,7 @@ class Rewriter(Protocol):
 class RewritePlan:
     charset: str | None  # from Content-Type, if it names one
     encoding: Encoding
+    xml: bool = False  # application/xhtml+xml: browsers read it with their XML parser
 
 
 def _brotli() -> Any:
@@ -81,7 +82,9 @@ def plan_rewrite(method: str, status: int, headers: Sequence[tuple[str, str]]) -
         encoding = "br"
     else:
         return None  # a coding we cannot undo (or several stacked): leave the body alone
-    return RewritePlan(charset=options.get("charset") or None, encoding=encoding)
+    return RewritePlan(
+        charset=options.get("charset") or None, encoding=encoding, xml=mime.lower() == "application/xhtml+xml"
+    )
 
 
 class BodyFilter:

@@ -91,6 +91,7 @@ class Gate:
             charset=plan.charset,
             page_host=facts.host,
             pixel_in_fragments=False,  # a fragment fetched into a page is not a page view
+            xml=plan.xml,
         )
         return BodyFilter(plan, rewriter)
 

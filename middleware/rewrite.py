@@ -123,6 +123,7 @@ class HtmlRewriter:
         charset: str | None = None,
         page_host: str | None = None,
         pixel_in_fragments: bool = True,
+        xml: bool = False,
     ) -> None:
         self._links = links
         self._is_tracking_url = links.is_tracking_url
@@ -151,6 +152,7 @@ class HtmlRewriter:
         # Open <svg> and <math> elements: only inside them is "<![CDATA[" a CDATA section. (Counted from
         # their tags alone; the tree builder's other ways out of foreign content are not followed.)
         self._foreign = 0
+        self._xml = xml  # XHTML read as XML: "<![CDATA[" is a section everywhere
         self._keep = 0  # bytes to keep back while inside: a possible partial end marker
         self._tail: bytearray | None = None  # output held since the last </body> (the pixel goes before it)
         self._pixel_done = False
@@ -282,7 +284,7 @@ class HtmlRewriter:
             return start + 2
         if cdata:  # <![CDATA[: a section ending at "]]>" in SVG or MathML, a bogus comment ending at ">" in HTML
             self._emit(text[position : start + 9])
-            if self._foreign:
+            if self._foreign or self._xml:
                 self._enter(_CDATA_END, 2)
             else:
                 self._enter(_BOGUS_COMMENT_END, 0)

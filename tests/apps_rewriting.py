@@ -48,6 +48,16 @@ async def _fragment(request: Request) -> Response:
     return HTMLResponse('<li><a href="https://partner.example/item/7">item 7</a></li>')
 
 
+XHTML = (
+    '<html xmlns="http://www.w3.org/1999/xhtml"><body><p><![CDATA[ a > <a href="https://partner.example/in">'
+    ' ]]></p><a href="https://partner.example/out">out</a></body></html>'
+)
+
+
+async def _xhtml(request: Request) -> Response:
+    return Response(XHTML, media_type="application/xhtml+xml")
+
+
 async def _not_modified(request: Request) -> Response:
     return Response(status_code=304, headers={"Content-Type": "text/html"})
 
@@ -63,6 +73,7 @@ asgi_app = trackgate.ASGIMiddleware(
                 Route("/streamed", _streamed),
                 Route("/not-modified", _not_modified),
                 Route("/fragment", _fragment),
+                Route("/xhtml", _xhtml),
             ]
         ),
         minimum_size=0,

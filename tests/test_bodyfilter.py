@@ -18,7 +18,7 @@ HTML = [("Content-Type", "text/html; charset=iso-8859-1")]
     ("method", "status", "headers", "expected"),
     [
         ("GET", 200, HTML, RewritePlan("iso-8859-1", "identity")),
-        ("GET", 200, [("content-type", "application/xhtml+xml")], RewritePlan(None, "identity")),
+        ("GET", 200, [("content-type", "application/xhtml+xml")], RewritePlan(None, "identity", xml=True)),
         ("GET", 200, [*HTML, ("Content-Encoding", "gzip")], RewritePlan("iso-8859-1", "gzip")),
         ("GET", 200, [*HTML, ("Content-Encoding", "deflate")], RewritePlan("iso-8859-1", "deflate")),
         ("GET", 200, [*HTML, ("Content-Encoding", "br")], RewritePlan("iso-8859-1", "br")),

@@ -376,7 +376,7 @@ def test_a_real_html5_parser_sees_exactly_the_tracked_links(doc: str) -> None:
         "svg-link",
     ],
 )
-def test_cdata_is_a_section_only_in_svg_and_mathml(doc: str) -> None:
+def test_cdata_is_a_section_only_in_svg_and_mathml(doc: str) -> None:  # and in XHTML, below
     assert_a_real_parser_sees_the_tracked_links(doc)
     if "<svg" not in doc and "<math" not in doc:  # the rest of the page is read, and gets its pixel
         assert rewrite(doc + "</body>", open_tracking=True).endswith('o/pixel" width="1" height="1" alt="" '
@@ -403,3 +403,12 @@ def assert_a_real_parser_sees_the_tracked_links(doc: str) -> None:
         )
         expected.append(track(url).replace("&amp;", "&") if trackable and url else href)
     assert hrefs(rewrite(doc)) == expected
+
+
+def test_in_xhtml_cdata_is_a_section_everywhere() -> None:
+    # application/xhtml+xml goes through the browser's XML parser: what a CDATA section holds is text.
+    doc = '<p><![CDATA[ a > <a href="https://in.org/">text</a> ]]></p><a href="https://x.org/">x</a>'
+    links = FakeLinks()
+    out = rewrite_html(doc, links, xml=True, open_tracking=False)
+    assert links.clicked == [("https://x.org/", None)]
+    assert out.startswith('<p><![CDATA[ a > <a href="https://in.org/">text</a> ]]></p>')

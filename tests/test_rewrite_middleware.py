@@ -82,6 +82,12 @@ def test_a_rewritten_page_s_etag_becomes_weak(asgi: str) -> None:
     assert raw_get(asgi + "/tagged", "HEAD").headers["etag"] == 'W/"shop-v1"'  # as its GET has it
 
 
+def test_xhtml_is_read_as_xml_would_read_it(asgi: str) -> None:
+    page = raw_get(asgi + "/xhtml").text
+    assert '<![CDATA[ a > <a href="https://partner.example/in"> ]]>' in page  # text in XML: left alone
+    assert 'href="https://partner.example/out"' not in page and "/_tg/c/" in page
+
+
 def test_an_html_download_is_left_alone(asgi: str) -> None:
     response = raw_get(asgi + "/export")
     assert response.headers["content-disposition"].startswith("attachment")
