@@ -74,6 +74,10 @@ def is_valid_code(code: str) -> bool:
     return _VALID_CODE.match(code) is not None
 
 
+# What reading a Cookie header gives instead of a code when it holds two different ones (never a valid code).
+_TWO_CODES = ""
+
+
 class VisitorState:
     """Per-request: who the visitor is and what the response must tell the client's cookie jar."""
 
@@ -81,7 +85,7 @@ class VisitorState:
 
     def __init__(self, visitor: Visitor, cookie_action: str | None, known_code: str | None) -> None:
         self.visitor = visitor
-        self.cookie_action = cookie_action  # None, "store" or "delete"
+        self.cookie_action = cookie_action  # None, "store", "delete" or "unshadow"
         self._known_code = known_code  # a valid code the client already holds, kept for a later grant
 
     def set_consent(self, granted: bool) -> None:
@@ -129,6 +133,12 @@ class Identity:
                 cookies, known = self._read_cookies(cookie_header)
             else:
                 cookies, known = self._read_cookie_header(cookie_header)
+        # Two different codes: the client holds a copy that ours cannot overwrite (most often a host-only
+        # cookie left from before TRACKGATE_COOKIE_DOMAIN was set). Neither is trusted; the response clears
+        # the host-only copy, so that the next request sends one code instead of getting a new one forever.
+        shadowed = known == _TWO_CODES
+        if shadowed:
+            known = None
         from_query = self._code_from_query(query_string) if query_string else None
         consents = (self._always_consents and gpc is None) or self._consents(cookies, gpc, holds_code=known is not None)
         if not consents:
@@ -138,13 +148,15 @@ class Identity:
             return VisitorState(Visitor(from_query, False, True), action, from_query)
         if known is not None:
             return VisitorState(Visitor(known, False, True), None, known)
-        return VisitorState(Visitor(new_code(), True, True), "store", None)
+        return VisitorState(Visitor(new_code(), True, True), "unshadow" if shadowed else "store", None)
 
     def set_cookie_header(self, state: VisitorState, secure_request: bool) -> str | None:
         if state.cookie_action is None:
             return None
         if state.cookie_action == "delete":
             return self._dump("", max_age=0, secure=self._secure(secure_request))
+        if state.cookie_action == "unshadow":
+            return self._dump("", max_age=0, secure=self._secure(secure_request), host_only=True)
         # Codes are validated to need no quoting, so werkzeug's attribute string is made once per kind of
         # request (https or not) and reused: a new visitor on every request (a load test, a crawler) stays
         # cheap.
@@ -158,14 +170,15 @@ class Identity:
         setting = self._settings.cookie_secure
         return secure_request if setting is None else setting
 
-    def _dump(self, value: str, *, max_age: int, secure: bool) -> str:
+    def _dump(self, value: str, *, max_age: int, secure: bool, host_only: bool = False) -> str:
+        """The Set-Cookie value; ``host_only`` names the cookie without a Domain whatever the configured one."""
         settings = self._settings
         return dump_cookie(
             self._cookie_name,
             value,
             max_age=max_age,
             path="/",
-            domain=settings.cookie_domain,
+            domain=None if host_only else settings.cookie_domain,
             secure=secure or settings.cookie_samesite == "none",
             httponly=settings.cookie_httponly,
             samesite=settings.cookie_samesite.capitalize(),
@@ -181,7 +194,7 @@ class Identity:
         # Two different codes under one name (a parent-domain cookie, an injection attempt): trust neither.
         # The fast parser keeps only the last value; werkzeug's keeps them all.
         if header.count(self._cookie_name + "=") > 1 and len(set(parse_cookie(header).getlist(self._cookie_name))) != 1:
-            return cookies, None
+            return cookies, _TWO_CODES
         return cookies, code
 
     def _code_from_query(self, query_string: str) -> str | None:

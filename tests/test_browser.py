@@ -102,3 +102,44 @@ def test_a_visit_and_a_click_in_chromium_become_events(server: str, app: str, pa
                 assert not hook.duplicates()
             finally:
                 browser.close()
+
+
+def test_a_host_only_cookie_left_from_before_a_cookie_domain_is_cleared_and_the_code_settles(
+    tmp_path: Path,
+) -> None:
+    """TRACKGATE_COOKIE_DOMAIN set after visitors got host-only cookies: the browser sends two codes. The
+    first response clears the host-only copy, and from then on the domain cookie's code is the visitor's."""
+    from playwright.sync_api import sync_playwright
+
+    env = {
+        "TRACKGATE_SECRET_KEY": "browser-test-key",
+        "TRACKGATE_SINKS": "console",
+        "TRACKGATE_COOKIE_DOMAIN": "shop.test",
+        "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        "DEST_URL": "http://partner.test/",
+    }
+    with serve("uvicorn", "apps_browser:asgi_app", env=env) as base, sync_playwright() as playwright:
+        port = base.rsplit(":", 1)[1]
+        site = f"http://www.shop.test:{port}/"
+        # The shop's names resolve to the loopback server: a domain cookie needs a name, not an address.
+        args = [*CHROMIUM_ARGS, "--host-resolver-rules=MAP *.shop.test 127.0.0.1"]
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
+        try:
+            context = browser.new_context()
+            context.add_cookies(
+                [
+                    {"name": "tg_vid", "value": "leftover.host-only", "url": site},
+                    {"name": "tg_vid", "value": "current.domain", "domain": ".shop.test", "path": "/"},
+                ]
+            )
+            page = context.new_page()
+            page.goto(site)
+            assert page.text_content("#visitor") not in ("leftover.host-only", "current.domain")  # neither trusted
+            jar = [(c["value"], c["domain"]) for c in context.cookies() if c["name"] == "tg_vid"]
+            assert jar == [("current.domain", ".shop.test")]
+            page.goto(site)
+            assert page.text_content("#visitor") == "current.domain"
+            page.goto(site)
+            assert page.text_content("#visitor") == "current.domain"
+        finally:
+            browser.close()

@@ -173,11 +173,18 @@ def test_same_code_in_query_and_cookie_sets_no_cookie(get: Get) -> None:
     assert answer.set_cookies == []
 
 
-def test_two_different_visitor_cookies_get_a_fresh_code(get: Get) -> None:
-    answer = get("/", headers={"Cookie": "tg_vid=aaaa; tg_vid=bbbb"})
-    assert CODE.match(answer.body["code"])
-    assert answer.body["is_new"] is True
+@pytest.mark.parametrize("domain", [None, "example.org"])
+def test_two_different_visitor_cookies_get_a_fresh_code_and_the_host_only_copy_cleared(
+    get: Get, domain: str | None
+) -> None:
+    # Most often a host-only cookie left from before TRACKGATE_COOKIE_DOMAIN was set: storing a new code
+    # under the configured domain would leave both, and every later request would be a new visitor.
+    answer = get("/", headers={"Cookie": "tg_vid=aaaa; tg_vid=bbbb"}, cookie_domain=domain)
+    assert CODE.match(answer.body["code"]) and answer.body["is_new"] is True
     assert len(answer.set_cookies) == 1
+    name, value, attributes = _attributes(answer.set_cookies[0])
+    assert (name, value, attributes["max-age"], attributes["path"]) == ("tg_vid", "", "0", "/")
+    assert "domain" not in attributes
 
 
 # --- hostile cookie values, straight into the shells (no client to tidy them up) ----------------------------
