@@ -84,7 +84,7 @@ class Gate:
         # Links must come back through this middleware: below the app's mount when it is not at the root.
         base = settings.base_url or facts.app_url
         rewriter = HtmlRewriter(
-            self.links.for_page(facts.url, base),
+            self.links.for_page(self._page_url(facts), base),
             click_tracking=settings.rewrite != "off",
             open_tracking=settings.pageview_pixel,
             scope="outbound" if settings.rewrite == "outbound" else "all",
@@ -94,6 +94,16 @@ class Gate:
             xml=plan.xml,
         )
         return BodyFilter(plan, rewriter)
+
+    def _page_url(self, facts: RequestFacts) -> str:
+        """The page's URL as its page views record it: without the visitor parameter, which carries one
+        visitor's code (each visitor arriving from an email would otherwise be a page of their own)."""
+        param = self.settings.visitor_param
+        query = facts.query_string
+        if param not in query:
+            return facts.url
+        kept = "&".join(part for part in query.split("&") if part.partition("=")[0] != param)
+        return facts.origin + facts.path + ("?" + kept if kept else "")
 
     def head_of_rewritten(self, facts: RequestFacts, status: int, headers: Sequence[tuple[str, str]]) -> bool:
         """True for the HEAD of a page a GET would rewrite: it must show the headers the GET gets, without the

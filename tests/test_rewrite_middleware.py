@@ -5,12 +5,15 @@ and opted-out responses untouched."""
 from __future__ import annotations
 
 import gzip
+import re
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from apps_rewriting import PAGE, STATIC_PAGE
 from servers import serve
+
+from trackgate import Settings, TrackingLinks
 
 pytestmark = [pytest.mark.server, pytest.mark.timeout(90)]
 
@@ -86,6 +89,15 @@ def test_xhtml_is_read_as_xml_would_read_it(asgi: str) -> None:
     page = raw_get(asgi + "/xhtml").text
     assert '<![CDATA[ a > <a href="https://partner.example/in"> ]]>' in page  # text in XML: left alone
     assert 'href="https://partner.example/out"' not in page and "/_tg/c/" in page
+
+
+@pytest.mark.parametrize(("query", "recorded"), [("?tg_vid=from.email-1&ref=nl", "?ref=nl"), ("?tg_vid=x1", "")])
+def test_a_page_view_records_the_page_without_the_visitor_parameter(asgi: str, query: str, recorded: str) -> None:
+    page = raw_get(asgi + "/streamed" + query).text
+    pixel = re.search(r'<img src="([^"]+)"', page)
+    assert pixel, page
+    links = TrackingLinks(Settings.from_environ({}, secret_key=ENV["TRACKGATE_SECRET_KEY"]))
+    assert links.decode(pixel[1]).tracked_url == asgi + "/streamed" + recorded
 
 
 def test_an_html_download_is_left_alone(asgi: str) -> None:
