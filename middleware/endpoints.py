@@ -119,6 +119,7 @@ def _record(facts: RequestFacts, visitor_code: str | None, gate: Gate, result: T
             visitor=visitor_code,
             url=result.tracked_url,
             referrer=headers.get("referer"),
+            title=result.title,
             metadata=result.metadata,
             user_agent=headers.get("user-agent"),
             ip=anonymize_ip(facts.client_addr, gate.settings.anonymize_ip),

@@ -92,6 +92,7 @@ class Gate:
             page_host=facts.host,
             pixel_in_fragments=False,  # a fragment fetched into a page is not a page view
             xml=plan.xml,
+            page_title=True,  # the page view reports it (Matomo's action_name)
         )
         return BodyFilter(plan, rewriter)
 

@@ -102,6 +102,7 @@ class TrackingResult(NamedTuple):
     event_id: str = ""
     # Made by pytracking 0.2 (accepted only with TRACKGATE_LEGACY_PYTRACKING).
     legacy: bool = False
+    title: str | None = None  # of the page a page-view pixel was on
 
     @property
     def is_open_tracking(self) -> bool:
@@ -125,6 +126,7 @@ class TrackingResult(NamedTuple):
             "visitor": self.visitor,
             "event_id": self.event_id,
             "legacy": self.legacy,
+            "title": self.title,
         }
 
 
@@ -214,11 +216,15 @@ class TrackingLinks:
         *,
         expires_in: float | datetime.timedelta | None = None,
         page_url: str | None = None,
+        title: str | None = None,
     ) -> str:
-        """Like ``open_url`` without the origin; with ``page_url`` the pixel records a page view."""
+        """Like ``open_url`` without the origin; with ``page_url`` the pixel records a page view (of a page
+        titled ``title``)."""
         data: dict[str, Any] = {}
         if page_url is not None:
             data["u"] = check_url(page_url)
+            if title:
+                data["t"] = title
         if metadata:
             data["m"] = dict(metadata)
         token = self._codec.dumps(data, "open", expires_at=_expires_at(expires_in))
@@ -333,6 +339,9 @@ class TrackingLinks:
         metadata = data.get("metadata" if legacy else "m") or {}
         if type(metadata) is not dict:
             raise BadToken("metadata is not an object")
+        title = None if legacy else data.get("t")
+        if title is not None and type(title) is not str:
+            raise BadToken("title is not text")
         if url is not None:
             try:
                 check_url(url)
@@ -346,7 +355,16 @@ class TrackingLinks:
             kind = "open" if url is None or legacy else "pageview"
         now = time.time()
         return TrackingResult(
-            url, self.settings.webhook_url, metadata, request_data, int(now), kind, visitor, new_event_id(now), legacy
+            url,
+            self.settings.webhook_url,
+            metadata,
+            request_data,
+            int(now),
+            kind,
+            visitor,
+            new_event_id(now),
+            legacy,
+            title if kind == "pageview" else None,
         )
 
     def _legacy_result(
@@ -390,9 +408,9 @@ class PageLinks:
             return self._links._click_maker(self._base + self._links._click_prefix, metadata)
         return self.click_url
 
-    def open_url(self, metadata: Mapping[str, Any] | None = None) -> str:
-        """The page-view pixel for this page."""
-        return self._base + self._links.open_path(metadata, page_url=self.page_url)
+    def open_url(self, metadata: Mapping[str, Any] | None = None, *, title: str | None = None) -> str:
+        """The page-view pixel for this page (titled ``title``, as its page views will report)."""
+        return self._base + self._links.open_path(metadata, page_url=self.page_url, title=title)
 
     def is_tracking_url(self, url: str) -> bool:
         return url.startswith(self._marks)

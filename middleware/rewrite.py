@@ -14,9 +14,10 @@ raw-text elements (script, style, textarea, title, ...) are never mistaken for m
 from __future__ import annotations
 
 import functools
+import html
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Literal, Protocol, overload
+from typing import Any, Literal, Protocol, cast, overload
 from urllib.parse import urlsplit
 
 from .errors import BadURL, TrackgateError
@@ -30,6 +31,12 @@ class LinkSource(Protocol):
     def open_url(self, metadata: Mapping[str, Any] | None = None) -> str: ...
 
     def is_tracking_url(self, url: str) -> bool: ...
+
+
+class TitledLinkSource(LinkSource, Protocol):
+    """A link source whose pixel can carry the page's title (what ``page_title=True`` needs)."""
+
+    def open_url(self, metadata: Mapping[str, Any] | None = None, *, title: str | None = None) -> str: ...
 
 
 # An unfinished tag is held back at most this many bytes; past that it streams through unchanged while the
@@ -91,6 +98,8 @@ _COMMENT_END = re.compile(rb"--!?>")
 _CDATA_END = re.compile(rb"\]\]>")
 _BOGUS_COMMENT_END = re.compile(rb">")
 _FOREIGN = (b"svg", b"math")
+_TITLE_BYTES = 1024  # of a <title> kept for the page view; the text is cut to _TITLE_CHARS
+_TITLE_CHARS = 256
 _NEVER = re.compile(rb"(?!)")
 _RAW_TEXT_ENDS = {
     name: re.compile(rb"</" + name + rb"[" + _WS + rb"/>]", re.IGNORECASE) for name in _RAW_TEXT.split(b"|")
@@ -124,6 +133,7 @@ class HtmlRewriter:
         page_host: str | None = None,
         pixel_in_fragments: bool = True,
         xml: bool = False,
+        page_title: bool = False,
     ) -> None:
         self._links = links
         self._is_tracking_url = links.is_tracking_url
@@ -153,6 +163,11 @@ class HtmlRewriter:
         # their tags alone; the tree builder's other ways out of foreign content are not followed.)
         self._foreign = 0
         self._xml = xml  # XHTML read as XML: "<![CDATA[" is a section everywhere
+        # page_title: the pixel carries the document's <title> (links.open_url(metadata, title=...)), which a
+        # page view reports (Matomo's action_name). Its bytes are collected while inside it, bounded.
+        self._wants_title = page_title
+        self._title: str | None = None
+        self._title_bytes: bytearray | None = None
         self._keep = 0  # bytes to keep back while inside: a possible partial end marker
         self._tail: bytearray | None = None  # output held since the last </body> (the pixel goes before it)
         self._pixel_done = False
@@ -237,12 +252,15 @@ class HtmlRewriter:
                 if found is None:
                     # Emit all but a possible partial end marker; keep scanning inside next time.
                     keep = 0 if final else min(self._keep, size - position)
-                    self._emit(buffer[position : size - keep])
+                    self._emit_inside(buffer[position : size - keep])
                     position = size - keep
                     break
-                self._emit(buffer[position : found.start()])
+                self._emit_inside(buffer[position : found.start()])
                 position = found.start()
                 self._until = None
+                if self._title_bytes is not None:
+                    self._title = _title_text(bytes(self._title_bytes), self._codec or "utf-8")
+                    self._title_bytes = None
                 if found.group(0)[:1] != b"<":  # a comment or CDATA end marker: part of the construct
                     self._emit(found.group(0))
                     position = found.end()
@@ -340,6 +358,8 @@ class HtmlRewriter:
             self._enter(_NEVER, 0)  # nothing ends it
         elif name in _RAW_TEXT_ENDS:  # script, style, textarea, title, ...: text until its own end tag
             self._enter(_raw_text_end(name), len(name) + 2)
+            if name == b"title" and self._wants_title and self._title is None and not self._foreign:
+                self._title_bytes = bytearray()  # the document's title (an SVG's comes later, and is not)
 
     def _start_walking(self, buffer: bytes, position: int) -> int:
         """An unfinished tag longer than MAX_HELD streams through from here while the walker follows it."""
@@ -385,8 +405,17 @@ class HtmlRewriter:
         self._out.clear()
         return out
 
+    def _emit_inside(self, data: bytes) -> None:
+        """Emit text inside a comment, CDATA or raw text; keep the start of the document's title."""
+        if self._title_bytes is not None and len(self._title_bytes) < _TITLE_BYTES:
+            self._title_bytes += data[: _TITLE_BYTES - len(self._title_bytes)]
+        self._emit(data)
+
     def _pixel(self) -> bytes:
-        source = self._links.open_url(self._metadata)
+        if self._wants_title:
+            source = cast(TitledLinkSource, self._links).open_url(self._metadata, title=self._title)
+        else:
+            source = self._links.open_url(self._metadata)
         return _PIXEL.format(src=_escape(source, '"')).encode("ascii", "xmlcharrefreplace")
 
     # --- links ---------------------------------------------------------------------------------------
@@ -473,6 +502,12 @@ def _self_closing(tag: bytes) -> bool:
     if last is None or not last[2] or last.end() != len(tag) - 1:
         return True
     return last[2][:1] in (b'"', b"'")  # an unquoted value runs up to the ">"
+
+
+def _title_text(raw: bytes, codec: str) -> str | None:
+    """A title as document.title reads it: character references decoded, whitespace collapsed."""
+    text = " ".join(html.unescape(raw.decode(codec, "replace")).split())[:_TITLE_CHARS]
+    return text or None
 
 
 def _raw_text_end(name: bytes) -> re.Pattern[bytes]:

@@ -89,6 +89,7 @@ def test_a_visit_and_a_click_in_chromium_become_events(server: str, app: str, pa
                 assert pageview["kind"] == "pageview"
                 assert pageview["visitor"] == code
                 assert pageview["url"] == base + "/"
+                assert pageview["title"] == "Shop & Co"  # the page's <title>, as Matomo's action_name
 
                 page.click("#out")
                 page.wait_for_selector("#partner")

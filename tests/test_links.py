@@ -302,6 +302,11 @@ class TestPageLinks:
             "https://shop.example/p?q=1",
             True,
         )
+        assert result.title is None
+        titled = LINKS.decode(page.open_url(title="Linen shirt · Shop"))
+        assert (titled.kind, titled.title) == ("pageview", "Linen shirt · Shop")
+        assert titled.to_json_dict()["title"] == "Linen shirt · Shop"
+        assert LINKS.decode(LINKS.open_url({"r": 1})).title is None  # an email's pixel has no page
 
     def test_unsafe_hrefs_are_refused(self) -> None:
         page = LINKS.for_page("https://shop.example/", "https://shop.example")

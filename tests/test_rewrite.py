@@ -412,3 +412,33 @@ def test_in_xhtml_cdata_is_a_section_everywhere() -> None:
     out = rewrite_html(doc, links, xml=True, open_tracking=False)
     assert links.clicked == [("https://x.org/", None)]
     assert out.startswith('<p><![CDATA[ a > <a href="https://in.org/">text</a> ]]></p>')
+
+
+class TitledLinks(FakeLinks):
+    def __init__(self) -> None:
+        super().__init__()
+        self.titles: list[str | None] = []
+
+    def open_url(self, metadata: Mapping[str, Any] | None = None, *, title: str | None = None) -> str:
+        self.titles.append(title)
+        return super().open_url(metadata)
+
+
+@pytest.mark.parametrize(
+    ("doc", "title"),
+    [
+        ("<html><head><title>Shop &amp; Co</title></head><body>x</body></html>", "Shop & Co"),
+        ("<title>\n  Linen\tshirt \n</title><body><svg><title>icon</title></svg></body>", "Linen shirt"),
+        ("<body><svg><title>icon</title></svg><p>no title of its own</p></body>", None),
+        ("<!-- <title>old</title> --><title></title><body></body>", None),
+        ("<title>" + "é" * 400 + "</title><body></body>", "é" * 256),
+    ],
+    ids=["entities", "whitespace-and-svg", "svg-only", "commented-and-empty", "long"],
+)
+def test_the_page_view_pixel_carries_the_document_title(doc: str, title: str | None) -> None:
+    data = doc.encode()
+    for size in (len(data), 1, 7):  # whole, one byte at a time, and in odd pieces: the same title
+        links = TitledLinks()
+        rewriter = HtmlRewriter(links, charset="utf-8", page_title=True)
+        out = b"".join(rewriter.feed(data[i : i + size]) for i in range(0, len(data), size)) + rewriter.close()
+        assert links.titles == [title] and PIXEL.encode() in out
