@@ -118,7 +118,9 @@ def _record(facts: RequestFacts, visitor_code: str | None, gate: Gate, result: T
             kind=result.kind,
             visitor=visitor_code,
             url=result.tracked_url,
-            referrer=headers.get("referer"),
+            # A page view's pixel is requested with the page itself as its Referer: the page's own
+            # referrer came in the token.
+            referrer=result.referrer if result.kind == "pageview" else headers.get("referer"),
             title=result.title,
             metadata=result.metadata,
             user_agent=headers.get("user-agent"),

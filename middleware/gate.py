@@ -84,7 +84,7 @@ class Gate:
         # Links must come back through this middleware: below the app's mount when it is not at the root.
         base = settings.base_url or facts.app_url
         rewriter = HtmlRewriter(
-            self.links.for_page(self._page_url(facts), base),
+            self.links.for_page(self._page_url(facts), base, referrer=facts.headers.get("referer")),
             click_tracking=settings.rewrite != "off",
             open_tracking=settings.pageview_pixel,
             scope="outbound" if settings.rewrite == "outbound" else "all",

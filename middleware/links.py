@@ -103,6 +103,7 @@ class TrackingResult(NamedTuple):
     # Made by pytracking 0.2 (accepted only with TRACKGATE_LEGACY_PYTRACKING).
     legacy: bool = False
     title: str | None = None  # of the page a page-view pixel was on
+    referrer: str | None = None  # where that page was reached from (its request's Referer)
 
     @property
     def is_open_tracking(self) -> bool:
@@ -127,6 +128,7 @@ class TrackingResult(NamedTuple):
             "event_id": self.event_id,
             "legacy": self.legacy,
             "title": self.title,
+            "referrer": self.referrer,
         }
 
 
@@ -217,14 +219,17 @@ class TrackingLinks:
         expires_in: float | datetime.timedelta | None = None,
         page_url: str | None = None,
         title: str | None = None,
+        referrer: str | None = None,
     ) -> str:
         """Like ``open_url`` without the origin; with ``page_url`` the pixel records a page view (of a page
-        titled ``title``)."""
+        titled ``title``, reached from ``referrer``)."""
         data: dict[str, Any] = {}
         if page_url is not None:
             data["u"] = check_url(page_url)
             if title:
                 data["t"] = title
+            if referrer:
+                data["r"] = referrer
         if metadata:
             data["m"] = dict(metadata)
         token = self._codec.dumps(data, "open", expires_at=_expires_at(expires_in))
@@ -254,9 +259,10 @@ class TrackingLinks:
 
         return click_url
 
-    def for_page(self, page_url: str, base_url: str) -> PageLinks:
-        """A cheap view for one web page: click links without a visitor and the page-view pixel."""
-        return PageLinks(self, page_url, base_url)
+    def for_page(self, page_url: str, base_url: str, *, referrer: str | None = None) -> PageLinks:
+        """A cheap view for one web page: click links without a visitor and the page-view pixel (which
+        carries ``referrer``, the page request's Referer: the pixel's own request names the page itself)."""
+        return PageLinks(self, page_url, base_url, referrer)
 
     def is_tracking_url(self, url: str) -> bool:
         """True for our tracking paths and for URLs under the prefix at our base URL."""
@@ -340,8 +346,9 @@ class TrackingLinks:
         if type(metadata) is not dict:
             raise BadToken("metadata is not an object")
         title = None if legacy else data.get("t")
-        if title is not None and type(title) is not str:
-            raise BadToken("title is not text")
+        referrer = None if legacy else data.get("r")
+        if (title is not None and type(title) is not str) or (referrer is not None and type(referrer) is not str):
+            raise BadToken("title or referrer is not text")
         if url is not None:
             try:
                 check_url(url)
@@ -365,6 +372,7 @@ class TrackingLinks:
             new_event_id(now),
             legacy,
             title if kind == "pageview" else None,
+            referrer if kind == "pageview" else None,
         )
 
     def _legacy_result(
@@ -386,11 +394,12 @@ class TrackingLinks:
 class PageLinks:
     """Links for one web page; made per request, cheap (the click links come from a shared cache)."""
 
-    __slots__ = ("_base", "_links", "_marks", "page_url")
+    __slots__ = ("_base", "_links", "_marks", "page_url", "referrer")
 
-    def __init__(self, links: TrackingLinks, page_url: str, base_url: str) -> None:
+    def __init__(self, links: TrackingLinks, page_url: str, base_url: str, referrer: str | None = None) -> None:
         self._links = links
         self.page_url = page_url
+        self.referrer = referrer if referrer and len(referrer) <= MAX_URL_CHARS else None
         self._base = base_url.rstrip("/")
         self._marks = links._tracking_marks(self._base)
 
@@ -410,7 +419,9 @@ class PageLinks:
 
     def open_url(self, metadata: Mapping[str, Any] | None = None, *, title: str | None = None) -> str:
         """The page-view pixel for this page (titled ``title``, as its page views will report)."""
-        return self._base + self._links.open_path(metadata, page_url=self.page_url, title=title)
+        return self._base + self._links.open_path(
+            metadata, page_url=self.page_url, title=title, referrer=self.referrer
+        )
 
     def is_tracking_url(self, url: str) -> bool:
         return url.startswith(self._marks)

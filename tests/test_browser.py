@@ -74,7 +74,7 @@ def test_a_visit_and_a_click_in_chromium_become_events(server: str, app: str, pa
             try:
                 context = browser.new_context()
                 page = context.new_page()
-                page.goto(base + "/")
+                page.goto(base + "/", referer="https://search.example/?q=cafe")
 
                 cookies = {c["name"]: c for c in context.cookies()}
                 code = cookies["tg_vid"]["value"]
@@ -90,6 +90,8 @@ def test_a_visit_and_a_click_in_chromium_become_events(server: str, app: str, pa
                 assert pageview["visitor"] == code
                 assert pageview["url"] == base + "/"
                 assert pageview["title"] == "Shop & Co"  # the page's <title>, as Matomo's action_name
+                # Where the page was reached from; the pixel's own request named the page itself.
+                assert pageview["referrer"] == "https://search.example/?q=cafe"
 
                 page.click("#out")
                 page.wait_for_selector("#partner")

@@ -93,6 +93,16 @@ class TestAnswer:
         assert (event.kind, event.url, dict(event.metadata)) == ("open", None, {"recipient": "r-1"})
         assert (event.user_agent, event.ip, event.language, event.referrer) == ("Mail/1.0", "203.0.113.0", "fr", "x")
 
+    @pytest.mark.parametrize("came_from", ["https://search.example/?q=linen", None])
+    def test_a_page_view_s_referrer_is_the_page_s_not_the_pixel_s(self, rec: _Recorder, came_from: str | None) -> None:
+        page = rec.links.for_page("https://shop.example/linen", BASE, referrer=came_from)
+        pixel = page.open_url(title="Linen")
+        # The browser asks for the pixel with the page itself as the Referer.
+        rec(_facts(_path(pixel), headers={"Referer": "https://shop.example/linen"}))
+        [event] = rec.events
+        assert (event.kind, event.url, event.title) == ("pageview", "https://shop.example/linen", "Linen")
+        assert event.referrer == came_from
+
     def test_head_answers_the_same_headers_and_records_nothing(self, rec: _Recorder) -> None:
         status, headers, _ = rec(_facts(_path(rec.links.open_url()), method="HEAD"))
         assert (status, headers) == (200, PIXEL_HEADERS)
