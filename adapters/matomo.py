@@ -16,7 +16,7 @@ delivered after an outage lands on the delivery time.
 kind       request
 ========== ============================================================================================
 pageview   a page view: url, action_name, urlref
-click      an outlink: ``link`` = the destination
+click      an outlink: ``link`` = the destination, ``url`` = the page it was on (else the destination)
 open       an event: e_c=email, e_a=open, e_n = the event name (when set)
 conversion a goal: idgoal (the event name when it is a number, else ``goal_ids[name]``), revenue
 custom     an event: e_c = properties["category"] or "custom", e_a = the name, e_n = properties["label"],
@@ -101,12 +101,17 @@ class MatomoSink:
             parts.append("&_id=" + visitor_id(event.visitor))
         if event.user_id:
             parts.append("&uid=" + _quote(event.user_id))
-        if event.url:
-            parts.append("&url=" + _quote(event.url))
+        # An outlink happens on a page, as Matomo's JavaScript reports it: the page the link was on (the
+        # click's referrer) when it is known, the destination otherwise (an email's link).
+        page, referrer = event.url, event.referrer
+        if kind == "click" and referrer:
+            page, referrer = referrer, None
+        if page:
+            parts.append("&url=" + _quote(page))
         if kind == "pageview" and event.title:
             parts.append("&action_name=" + _quote(event.title))
-        if event.referrer:
-            parts.append("&urlref=" + _quote(event.referrer))
+        if referrer:
+            parts.append("&urlref=" + _quote(referrer))
         if event.user_agent:
             parts.append("&ua=" + _quote_cached(event.user_agent))
         if event.language:

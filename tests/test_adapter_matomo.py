@@ -71,6 +71,11 @@ CASES: list[tuple[str, Event, dict[str, str]]] = [
         common(url="https://d.example/x", link="https://d.example/x"),
     ),
     (
+        "click-from-a-page",  # as Matomo's JavaScript reports an outlink: on the page the link was on
+        Event("click", visitor="v1", url="https://d.example/x", referrer="https://s.example/p", timestamp=WHEN),
+        common(url="https://s.example/p", link="https://d.example/x"),
+    ),
+    (
         "open",
         Event("open", visitor="v1", name="newsletter-12", timestamp=WHEN),
         common(e_c="email", e_a="open", e_n="newsletter-12"),
