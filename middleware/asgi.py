@@ -277,7 +277,7 @@ def _facts(scope: Scope, trusted_proxies: int) -> RequestFacts:
     host = headers.get("host") or _server_host(scope, scheme)
     peer = scope["client"][0] if scope.get("client") else None
     path = scope["path"]
-    root = scope.get("root_path", "")
+    root = scope.get("root_path", "").rstrip("/")
     if root and not path.startswith(root):
         path = root + path
     return RequestFacts(

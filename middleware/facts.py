@@ -18,8 +18,9 @@ class HeaderLookup(Protocol):
 def below_mount(path: str, root_path: str) -> str:
     """``path`` without the mount ``root_path`` it starts with ("/shop/x" below "/shop" is "/x"; "/shopping"
     is not below "/shop"), as Starlette's routing reads it."""
-    if root_path and path.startswith(root_path) and path[len(root_path) : len(root_path) + 1] in ("", "/"):
-        return path[len(root_path) :]
+    root = root_path.rstrip("/")  # "/shop/" (a server's --root-path spelt so) is "/shop"
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :]
     return path
 
 

@@ -39,7 +39,7 @@ def test_links_of_a_mounted_app_come_back_through_it(kind: str, app: str) -> Non
 @pytest.mark.parametrize(
     ("path", "root", "below"),
     [("/shop/_tg/o/t", "/shop", "/_tg/o/t"), ("/shop", "/shop", ""), ("/shopping/x", "/shop", "/shopping/x"),
-     ("/x", "", "/x"), ("/x", "/shop", "/x")],
+     ("/x", "", "/x"), ("/x", "/shop", "/x"), ("/shop/_tg/o/t", "/shop/", "/_tg/o/t"), ("/x", "/", "/x")],
 )
 def test_a_path_is_below_a_mount_only_at_a_segment_boundary(path: str, root: str, below: str) -> None:
     from trackgate.facts import below_mount
