@@ -54,7 +54,10 @@ class ASGIMiddleware:
                 receive = self._watch_lifespan(receive)
             await self.app(scope, receive, send)
             return
-        if self.gate.owns(_route_path(scope)):
+        # ASGI's path includes root_path (servers and Starlette's Mount keep it whole): our paths are below it.
+        path = scope["path"]
+        root = scope.get("root_path")
+        if self.gate.owns(below_mount(path, root) if root else path):
             await self._answer(scope, send)
             return
         try:
@@ -290,12 +293,6 @@ def _facts(scope: Scope, trusted_proxies: int) -> RequestFacts:
         client_addr=client_address(peer, headers.get("x-forwarded-for") if trusted_proxies else None, trusted_proxies),
         root_path=root,
     )
-
-
-def _route_path(scope: Scope) -> str:
-    """The path below where the app is mounted. ASGI's ``path`` includes ``root_path`` (servers and
-    Starlette's Mount keep it whole); older ones left it out, which leaves nothing to strip."""
-    return below_mount(scope["path"], scope.get("root_path", ""))
 
 
 def _server_host(scope: Scope, scheme: str) -> str:
