@@ -30,6 +30,7 @@ async def _page(request: Request) -> Response:
         "/off": {"X-Trackgate": "off"},
         "/export": {"Content-Disposition": 'attachment; filename="shop.html"'},
         "/tagged": {"ETag": '"shop-v1"'},
+        "/cached": {"Cache-Control": "public, max-age=300"},
     }.get(request.url.path)
     return HTMLResponse(PAGE, headers=headers)
 
@@ -70,6 +71,7 @@ asgi_app = trackgate.ASGIMiddleware(
                 Route("/off", _page),
                 Route("/export", _page),
                 Route("/tagged", _page),
+                Route("/cached", _page),
                 Route("/streamed", _streamed),
                 Route("/not-modified", _not_modified),
                 Route("/fragment", _fragment),

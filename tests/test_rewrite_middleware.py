@@ -100,6 +100,19 @@ def test_a_page_view_records_the_page_without_the_visitor_parameter(asgi: str, q
     assert links.decode(pixel[1]).tracked_url == asgi + "/streamed" + recorded
 
 
+@pytest.mark.parametrize(("path", "kept"), [("/", True), ("/cached", False)], ids=["private", "public-cacheable"])
+def test_a_page_view_s_referrer_rides_only_in_a_page_no_shared_cache_keeps(asgi: str, path: str, kept: bool) -> None:
+    # A cached copy of the page would show one visitor's referrer to every visitor after, and record it
+    # for each of their page views.
+    with httpx.Client(timeout=10) as client:
+        page = client.get(asgi + path, headers={"Referer": "https://search.example/?q=private+words"}).text
+    pixel = re.search(r'<img src="([^"]+)"', page)
+    assert pixel, page
+    links = TrackingLinks(Settings.from_environ({}, secret_key=ENV["TRACKGATE_SECRET_KEY"]))
+    expected = "https://search.example/?q=private+words" if kept else None
+    assert links.decode(pixel[1]).referrer == expected
+
+
 def test_an_html_download_is_left_alone(asgi: str) -> None:
     response = raw_get(asgi + "/export")
     assert response.headers["content-disposition"].startswith("attachment")
