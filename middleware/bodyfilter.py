@@ -18,7 +18,8 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, Literal, Protocol
 
-from werkzeug.http import parse_options_header
+from werkzeug.datastructures import ResponseCacheControl
+from werkzeug.http import parse_cache_control_header, parse_options_header
 
 Encoding = Literal["identity", "gzip", "deflate", "br"]
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
@@ -85,6 +86,28 @@ def plan_rewrite(method: str, status: int, headers: Sequence[tuple[str, str]]) -
     return RewritePlan(
         charset=options.get("charset") or None, encoding=encoding, xml=mime.lower() == "application/xhtml+xml"
     )
+
+
+def kept_from_shared_caches(headers: Sequence[tuple[str, str]]) -> bool:
+    """Whether a response is this visitor's alone: private or no-store, or with nothing that lets a shared
+    cache keep it (no public, no-cache, s-maxage, max-age, Expires or Last-Modified). Only such a page may carry
+    what came with its request (the Referer): a cached copy would show it to every visitor after."""
+    control = None
+    storable = False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "cache-control":
+            control = parse_cache_control_header(value, cls=ResponseCacheControl)
+        elif lowered in ("expires", "last-modified"):
+            storable = True
+    if control is not None:
+        if control.private or control.no_store:
+            return True
+        # no-cache is stored too, and revalidated: the app's 304 would hand the stored copy to the next visitor.
+        storable = storable or bool(
+            control.public or control.no_cache or control.s_maxage is not None or control.max_age is not None
+        )
+    return not storable
 
 
 class BodyFilter:

@@ -10,11 +10,8 @@ import json
 import threading
 from collections.abc import Callable, Sequence
 
-from werkzeug.datastructures import ResponseCacheControl
-from werkzeug.http import parse_cache_control_header
-
 from ._version import __version__
-from .bodyfilter import BodyFilter, plan_rewrite
+from .bodyfilter import BodyFilter, kept_from_shared_caches, plan_rewrite
 from .endpoints import Reply, answer
 from .events import Event
 from .facts import RequestFacts
@@ -24,28 +21,6 @@ from .rewrite import HtmlRewriter
 from .settings import Settings
 
 Emit = Callable[[Event], None]
-
-
-def _kept_from_shared_caches(headers: Sequence[tuple[str, str]]) -> bool:
-    """Whether a response is this visitor's alone: private or no-store, or with nothing that lets a shared
-    cache keep it (no public, no-cache, s-maxage, max-age, Expires or Last-Modified). Only such a page may carry
-    what came with its request (the Referer): a cached copy would show it to every visitor after."""
-    control = None
-    storable = False
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered == "cache-control":
-            control = parse_cache_control_header(value, cls=ResponseCacheControl)
-        elif lowered in ("expires", "last-modified"):
-            storable = True
-    if control is not None:
-        if control.private or control.no_store:
-            return True
-        # no-cache is stored too, and revalidated: the app's 304 would hand the stored copy to the next visitor.
-        storable = storable or bool(
-            control.public or control.no_cache or control.s_maxage is not None or control.max_age is not None
-        )
-    return not storable
 
 
 class Gate:
@@ -112,7 +87,7 @@ class Gate:
             self.links.for_page(
                 self._page_url(facts),
                 base,
-                referrer=facts.headers.get("referer") if _kept_from_shared_caches(headers) else None,
+                referrer=facts.headers.get("referer") if kept_from_shared_caches(headers) else None,
             ),
             click_tracking=settings.rewrite != "off",
             open_tracking=settings.pageview_pixel,

@@ -171,3 +171,22 @@ class HoldAll(Upper):
 
     def close(self) -> bytes:
         return self.seen.upper()
+
+
+@pytest.mark.parametrize(
+    ("headers", "kept"),
+    [
+        ([], True),
+        ([("Cache-Control", "private, max-age=60")], True),
+        ([("Cache-Control", "no-store")], True),
+        ([("Cache-Control", "public, max-age=300")], False),
+        ([("Cache-Control", "s-maxage=60")], False),
+        ([("Cache-Control", "no-cache")], False),  # stored, then revalidated: a 304 hands it on
+        ([("Expires", "Thu, 01 Jan 2099 00:00:00 GMT")], False),
+        ([("Last-Modified", "Thu, 01 Jan 2026 00:00:00 GMT")], False),  # heuristic freshness
+    ],
+)
+def test_which_responses_no_shared_cache_may_keep(headers: list[tuple[str, str]], kept: bool) -> None:
+    from trackgate.bodyfilter import kept_from_shared_caches
+
+    assert kept_from_shared_caches(headers) is kept
