@@ -15,12 +15,13 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ._boundary import guarded, swallow
-from .facts import RequestFacts, below_mount
+from .facts import below_mount
 from .gate import Emit, Gate
 from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
+from .requestfacts import from_scope
 from .settings import Settings
-from .shell_common import OPT_OUT_HEADER, client_address, looks_like_html, make_settings, weak_etag
+from .shell_common import OPT_OUT_HEADER, looks_like_html, make_settings, weak_etag
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
@@ -77,7 +78,7 @@ class ASGIMiddleware:
         await self.app(scope, receive, _responder(self.gate, scope, state, send))
 
     async def _answer(self, scope: Scope, send: Send) -> None:
-        facts = _facts(scope, self.settings.trusted_proxies)
+        facts = from_scope(scope, self.settings.trusted_proxies)
         cookie, gpc = _identity_headers(scope["headers"])
         visitor = self.gate.identity.resolve(cookie, "", gpc).visitor
         reply = self.gate.answer(facts, visitor.code if visitor.consent and not visitor.is_new else None)
@@ -168,7 +169,7 @@ def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send
         return None
     body_filter = None
     with guarded("choosing to rewrite"):
-        facts = _facts(scope, 0)
+        facts = from_scope(scope, 0)
         text_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in edited]
         body_filter = gate.body_filter(facts, state.visitor, message["status"], text_headers)
         if body_filter is not None or gate.head_of_rewritten(facts, message["status"], text_headers):
@@ -260,48 +261,6 @@ def _identity_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, s
 
 def _says_off(headers: Any) -> bool:
     return any(name.lower() == _OPT_OUT and value.strip().lower() == b"off" for name, value in headers)
-
-
-def _header_fields(scope: Scope) -> dict[str, str]:
-    """The request's header fields by lower-case name, repeated lines joined with ", " as HTTP says (and
-    as WSGI servers do), so X-Forwarded-For keeps every hop. A plain dict: a missing header costs a
-    lookup, where starlette's Headers.get raises and catches a KeyError."""
-    fields: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
-        name = raw_name.decode("latin-1").lower()
-        value = raw_value.decode("latin-1")
-        fields[name] = fields[name] + ", " + value if name in fields else value
-    return fields
-
-
-def _facts(scope: Scope, trusted_proxies: int) -> RequestFacts:
-    headers = _header_fields(scope)
-    scheme = scope.get("scheme", "http")
-    host = headers.get("host") or _server_host(scope, scheme)
-    peer = scope["client"][0] if scope.get("client") else None
-    path = scope["path"]
-    root = scope.get("root_path", "").rstrip("/")
-    if root and not path.startswith(root):
-        path = root + path
-    return RequestFacts(
-        method=scope.get("method", "GET").upper(),
-        scheme=scheme,
-        host=host,
-        path=path,
-        query_string=scope.get("query_string", b"").decode("latin-1"),
-        headers=headers,
-        client_addr=client_address(peer, headers.get("x-forwarded-for") if trusted_proxies else None, trusted_proxies),
-        root_path=root,
-    )
-
-
-def _server_host(scope: Scope, scheme: str) -> str:
-    server = scope.get("server")
-    if not server:
-        return "localhost"
-    name, port = server[0], server[1]
-    default = 443 if scheme == "https" else 80
-    return name if port in (None, default) else f"{name}:{port}"
 
 
 def _without_length(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -16,15 +16,13 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from werkzeug.datastructures import EnvironHeaders
-
 from ._boundary import guarded
-from .facts import RequestFacts
 from .gate import Emit, Gate
 from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
+from .requestfacts import from_environ
 from .settings import Settings
-from .shell_common import client_address, edit_headers, looks_like_html, make_settings, weak_etag
+from .shell_common import edit_headers, looks_like_html, make_settings, weak_etag
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
@@ -68,7 +66,7 @@ class WSGIMiddleware:
         return _Responder(gate, environ, state, start_response).run(self.app)
 
     def _answer(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
-        facts = _facts(environ, self.settings.trusted_proxies)
+        facts = from_environ(environ, self.settings.trusted_proxies)
         state = self.gate.identity.resolve(environ.get("HTTP_COOKIE"), "", environ.get("HTTP_SEC_GPC"))
         visitor = state.visitor
         reply = self.gate.answer(facts, visitor.code if visitor.consent and not visitor.is_new else None)
@@ -116,7 +114,7 @@ class _Responder:
         headers, content_type = edit_headers(headers, cookie)
         if exc_info is None and looks_like_html(content_type):
             with guarded("choosing to rewrite"):
-                facts = _facts(self._environ, 0)
+                facts = from_environ(self._environ, 0)
                 self._filter = self._gate.body_filter(facts, self._state.visitor, int(status[:3]), headers)
                 if self._filter is not None or self._gate.head_of_rewritten(facts, int(status[:3]), headers):
                     headers = [(k, weak_etag(v) if k.lower() == "etag" else v) for k, v in headers]
@@ -219,26 +217,3 @@ def _without_length(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(name, value) for name, value in headers if name.lower() != "content-length"]
 
 
-def _facts(environ: Environ, trusted_proxies: int) -> RequestFacts:
-    scheme = environ.get("wsgi.url_scheme", "http")
-    host = environ.get("HTTP_HOST") or _server_host(environ, scheme)
-    peer = environ.get("REMOTE_ADDR")
-    client = client_address(peer, environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies)
-    root = environ.get("SCRIPT_NAME", "")
-    path = root + environ.get("PATH_INFO", "")
-    return RequestFacts(
-        method=environ.get("REQUEST_METHOD", "GET").upper(),
-        scheme=scheme,
-        host=host,
-        path=path,
-        query_string=environ.get("QUERY_STRING", ""),
-        headers=EnvironHeaders(environ),
-        client_addr=client,
-        root_path=root,
-    )
-
-
-def _server_host(environ: Environ, scheme: str) -> str:
-    name, port = environ.get("SERVER_NAME", "localhost"), str(environ.get("SERVER_PORT", ""))
-    default = "443" if scheme == "https" else "80"
-    return name if not port or port == default else f"{name}:{port}"

@@ -89,7 +89,7 @@ def test_masked_addresses_stay_in_the_original_network(address: ipaddress._BaseA
 
 
 def test_asgi_joins_repeated_forwarded_for_lines_as_a_wsgi_server_does() -> None:
-    from trackgate.asgi import _facts
+    from trackgate.requestfacts import from_scope
 
     scope = {
         "type": "http", "method": "GET", "scheme": "http", "path": "/", "query_string": b"",
@@ -99,6 +99,6 @@ def test_asgi_joins_repeated_forwarded_for_lines_as_a_wsgi_server_does() -> None
             (b"host", b"a.example"), (b"x-forwarded-for", b"198.51.100.7"), (b"x-forwarded-for", b"203.0.113.5")
         ],
     }
-    assert _facts(scope, 1).client_addr == "203.0.113.5"  # one trusted hop: the address that proxy saw
-    assert _facts(scope, 2).client_addr == "198.51.100.7"
-    assert _facts(scope, 1).headers.get("x-forwarded-for") == "198.51.100.7, 203.0.113.5"
+    assert from_scope(scope, 1).client_addr == "203.0.113.5"  # one trusted hop: the address that proxy saw
+    assert from_scope(scope, 2).client_addr == "198.51.100.7"
+    assert from_scope(scope, 1).headers.get("x-forwarded-for") == "198.51.100.7, 203.0.113.5"

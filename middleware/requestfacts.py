@@ -1,0 +1,82 @@
+"""RequestFacts from what a server hands over: a WSGI environ or an ASGI scope.
+
+The shells build them for the tracking paths and for pages they rewrite; ``trackgate.record`` and its
+siblings build them for the events an app records with a request in hand.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from werkzeug.datastructures import EnvironHeaders
+
+from .facts import RequestFacts
+from .shell_common import client_address
+
+
+def from_environ(environ: Mapping[str, Any], trusted_proxies: int) -> RequestFacts:
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST") or _environ_host(environ, scheme)
+    peer = environ.get("REMOTE_ADDR")
+    client = client_address(peer, environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies)
+    root = environ.get("SCRIPT_NAME", "")
+    path = root + environ.get("PATH_INFO", "")
+    return RequestFacts(
+        method=environ.get("REQUEST_METHOD", "GET").upper(),
+        scheme=scheme,
+        host=host,
+        path=path,
+        query_string=environ.get("QUERY_STRING", ""),
+        headers=EnvironHeaders(environ),  # type: ignore[arg-type]
+        client_addr=client,
+        root_path=root,
+    )
+
+
+def _environ_host(environ: Mapping[str, Any], scheme: str) -> str:
+    name, port = environ.get("SERVER_NAME", "localhost"), str(environ.get("SERVER_PORT", ""))
+    default = "443" if scheme == "https" else "80"
+    return name if not port or port == default else f"{name}:{port}"
+
+
+def _header_fields(scope: Mapping[str, Any]) -> dict[str, str]:
+    """The request's header fields by lower-case name, repeated lines joined with ", " as HTTP says (and
+    as WSGI servers do), so X-Forwarded-For keeps every hop. A plain dict: a missing header costs a
+    lookup, where starlette's Headers.get raises and catches a KeyError."""
+    fields: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name = raw_name.decode("latin-1").lower()
+        value = raw_value.decode("latin-1")
+        fields[name] = fields[name] + ", " + value if name in fields else value
+    return fields
+
+
+def from_scope(scope: Mapping[str, Any], trusted_proxies: int) -> RequestFacts:
+    headers = _header_fields(scope)
+    scheme = scope.get("scheme", "http")
+    host = headers.get("host") or _scope_host(scope, scheme)
+    peer = scope["client"][0] if scope.get("client") else None
+    path = scope["path"]
+    root = scope.get("root_path", "").rstrip("/")
+    if root and not path.startswith(root):
+        path = root + path
+    return RequestFacts(
+        method=scope.get("method", "GET").upper(),
+        scheme=scheme,
+        host=host,
+        path=path,
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers=headers,
+        client_addr=client_address(peer, headers.get("x-forwarded-for") if trusted_proxies else None, trusted_proxies),
+        root_path=root,
+    )
+
+
+def _scope_host(scope: Mapping[str, Any], scheme: str) -> str:
+    server = scope.get("server")
+    if not server:
+        return "localhost"
+    name, port = server[0], server[1]
+    default = 443 if scheme == "https" else 80
+    return name if port in (None, default) else f"{name}:{port}"
