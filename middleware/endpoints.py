@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import re
 from typing import TYPE_CHECKING
-
-from werkzeug.datastructures import LanguageAccept
-from werkzeug.http import parse_accept_header
 
 from ._boundary import swallow
 from .errors import BadToken, TokenExpired
@@ -26,6 +22,7 @@ from .events import Event
 from .facts import RequestFacts
 from .links import TrackingResult, location_header
 from .netaddr import anonymize_ip
+from .requestfacts import preferred_language
 from .tokens import Purpose
 
 if TYPE_CHECKING:
@@ -69,7 +66,6 @@ PIXEL = Reply(
     ),
     PIXEL_GIF,
 )
-_LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8}){0,7}")
 _SEGMENTS: dict[str, Purpose] = {"/o/": "open", "/c/": "click"}
 
 
@@ -104,12 +100,6 @@ def answer(facts: RequestFacts, visitor_code: str | None, gate: Gate) -> Reply:
     return _redirect(result) if purpose == "click" else PIXEL
 
 
-def _language(header: str) -> str | None:
-    """The preferred language tag (BCP 47 shape only: a header is client input, "*" says nothing)."""
-    best = parse_accept_header(header, LanguageAccept).best
-    return best if best and _LANGUAGE_TAG.fullmatch(best) else None
-
-
 def _record(facts: RequestFacts, visitor_code: str | None, gate: Gate, result: TrackingResult) -> None:
     headers = facts.headers
     languages = headers.get("accept-language")
@@ -125,7 +115,7 @@ def _record(facts: RequestFacts, visitor_code: str | None, gate: Gate, result: T
             metadata=result.metadata,
             user_agent=headers.get("user-agent"),
             ip=anonymize_ip(facts.client_addr, gate.settings.anonymize_ip),
-            language=_language(languages) if languages else None,
+            language=preferred_language(languages) if languages else None,
             id=result.event_id,
         )
         gate.emit(event)

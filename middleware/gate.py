@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from ._version import __version__
 from .bodyfilter import BodyFilter, kept_from_shared_caches, plan_rewrite
@@ -17,6 +18,8 @@ from .events import Event
 from .facts import RequestFacts
 from .identity import Identity, Visitor
 from .links import TrackingLinks
+from .netaddr import anonymize_ip
+from .requestfacts import preferred_language
 from .rewrite import HtmlRewriter
 from .settings import Settings
 
@@ -99,6 +102,19 @@ class Gate:
             page_title=True,  # the page view reports it (Matomo's action_name)
         )
         return BodyFilter(plan, rewriter)
+
+    def request_fields(self, facts: RequestFacts) -> dict[str, Any]:
+        """What an event an app records keeps of the request it came with: the page, where it came from,
+        the browser and its language, and the address (anonymised as TRACKGATE_ANONYMIZE_IP says)."""
+        headers = facts.headers
+        languages = headers.get("accept-language")
+        return {
+            "url": self._page_url(facts),
+            "referrer": headers.get("referer"),
+            "user_agent": headers.get("user-agent"),
+            "ip": anonymize_ip(facts.client_addr, self.settings.anonymize_ip),
+            "language": preferred_language(languages) if languages else None,
+        }
 
     def _page_url(self, facts: RequestFacts) -> str:
         """The page's URL as its page views record it: without the visitor parameter, which carries one

@@ -32,6 +32,19 @@ def _holder(request: Any) -> Mapping[str, Any] | None:
     return None
 
 
+def get_source(request: Any) -> Mapping[str, Any] | None:
+    """The WSGI environ or ASGI scope a request came with (a request object's, or the mapping itself)."""
+    if isinstance(request, Mapping):
+        if "wsgi.version" in request or request.get("type") in ("http", "websocket"):
+            return request
+        return None
+    for attribute in ("environ", "META", "scope"):  # werkzeug/Flask, Django (WSGI), starlette/Django (ASGI)
+        inner = getattr(request, attribute, None)
+        if isinstance(inner, Mapping) and get_source(inner) is not None:
+            return inner
+    return None
+
+
 def get_state(request: Any) -> VisitorState | None:
     holder = _holder(request)
     state = holder.get(STATE_KEY) if holder is not None else None

@@ -16,7 +16,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .events import Event, EventKind
-from .lookup import get_emit, get_visitor
+from .gate import Gate
+from .identity import Visitor
+from .lookup import get_emit, get_source, get_visitor
+from .requestfacts import from_environ, from_scope
 
 __all__ = ["identify", "record", "set_properties", "track_conversion"]
 
@@ -75,10 +78,24 @@ def _submit(
         raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
     event = Event(
         kind, name=name, visitor=visitor_code(request_or_visitor), user_id=user_id,
-        properties=dict(properties or {}), revenue=revenue,
+        properties=dict(properties or {}), revenue=revenue, **_request_fields(request_or_visitor),
     )
     _emitter(request_or_visitor)(event)
     return event
+
+
+def _request_fields(request: Any) -> dict[str, Any]:
+    """What the event keeps of a request that came through the middleware: its page, referrer, browser,
+    language and address, as the middleware's own events keep them. Nothing for a code or a Visitor."""
+    if isinstance(request, str | Visitor):
+        return {}
+    gate = getattr(get_emit(request), "__self__", None)  # the emit a shell left is its gate's
+    source = get_source(request)
+    if not isinstance(gate, Gate) or source is None:
+        return {}
+    trusted = gate.settings.trusted_proxies
+    facts = from_environ(source, trusted) if "wsgi.version" in source else from_scope(source, trusted)
+    return gate.request_fields(facts)
 
 
 def _emitter(request: Any) -> Callable[[Event], None]:

@@ -6,13 +6,23 @@ siblings build them for the events an app records with a request in hand.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
-from werkzeug.datastructures import EnvironHeaders
+from werkzeug.datastructures import EnvironHeaders, LanguageAccept
+from werkzeug.http import parse_accept_header
 
 from .facts import RequestFacts
 from .shell_common import client_address
+
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8}){0,7}")
+
+
+def preferred_language(header: str) -> str | None:
+    """The preferred language tag (BCP 47 shape only: a header is client input, "*" says nothing)."""
+    best = parse_accept_header(header, LanguageAccept).best
+    return best if best and _LANGUAGE_TAG.fullmatch(best) else None
 
 
 def from_environ(environ: Mapping[str, Any], trusted_proxies: int) -> RequestFacts:

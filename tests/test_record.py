@@ -101,6 +101,47 @@ def test_bad_arguments_raise_clear_errors(call: object, error: type[Exception]) 
     assert _sent == []
 
 
+@pytest.mark.parametrize("shell", ["wsgi", "asgi"])
+def test_an_event_recorded_with_a_request_keeps_that_request(shell: str) -> None:
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.testclient import TestClient
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Request as WSGIRequest
+    from werkzeug.wrappers import Response as WSGIResponse
+
+    recorded: list[Event] = []
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> Any:
+        trackgate.track_conversion(WSGIRequest(environ), "checkout", revenue=9.5)
+        return WSGIResponse("ok")(environ, start_response)
+
+    async def asgi_app(scope: Any, receive: Any, send: Any) -> None:
+        trackgate.track_conversion(Request(scope, receive), "checkout", revenue=9.5)
+        await PlainTextResponse("ok")(scope, receive, send)
+
+    options: dict[str, Any] = {"secret_key": "k", "emit": recorded.append, "anonymize_ip": 1, "trusted_proxies": 1}
+    headers = {
+        "User-Agent": "Shop/2.0", "Accept-Language": "de", "Referer": "https://shop.example/cart",
+        "X-Forwarded-For": "198.51.100.23",
+    }
+    url = "/checkout?tg_vid=from.email-1&step=2"  # the visitor parameter carries one visitor's code
+    if shell == "wsgi":
+        Client(trackgate.WSGIMiddleware(wsgi_app, **options)).get(url, headers=headers)
+    else:
+        TestClient(trackgate.ASGIMiddleware(asgi_app, **options)).get(url, headers=headers)
+    [event] = recorded
+    assert (event.kind, event.visitor, event.revenue) == ("conversion", "from.email-1", 9.5)
+    assert event.url == ("http://localhost" if shell == "wsgi" else "http://testserver") + "/checkout?step=2"
+    assert (event.user_agent, event.language, event.referrer) == ("Shop/2.0", "de", "https://shop.example/cart")
+    assert event.ip == "198.51.100.0"
+
+
+def test_an_event_recorded_with_a_code_keeps_no_request() -> None:
+    event = trackgate.record("v-code-1", "x")
+    assert (event.url, event.user_agent, event.ip, event.language, event.referrer) == (None,) * 5
+
+
 @pytest.mark.server
 @pytest.mark.timeout(60)
 def test_helpers_in_an_app_behind_the_middleware_reach_the_receiver(tmp_path: Path) -> None:
@@ -111,6 +152,7 @@ def test_helpers_in_an_app_behind_the_middleware_reach_the_receiver(tmp_path: Pa
         env = {
             "PATH": "/usr/bin:/bin", "PYTHONPATH": str(TESTS_DIR), "TRACKGATE_SINKS": "webhook",
             "TRACKGATE_WEBHOOK_URL": hook.url, "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+            "TRACKGATE_ANONYMIZE_IP": "1",
         }
         process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "dispatch_apps:helpers_app()", "--bind", f"127.0.0.1:{port}",
@@ -118,7 +160,12 @@ def test_helpers_in_an_app_behind_the_middleware_reach_the_receiver(tmp_path: Pa
         )
         try:
             wait_until_serving(port, process)
-            response = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+            response = httpx.get(
+                f"http://127.0.0.1:{port}/signup?plan=pro",
+                headers={"User-Agent": "HelperTest/1.0", "Accept-Language": "fr-CH, fr;q=0.9",
+                         "Referer": "https://search.example/"},
+                timeout=10,
+            )
             assert response.status_code == 200
             visitor = response.text
             assert visitor
@@ -135,6 +182,11 @@ def test_helpers_in_an_app_behind_the_middleware_reach_the_receiver(tmp_path: Pa
             ("custom", "signed-up", visitor, None, None),
             ("identify", "identify", visitor, "user-1", None),
         ]
+        # Each keeps the request it was recorded with, as the middleware's own events do.
+        for payload in hook.payloads():
+            assert payload["url"] == f"http://127.0.0.1:{port}/signup?plan=pro"
+            assert (payload["user_agent"], payload["language"]) == ("HelperTest/1.0", "fr-CH")
+            assert (payload["referrer"], payload["ip"]) == ("https://search.example/", "127.0.0.0")
         assert Spool(tmp_path / "spool.sqlite3").backlog() == 0
 
 
