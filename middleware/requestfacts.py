@@ -6,6 +6,7 @@ siblings build them for the events an app records with a request in hand.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -21,8 +22,18 @@ _LANGUAGE_TAG = re.compile(r"[A-Za-z]{1,8}(?:-[A-Za-z0-9]{1,8}){0,7}")
 
 def preferred_language(header: str) -> str | None:
     """The preferred language tag (BCP 47 shape only: a header is client input, "*" says nothing)."""
+    # Browsers send a few hundred different headers between them, and parsing one costs several
+    # microseconds on every click and page view: read each once (bounded in count and in length).
+    return _cached_language(header) if len(header) <= _CACHED_HEADER_CHARS else _language(header)
+
+
+def _language(header: str) -> str | None:
     best = parse_accept_header(header, LanguageAccept).best
     return best if best and _LANGUAGE_TAG.fullmatch(best) else None
+
+
+_CACHED_HEADER_CHARS = 256
+_cached_language = functools.lru_cache(maxsize=1024)(_language)
 
 
 def from_environ(environ: Mapping[str, Any], trusted_proxies: int) -> RequestFacts:

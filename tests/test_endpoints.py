@@ -356,3 +356,15 @@ def test_links_of_a_rewritten_page_record_a_page_view_and_a_click(kind: str) -> 
         ("click", "https://partner.example/p?a=1&b=2"),
     ]
     assert events[0].visitor is not None and events[0].visitor == events[1].visitor
+
+
+def test_language_headers_are_read_once_within_a_bound() -> None:
+    from trackgate.requestfacts import _cached_language, preferred_language
+
+    _cached_language.cache_clear()
+    assert [preferred_language(f"en-a{i}, fr;q=0.5") for i in range(2000)][-1] == "en-a1999"
+    assert _cached_language.cache_info().currsize == 1024  # the oldest are forgotten
+    assert preferred_language("fr, " + "y" * 300) == "fr" and _cached_language.cache_info().currsize == 1024
+    preferred_language("de-CH, de;q=0.9")
+    preferred_language("de-CH, de;q=0.9")
+    assert _cached_language.cache_info().hits >= 1
