@@ -26,6 +26,9 @@ from .settings import Settings
 from .tokens import LegacyPytrackingCodec, Purpose, TokenCodec, json_text
 
 MAX_URL_CHARS = 4096
+# A page view's referrer rides in its pixel's URL: a longer one is left out rather than push that URL past
+# what servers take in a request line (gunicorn's default limit is 4,094 bytes).
+MAX_REFERRER_CHARS = 1024
 # Links made for web pages carry no visitor, so they can be reused across requests.
 PAGE_LINK_CACHE_SIZE = 4096
 
@@ -399,7 +402,7 @@ class PageLinks:
     def __init__(self, links: TrackingLinks, page_url: str, base_url: str, referrer: str | None = None) -> None:
         self._links = links
         self.page_url = page_url
-        self.referrer = referrer if referrer and len(referrer) <= MAX_URL_CHARS else None
+        self.referrer = referrer if referrer and len(referrer) <= MAX_REFERRER_CHARS else None
         self._base = base_url.rstrip("/")
         self._marks = links._tracking_marks(self._base)
 

@@ -307,6 +307,11 @@ class TestPageLinks:
         assert (titled.kind, titled.title) == ("pageview", "Linen shirt · Shop")
         assert titled.to_json_dict()["title"] == "Linen shirt · Shop"
         assert LINKS.decode(LINKS.open_url({"r": 1})).title is None  # an email's pixel has no page
+        came_from = LINKS.for_page("https://shop.example/p", "https://shop.example", referrer="https://s.example/")
+        assert LINKS.decode(came_from.open_url()).referrer == "https://s.example/"
+        # A referrer that would make the pixel's URL too long for a server's request line is left out.
+        too_long = LINKS.for_page("https://shop.example/p", "https://shop.example", referrer="https://s/" + "q" * 1100)
+        assert LINKS.decode(too_long.open_url()).referrer is None
 
     def test_unsafe_hrefs_are_refused(self) -> None:
         page = LINKS.for_page("https://shop.example/", "https://shop.example")
