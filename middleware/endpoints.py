@@ -100,6 +100,11 @@ def answer(facts: RequestFacts, visitor_code: str | None, gate: Gate) -> Reply:
     return _redirect(result) if purpose == "click" else PIXEL
 
 
+def _referrer(referer: str | None, gate: Gate) -> str | None:
+    """A click's referrer: the page the link was on, recorded as that page's views are."""
+    return gate.without_visitor_param(referer) if referer else None
+
+
 def _record(facts: RequestFacts, visitor_code: str | None, gate: Gate, result: TrackingResult) -> None:
     headers = facts.headers
     languages = headers.get("accept-language")
@@ -110,7 +115,7 @@ def _record(facts: RequestFacts, visitor_code: str | None, gate: Gate, result: T
             url=result.tracked_url,
             # A page view's pixel is requested with the page itself as its Referer: the page's own
             # referrer came in the token.
-            referrer=result.referrer if result.kind == "pageview" else headers.get("referer"),
+            referrer=result.referrer if result.kind == "pageview" else _referrer(headers.get("referer"), gate),
             title=result.title,
             metadata=result.metadata,
             user_agent=headers.get("user-agent"),

@@ -117,14 +117,18 @@ class Gate:
         }
 
     def _page_url(self, facts: RequestFacts) -> str:
-        """The page's URL as its page views record it: without the visitor parameter, which carries one
-        visitor's code (each visitor arriving from an email would otherwise be a page of their own)."""
+        return self.without_visitor_param(facts.url)
+
+    def without_visitor_param(self, url: str) -> str:
+        """A page's URL as events record it: without the visitor parameter, which carries one visitor's
+        code (each visitor arriving from an email would otherwise be a page of their own)."""
         param = self.settings.visitor_param
-        query = facts.query_string
-        if param not in query:
-            return facts.url
+        before_fragment, hash_mark, fragment = url.partition("#")
+        base, question, query = before_fragment.partition("?")
+        if not question or param not in query:
+            return url
         kept = "&".join(part for part in query.split("&") if part.partition("=")[0] != param)
-        return facts.origin + facts.path + ("?" + kept if kept else "")
+        return base + ("?" + kept if kept else "") + hash_mark + fragment
 
     def head_of_rewritten(self, facts: RequestFacts, status: int, headers: Sequence[tuple[str, str]]) -> bool:
         """True for the HEAD of a page a GET would rewrite: it must show the headers the GET gets, without the

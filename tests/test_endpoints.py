@@ -103,6 +103,11 @@ class TestAnswer:
         assert (event.kind, event.url, event.title) == ("pageview", "https://shop.example/linen", "Linen")
         assert event.referrer == came_from
 
+    def test_a_click_s_referrer_is_its_page_as_that_page_s_views_record_it(self, rec: _Recorder) -> None:
+        link = rec.links.click_url("https://partner.example/")
+        rec(_facts(_path(link), headers={"Referer": "https://shop.example/p?tg_vid=from.email-1&ref=nl#top"}))
+        assert rec.events[0].referrer == "https://shop.example/p?ref=nl#top"  # one visitor's code left out
+
     def test_head_answers_the_same_headers_and_records_nothing(self, rec: _Recorder) -> None:
         status, headers, _ = rec(_facts(_path(rec.links.open_url()), method="HEAD"))
         assert (status, headers) == (200, PIXEL_HEADERS)
@@ -368,3 +373,17 @@ def test_language_headers_are_read_once_within_a_bound() -> None:
     preferred_language("de-CH, de;q=0.9")
     preferred_language("de-CH, de;q=0.9")
     assert _cached_language.cache_info().hits >= 1
+
+
+@pytest.mark.parametrize(
+    ("url", "recorded"),
+    [
+        ("https://s.example/p", "https://s.example/p"),
+        ("https://s.example/p?tg_vid=a", "https://s.example/p"),
+        ("https://s.example/p?a=1&tg_vid=b&c=2#x", "https://s.example/p?a=1&c=2#x"),
+        ("https://s.example/p?tg_vidx=1", "https://s.example/p?tg_vidx=1"),  # another parameter
+        ("https://s.example/p#f?tg_vid=a", "https://s.example/p#f?tg_vid=a"),  # in the fragment: not a parameter
+    ],
+)
+def test_urls_are_recorded_without_the_visitor_parameter(url: str, recorded: str) -> None:
+    assert Gate(_settings()).without_visitor_param(url) == recorded
