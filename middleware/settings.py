@@ -32,7 +32,8 @@ _PATH_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
 _COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CONSENT_COOKIE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:=[!#$%&'()*+./:<>?@\[\]^_`{|}~0-9A-Za-z-]+)?")
 _QUERY_NAME = re.compile(r"[A-Za-z0-9._~-]+")
-_DOMAIN = re.compile(r"\.?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+# Letters of any script: werkzeug writes an internationalised domain in its IDNA spelling.
+_DOMAIN = re.compile(r"\.?[\w-]+(?:\.[\w-]+)*")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

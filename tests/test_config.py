@@ -86,6 +86,11 @@ def test_path_prefixes(prefix: str) -> None:
     assert trackgate.Settings.from_environ({"TRACKGATE_PATH_PREFIX": prefix}).path_prefix == prefix
 
 
+@pytest.mark.parametrize("domain", ["example.org", ".example.org", "localhost", "bücher.example"])
+def test_cookie_domains_any_script(domain: str) -> None:
+    assert trackgate.Settings.from_environ({"TRACKGATE_COOKIE_DOMAIN": domain}).cookie_domain == domain
+
+
 def test_production_requires_a_secret_key() -> None:
     with pytest.raises(trackgate.ConfigError, match="TRACKGATE_SECRET_KEY"):
         trackgate.Settings.from_environ({"TRACKGATE_ENV": "production"})
