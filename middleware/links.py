@@ -29,6 +29,8 @@ MAX_URL_CHARS = 4096
 # A page view's referrer rides in its pixel's URL: a longer one is left out rather than push that URL past
 # what servers take in a request line (gunicorn's default limit is 4,094 bytes).
 MAX_REFERRER_CHARS = 1024
+# A page-view pixel's whole URL, kept within that request line with room for the method and the version.
+MAX_PIXEL_URL_CHARS = 4000
 # Links made for web pages carry no visitor, so they can be reused across requests.
 PAGE_LINK_CACHE_SIZE = 4096
 
@@ -421,10 +423,24 @@ class PageLinks:
         return self.click_url
 
     def open_url(self, metadata: Mapping[str, Any] | None = None, *, title: str | None = None) -> str:
-        """The page-view pixel for this page (titled ``title``, as its page views will report)."""
-        return self._base + self._links.open_path(
-            metadata, page_url=self.page_url, title=title, referrer=self.referrer
-        )
+        """The page-view pixel for this page (titled ``title``, as its page views will report).
+
+        A pixel whose URL a server would refuse loses its page view: when everything does not fit, the
+        referrer goes first, then the title, then the page's query.
+        """
+        page_path = self.page_url.partition("?")[0]
+        for page, page_title, referrer in (
+            (self.page_url, title, self.referrer),
+            (self.page_url, title, None),
+            (self.page_url, None, None),
+            (page_path, None, None),
+        ):
+            if len(page) > MAX_URL_CHARS:
+                continue  # a destination that long is refused; the page without its query may do
+            url = self._base + self._links.open_path(metadata, page_url=page, title=page_title, referrer=referrer)
+            if len(url) <= MAX_PIXEL_URL_CHARS:
+                return url
+        raise BadURL(self.page_url, "too long for a pixel's URL, even without its query")
 
     def is_tracking_url(self, url: str) -> bool:
         return url.startswith(self._marks)

@@ -412,10 +412,14 @@ class HtmlRewriter:
         self._emit(data)
 
     def _pixel(self) -> bytes:
-        if self._wants_title:
-            source = cast(TitledLinkSource, self._links).open_url(self._metadata, title=self._title)
-        else:
-            source = self._links.open_url(self._metadata)
+        """The pixel's tag, or b"" when no pixel can be made for this document (its bytes still all go out)."""
+        try:
+            if self._wants_title:
+                source = cast(TitledLinkSource, self._links).open_url(self._metadata, title=self._title)
+            else:
+                source = self._links.open_url(self._metadata)
+        except (BadURL, TrackgateError, ValueError):
+            return b""
         return _PIXEL.format(src=_escape(source, '"')).encode("ascii", "xmlcharrefreplace")
 
     # --- links ---------------------------------------------------------------------------------------

@@ -313,6 +313,27 @@ class TestPageLinks:
         too_long = LINKS.for_page("https://shop.example/p", "https://shop.example", referrer="https://s/" + "q" * 1100)
         assert LINKS.decode(too_long.open_url()).referrer is None
 
+    @pytest.mark.parametrize("query_chars", [100, 2000, 3000, 4000, 5000])
+    def test_a_pixel_stays_short_enough_for_a_server_to_take(self, query_chars: int) -> None:
+        # Random base64: compression cannot shorten it much. 5,000 is past what a destination may be at all.
+        def noise(chars: int) -> str:
+            return base64.urlsafe_b64encode(os.urandom(chars))[:chars].decode()
+
+        page_url, referrer = "https://shop.example/p?q=" + noise(query_chars), "https://s.example/?r=" + noise(900)
+        page = LINKS.for_page(page_url, "https://shop.example", referrer=referrer)
+        pixel = page.open_url(title="Linen shirt")
+        assert len(pixel) <= 4000  # gunicorn's request line takes 4,094 bytes
+        result = LINKS.decode(pixel)
+        whole = result.tracked_url == page_url
+        assert result.tracked_url in (page_url, "https://shop.example/p")
+        # What goes first when it does not fit: the referrer, then the title, then the query.
+        assert result.referrer in (referrer, None) and result.title in ("Linen shirt", None)
+        assert (result.referrer is None or result.title is not None) and (result.title is None or whole)
+        if query_chars == 100:
+            assert (result.referrer, result.title, whole) == (referrer, "Linen shirt", True)
+        if query_chars == 5000:
+            assert (result.referrer, result.title, whole) == (None, None, False)
+
     def test_unsafe_hrefs_are_refused(self) -> None:
         page = LINKS.for_page("https://shop.example/", "https://shop.example")
         with pytest.raises(BadURL):

@@ -442,3 +442,16 @@ def test_the_page_view_pixel_carries_the_document_title(doc: str, title: str | N
         rewriter = HtmlRewriter(links, charset="utf-8", page_title=True)
         out = b"".join(rewriter.feed(data[i : i + size]) for i in range(0, len(data), size)) + rewriter.close()
         assert links.titles == [title] and PIXEL.encode() in out
+
+
+class NoPixelLinks(FakeLinks):
+    def open_url(self, metadata: Mapping[str, Any] | None = None) -> str:
+        raise BadURL("https://x.org/" + "p" * 5000, "longer than 4096 characters")
+
+
+def test_a_pixel_that_cannot_be_made_leaves_the_document_whole() -> None:
+    doc = b'<!DOCTYPE html><body><a href="https://x.org/">x</a></body></html>'
+    for size in (len(doc), 1):
+        rewriter = HtmlRewriter(NoPixelLinks(), charset="utf-8")
+        out = b"".join(rewriter.feed(doc[i : i + size]) for i in range(0, len(doc), size)) + rewriter.close()
+        assert out == doc.replace(b"https://x.org/", track("https://x.org/").encode())

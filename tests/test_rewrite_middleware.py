@@ -5,6 +5,7 @@ and opted-out responses untouched."""
 from __future__ import annotations
 
 import gzip
+import os
 import re
 from collections.abc import Iterator
 
@@ -111,6 +112,17 @@ def test_a_page_view_s_referrer_rides_only_in_a_page_no_shared_cache_keeps(asgi:
     links = TrackingLinks(Settings.from_environ({}, secret_key=ENV["TRACKGATE_SECRET_KEY"]))
     expected = "https://search.example/?q=private+words" if kept else None
     assert links.decode(pixel[1]).referrer == expected
+
+
+def test_a_page_with_a_very_long_query_gets_a_pixel_a_server_takes(asgi: str) -> None:
+    query = "?q=" + os.urandom(2600).hex()  # 5,203 characters: no destination may be that long
+    page = raw_get(asgi + "/streamed" + query).text
+    assert page.endswith("</body></html>")
+    pixel = re.search(r'<img src="([^"]+)"', page)
+    assert pixel and len(pixel[1]) <= 4000
+    links = TrackingLinks(Settings.from_environ({}, secret_key=ENV["TRACKGATE_SECRET_KEY"]))
+    assert links.decode(pixel[1]).tracked_url == asgi + "/streamed"  # the page, without its query
+    assert raw_get(asgi + pixel[1].removeprefix(asgi)).status_code == 200
 
 
 def test_an_html_download_is_left_alone(asgi: str) -> None:
