@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol, cast, overload
 from urllib.parse import urlsplit
 
-from .errors import BadURL, TrackgateError
+from .errors import ConfigError, TrackgateError
 from .htmlchars import PRESCAN_BYTES, decode_attribute, sniff_charset
 from .tagwalk import BOGUS, NAME, walk
 
@@ -418,7 +418,9 @@ class HtmlRewriter:
                 source = cast(TitledLinkSource, self._links).open_url(self._metadata, title=self._title)
             else:
                 source = self._links.open_url(self._metadata)
-        except (BadURL, TrackgateError, ValueError):
+        except ConfigError:
+            raise  # links for emails without TRACKGATE_BASE_URL: the caller must hear of it
+        except (TrackgateError, ValueError):
             return b""
         return _PIXEL.format(src=_escape(source, '"')).encode("ascii", "xmlcharrefreplace")
 
@@ -484,7 +486,9 @@ class HtmlRewriter:
             return None
         try:
             return self._click_url(url)
-        except (BadURL, TrackgateError, ValueError):
+        except ConfigError:
+            raise  # links for emails without TRACKGATE_BASE_URL: the caller must hear of it
+        except (TrackgateError, ValueError):
             return None  # not a destination we may sign: the link stays as it was
 
     def _fallback_text(self, raw: bytes) -> str | None:

@@ -9,7 +9,7 @@ import re
 import pytest
 from selectolax.lexbor import LexborHTMLParser
 
-from trackgate import Settings, TrackingLinks, rewrite_html
+from trackgate import ConfigError, Settings, TrackingLinks, rewrite_html
 
 METADATA = {"recipient": "r-1042", "campaign": 7}
 
@@ -65,3 +65,10 @@ def test_outbound_scope_on_a_page_keeps_same_host_links(links: TrackingLinks) ->
     assert '<a href="https://shop.example/checkout">' in out
     tracked = re.findall(r'href="(https://shop\.example/_tg/c/[^"]+)"', out)
     assert [links.decode(href).tracked_url for href in tracked] == ["https://partner.example/"]
+
+
+@pytest.mark.parametrize("pixel", [True, False])
+def test_email_links_without_a_base_url_are_a_clear_error_not_an_untracked_email(pixel: bool) -> None:
+    unplaced = TrackingLinks(Settings.from_environ({}, secret_key="test-secret"))
+    with pytest.raises(ConfigError, match="TRACKGATE_BASE_URL"):
+        rewrite_html(EMAIL, unplaced, metadata={"recipient": "r-1"}, open_tracking=pixel)
