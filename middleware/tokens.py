@@ -207,11 +207,9 @@ class TokenCodec:
             nonce = os.urandom(_NONCE_BYTES)
             sealed = self._ciphers[0].encrypt(nonce, _pack(raw), self._aads[purpose])
             return base64_encode(nonce + sealed).decode()
-        if len(raw) < _COMPRESS_FROM:  # most links: base64 of the JSON as it is
-            body = _b2a(raw, newline=False).rstrip(b"=").translate(_TO_URLSAFE)
-        else:  # a leading "." marks a zlib payload, as in itsdangerous's URLSafeSerializer
-            packed = _pack(raw)
-            body = base64_encode(packed) if packed[:1] == b"{" else b"." + base64_encode(packed)
+        # A leading "." marks a zlib payload, as in itsdangerous's URLSafeSerializer.
+        packed = _pack(raw)
+        body = base64_encode(packed) if packed[:1] == b"{" else b"." + base64_encode(packed)
         mac = self._macs[purpose][0].copy()
         mac.update(body)
         return (body + b"." + _signature_text(mac.digest())).decode()
