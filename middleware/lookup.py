@@ -14,24 +14,6 @@ VISITOR_KEY = "trackgate.visitor"
 EMIT_KEY = "trackgate.emit"  # where this request's middleware sends events (its dispatcher, or a callback)
 
 
-def _holder(request: Any) -> Mapping[str, Any] | None:
-    """The mapping the shells store their keys in: the environ, or the scope's "state" dict."""
-    if isinstance(request, Mapping):
-        if "wsgi.version" in request or STATE_KEY in request:
-            return request
-        if request.get("type") in ("http", "websocket"):
-            state = request.get("state")
-            return state if isinstance(state, Mapping) else None
-        return None
-    for attribute in ("environ", "META", "scope"):  # werkzeug/Flask, Django (WSGI), starlette/Django (ASGI)
-        inner = getattr(request, attribute, None)
-        if isinstance(inner, Mapping):
-            found = _holder(inner)
-            if found is not None and STATE_KEY in found:
-                return found
-    return None
-
-
 def get_source(request: Any) -> Mapping[str, Any] | None:
     """The WSGI environ or ASGI scope a request came with (a request object's, or the mapping itself)."""
     if isinstance(request, Mapping):
@@ -43,6 +25,17 @@ def get_source(request: Any) -> Mapping[str, Any] | None:
         if isinstance(inner, Mapping) and get_source(inner) is not None:
             return inner
     return None
+
+
+def _holder(request: Any) -> Mapping[str, Any] | None:
+    """The mapping the shells store their keys in: the environ, or the scope's "state" dict."""
+    if isinstance(request, Mapping) and STATE_KEY in request:
+        return request  # an environ as a test or a server stub makes it, or a scope's state itself
+    source = get_source(request)
+    if source is None or "wsgi.version" in source:
+        return source
+    state = source.get("state")
+    return state if isinstance(state, Mapping) else None
 
 
 def get_state(request: Any) -> VisitorState | None:
