@@ -21,8 +21,6 @@ from .errors import BadToken, TokenExpired
 from .events import Event
 from .facts import RequestFacts
 from .links import TrackingResult, location_header
-from .netaddr import anonymize_ip
-from .requestfacts import preferred_language
 from .tokens import Purpose
 
 if TYPE_CHECKING:
@@ -100,28 +98,20 @@ def answer(facts: RequestFacts, visitor_code: str | None, gate: Gate) -> Reply:
     return _redirect(result) if purpose == "click" else PIXEL
 
 
-def _referrer(referer: str | None, gate: Gate) -> str | None:
-    """A click's referrer: the page the link was on, recorded as that page's views are."""
-    return gate.without_visitor_param(referer) if referer else None
-
-
 def _record(facts: RequestFacts, visitor_code: str | None, gate: Gate, result: TrackingResult) -> None:
-    headers = facts.headers
-    languages = headers.get("accept-language")
     try:
+        fields = gate.client_fields(facts)
+        if result.kind == "pageview":
+            # The pixel is requested with the page itself as its Referer: the page's own came in the token.
+            fields["referrer"] = result.referrer
         event = Event(
             kind=result.kind,
             visitor=visitor_code,
             url=result.tracked_url,
-            # A page view's pixel is requested with the page itself as its Referer: the page's own
-            # referrer came in the token.
-            referrer=result.referrer if result.kind == "pageview" else _referrer(headers.get("referer"), gate),
             title=result.title,
             metadata=result.metadata,
-            user_agent=headers.get("user-agent"),
-            ip=anonymize_ip(facts.client_addr, gate.settings.anonymize_ip),
-            language=preferred_language(languages) if languages else None,
             id=result.event_id,
+            **fields,
         )
         gate.emit(event)
     except Exception as error:  # the visitor still gets the pixel or the redirect

@@ -104,13 +104,17 @@ class Gate:
         return BodyFilter(plan, rewriter)
 
     def request_fields(self, facts: RequestFacts) -> dict[str, Any]:
-        """What an event an app records keeps of the request it came with: the page, where it came from,
-        the browser and its language, and the address (anonymised as TRACKGATE_ANONYMIZE_IP says)."""
+        """What an event an app records keeps of the request it came with: the page, and ``client_fields``."""
+        return {"url": self._page_url(facts), **self.client_fields(facts)}
+
+    def client_fields(self, facts: RequestFacts) -> dict[str, Any]:
+        """What every event keeps of its request: the page it came from (as that page's own events record
+        it), the browser and its language, and the address (anonymised as TRACKGATE_ANONYMIZE_IP says)."""
         headers = facts.headers
+        referer = headers.get("referer")
         languages = headers.get("accept-language")
         return {
-            "url": self._page_url(facts),
-            "referrer": headers.get("referer"),
+            "referrer": self.without_visitor_param(referer) if referer else None,
             "user_agent": headers.get("user-agent"),
             "ip": anonymize_ip(facts.client_addr, self.settings.anonymize_ip),
             "language": preferred_language(languages) if languages else None,
