@@ -21,7 +21,7 @@ from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_scope
 from .settings import Settings
-from .shell_common import OPT_OUT_HEADER, looks_like_html, make_settings, weak_etag
+from .shell_common import OPT_OUT_HEADER, looks_like_html, make_settings, rewritten_headers
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
@@ -172,13 +172,12 @@ def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send
         facts = from_scope(scope, 0)
         text_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in edited]
         body_filter = gate.body_filter(facts, state.visitor, message["status"], text_headers)
-        if body_filter is not None or gate.head_of_rewritten(facts, message["status"], text_headers):
-            edited = [
-                (name, weak_etag(value.decode("latin-1")).encode("latin-1") if name.lower() == b"etag" else value)
-                for name, value in edited
+        head = body_filter is None and gate.head_of_rewritten(facts, message["status"], text_headers)
+        if body_filter is not None or head:
+            message["headers"] = [
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in rewritten_headers(text_headers, head=head)
             ]
-            # A HEAD shows its GET's headers: that GET has another length, or none.
-            message["headers"] = edited if body_filter is not None else _without_length(edited)
     return None if body_filter is None else _Rewriting(body_filter, message, send)
 
 

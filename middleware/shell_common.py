@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from werkzeug.http import quote_etag, unquote_etag
@@ -53,11 +53,21 @@ def edit_headers(
     return edited, None if opted_out else content_type
 
 
-def weak_etag(value: str) -> str:
-    """The app's ETag, made weak for a body we rewrite: the tag no longer names these exact bytes (nginx's
-    gzip does the same), so a Range request with If-Range can never splice the app's bytes onto ours."""
-    tag, _ = unquote_etag(value.strip())
-    return quote_etag(tag, weak=True)
+def rewritten_headers(headers: Sequence[tuple[str, str]], *, head: bool) -> list[tuple[str, str]]:
+    """The headers of a page whose body is rewritten, or of the HEAD of one (``head``), which shows its GET's.
+
+    The ETag turns weak: it no longer names these exact bytes (nginx's gzip does the same), so a Range
+    request with If-Range can never splice the app's bytes onto ours. A HEAD also loses the app's
+    Content-Length: its GET has another one, or none when it streams (the GET's own is set when it is sent).
+    """
+    edited = []
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "etag":
+            edited.append((name, quote_etag(unquote_etag(value.strip())[0], weak=True)))
+        elif not (head and lowered == "content-length"):
+            edited.append((name, value))
+    return edited
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: int) -> str | None:

@@ -22,7 +22,7 @@ from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_environ
 from .settings import Settings
-from .shell_common import edit_headers, looks_like_html, make_settings, weak_etag
+from .shell_common import edit_headers, looks_like_html, make_settings, rewritten_headers
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
@@ -116,10 +116,9 @@ class _Responder:
             with guarded("choosing to rewrite"):
                 facts = from_environ(self._environ, 0)
                 self._filter = self._gate.body_filter(facts, self._state.visitor, int(status[:3]), headers)
-                if self._filter is not None or self._gate.head_of_rewritten(facts, int(status[:3]), headers):
-                    headers = [(k, weak_etag(v) if k.lower() == "etag" else v) for k, v in headers]
-                    if self._filter is None:  # a HEAD: as its GET would be, which has another length or none
-                        headers = _without_length(headers)
+                head = self._filter is None and self._gate.head_of_rewritten(facts, int(status[:3]), headers)
+                if self._filter is not None or head:
+                    headers = rewritten_headers(headers, head=head)
         if self._filter is None or exc_info is not None:
             self._filter = None
             return self._start_response(status, headers, exc_info)
