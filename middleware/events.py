@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import collections
 import dataclasses
 import os
 import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from .batches import Batches
 from .fastjson import compact_encoder, loads
 
 EventKind = Literal[
@@ -20,24 +20,21 @@ EVENT_KINDS: frozenset[str] = frozenset(EventKind.__args__)  # type: ignore[attr
 def new_event_id(now: float | None = None) -> str:
     """32 hex digits: 48 bits of milliseconds then 80 random bits, so ids sort by time and never collide.
 
-    The random parts are drawn 64 at a time (one urandom call, not one per id: one is made per tracked
-    request); ``deque.pop`` is atomic, so threads never share one, and a forked child draws its own.
+    The random parts are drawn 64 at a time (see batches.py): one id is made per tracked request.
     """
     time_part = (int((time.time() if now is None else now) * 1000) & 0xFFFF_FFFF_FFFF).to_bytes(6, "big").hex()
-    try:
-        return time_part + _random_parts.pop()
-    except IndexError:
-        hexed = os.urandom(_RANDOM_BYTES * _BATCH).hex()
-        step = 2 * _RANDOM_BYTES
-        _random_parts.extend(hexed[i : i + step] for i in range(0, len(hexed), step))
-        return time_part + _random_parts.pop()
+    return time_part + _take_random_part()
+
+
+def _draw_random_parts() -> list[str]:
+    hexed = os.urandom(_RANDOM_BYTES * _BATCH).hex()
+    step = 2 * _RANDOM_BYTES
+    return [hexed[i : i + step] for i in range(0, len(hexed), step)]
 
 
 _RANDOM_BYTES = 10
 _BATCH = 64
-_random_parts: collections.deque[str] = collections.deque()
-if hasattr(os, "register_at_fork"):  # POSIX: a child must not reuse the parts its parent still holds
-    os.register_at_fork(after_in_child=_random_parts.clear)
+_take_random_part = Batches(_draw_random_parts).take
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -8,7 +8,6 @@ attribute. Anything else is ignored and a fresh code issued.
 
 from __future__ import annotations
 
-import collections
 import functools
 import os
 import re
@@ -20,6 +19,7 @@ from urllib.parse import parse_qs
 from starlette.requests import cookie_parser
 from werkzeug.http import dump_cookie, parse_cookie
 
+from .batches import Batches
 from .settings import Settings
 
 _CODE_LENGTH = 16
@@ -45,19 +45,14 @@ class Visitor(NamedTuple):
 def new_code() -> str:
     """16 characters of [a-z0-9] from the operating system's CSPRNG (what ``secrets`` draws from).
 
-    Drawn in batches: one urandom call per 64 codes instead of one per code, on the path of every first
-    visit. ``deque.pop`` is atomic, so threads never share a code, and a forked child starts a fresh batch.
+    Drawn 64 at a time (see batches.py), on the path of every first visit.
     """
-    try:
-        return _fresh_codes.pop()
-    except IndexError:
-        _fresh_codes.extend(_draw_codes(_BATCH))
-        return _fresh_codes.pop()
+    return _take_code()
 
 
-def _draw_codes(count: int) -> list[str]:
+def _draw_codes() -> list[str]:
     digits = b""
-    needed = count * _CODE_LENGTH
+    needed = _BATCH * _CODE_LENGTH
     while len(digits) < needed:
         digits += os.urandom(needed - len(digits) + needed // 32 + 4).translate(_BYTE_TO_DIGIT, _UNEVEN_BYTES)
     text = digits[:needed].decode("ascii")
@@ -65,9 +60,7 @@ def _draw_codes(count: int) -> list[str]:
 
 
 _BATCH = 64
-_fresh_codes: collections.deque[str] = collections.deque()
-if hasattr(os, "register_at_fork"):  # POSIX: a child must not hand out the codes its parent still holds
-    os.register_at_fork(after_in_child=_fresh_codes.clear)
+_take_code = Batches(_draw_codes).take
 
 
 def is_valid_code(code: str) -> bool:
