@@ -201,15 +201,9 @@ class HtmlRewriter:
         malformed = self._unfinished or self._until is not None or self._walking is not None
         wanted = self._document or self._pixel_in_fragments
         if self._pixel_at is not None and not self._pixel_done and not malformed and wanted:
-            pixel = self._pixel()
-            if self._tail is not None:
-                self._out.append(pixel)
-                self._out.append(bytes(self._tail))
-                self._tail = None
-            else:
-                self._out.append(pixel)
+            self._out.append(self._pixel())  # before what was held since the last </body>, if anything was
             self._pixel_done = True
-        elif self._tail is not None:
+        if self._tail is not None:
             self._out.append(bytes(self._tail))
             self._tail = None
         return self._take()
