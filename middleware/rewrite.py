@@ -351,7 +351,7 @@ class HtmlRewriter:
         elif name == b"plaintext":
             self._enter(_NEVER, 0)  # nothing ends it
         elif name in _RAW_TEXT_ENDS:  # script, style, textarea, title, ...: text until its own end tag
-            self._enter(_raw_text_end(name), len(name) + 2)
+            self._enter(_RAW_TEXT_ENDS[name], len(name) + 2)
             if name == b"title" and self._wants_title and self._title is None and not self._foreign:
                 self._title_bytes = bytearray()  # the document's title (an SVG's comes later, and is not)
 
@@ -510,10 +510,6 @@ def _title_text(raw: bytes, codec: str) -> str | None:
     """A title as document.title reads it: character references decoded, whitespace collapsed."""
     text = " ".join(html.unescape(raw.decode(codec, "replace")).split())[:_TITLE_CHARS]
     return text or None
-
-
-def _raw_text_end(name: bytes) -> re.Pattern[bytes]:
-    return _RAW_TEXT_ENDS[name]
 
 
 def _unquote(value: bytes) -> bytes:
