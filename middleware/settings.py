@@ -26,12 +26,14 @@ ENV_PREFIX = "TRACKGATE_"
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
-# Segments of URL-unreserved characters: the prefix goes into links as it is, unquoted.
-_PATH_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~-]+)+")
+# URL-unreserved characters: the path prefix and the visitor parameter go into links as they are, unquoted.
+_UNRESERVED = r"[A-Za-z0-9._~-]+"
+_PATH_PREFIX = re.compile(rf"(?:/{_UNRESERVED})+")
+_QUERY_NAME = re.compile(_UNRESERVED)
 # A cookie name is an RFC 6265 token; a consent cookie may name the value that grants (cookie octets).
-_COOKIE_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_CONSENT_COOKIE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+(?:=[!#$%&'()*+./:<>?@\[\]^_`{|}~0-9A-Za-z-]+)?")
-_QUERY_NAME = re.compile(r"[A-Za-z0-9._~-]+")
+_COOKIE_NAME_CHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_COOKIE_NAME = re.compile(_COOKIE_NAME_CHARS)
+_CONSENT_COOKIE = re.compile(_COOKIE_NAME_CHARS + r"(?:=[!#$%&'()*+./:<>?@\[\]^_`{|}~0-9A-Za-z-]+)?")
 # Letters of any script: werkzeug writes an internationalised domain in its IDNA spelling.
 _DOMAIN = re.compile(r"\.?[\w-]+(?:\.[\w-]+)*")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
