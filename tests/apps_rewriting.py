@@ -105,4 +105,12 @@ async def _file(request: Request) -> FileResponse:
     return FileResponse(STATIC_PAGE, media_type="text/html")
 
 
+async def _generated_headers(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    # ASGI allows any iterable of header pairs; this app hands over a generator.
+    pairs = [(b"content-type", b"text/html; charset=utf-8"), (b"x-app", b"kept")]
+    await send({"type": "http.response.start", "status": 200, "headers": (pair for pair in pairs)})
+    await send({"type": "http.response.body", "body": PAGE.encode()})
+
+
+generated_headers_app = trackgate.ASGIMiddleware(_generated_headers)
 file_app = trackgate.ASGIMiddleware(Starlette(routes=[Route("/page.html", _file)]))

@@ -125,6 +125,13 @@ def test_a_page_with_a_very_long_query_gets_a_pixel_a_server_takes(asgi: str) ->
     assert raw_get(asgi + pixel[1].removeprefix(asgi)).status_code == 200
 
 
+def test_headers_an_app_hands_over_as_a_generator_reach_the_client() -> None:
+    with serve("uvicorn", "apps_rewriting:generated_headers_app", env=ENV) as base:
+        response = raw_get(base + "/")
+    assert response.headers["x-app"] == "kept" and response.headers["content-type"].startswith("text/html")
+    assert "/_tg/c/" in response.text and len(response.headers.get_list("set-cookie")) == 1
+
+
 def test_an_html_download_is_left_alone(asgi: str) -> None:
     response = raw_get(asgi + "/export")
     assert response.headers["content-disposition"].startswith("attachment")

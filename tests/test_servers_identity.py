@@ -49,6 +49,8 @@ def test_identity_on_a_real_server(kind: str, app: str) -> None:
         private = get(base + "/", headers={"Sec-GPC": "1"})
         assert private.headers.get_list("set-cookie") == []
         assert private.json()["consent"] is False
+        not_a_refusal = get(base + "/", headers={"Sec-GPC": "0", "Cookie": f"tg_vid={code}"})
+        assert not_a_refusal.json() == {"code": code, "is_new": False, "consent": True}
 
         moved = get(base + "/?tg_vid=from.email-7", headers={"Cookie": f"tg_vid={code}"})
         assert moved.json()["code"] == "from.email-7"
