@@ -76,32 +76,27 @@ def _submit(
 ) -> Event:
     if properties is not None and not isinstance(properties, Mapping):
         raise TypeError(f"properties must be a mapping, not {type(properties).__name__}")
+    # Where the middleware the request came through sends events; none for a code or a Visitor.
+    emit = None if isinstance(request_or_visitor, str | Visitor) else get_emit(request_or_visitor)
     event = Event(
         kind, name=name, visitor=visitor_code(request_or_visitor), user_id=user_id,
-        properties=dict(properties or {}), revenue=revenue, **_request_fields(request_or_visitor),
+        properties=dict(properties or {}), revenue=revenue, **_request_fields(request_or_visitor, emit),
     )
-    _emitter(request_or_visitor)(event)
+    if emit is None:
+        from .dispatch import submit  # the dispatcher loads on first use, not on import
+
+        emit = submit
+    emit(event)
     return event
 
 
-def _request_fields(request: Any) -> dict[str, Any]:
+def _request_fields(request: Any, emit: Callable[[Event], None] | None) -> dict[str, Any]:
     """What the event keeps of a request that came through the middleware: its page, referrer, browser,
-    language and address, as the middleware's own events keep them. Nothing for a code or a Visitor."""
-    if isinstance(request, str | Visitor):
-        return {}
-    gate = getattr(get_emit(request), "__self__", None)  # the emit a shell left is its gate's
+    language and address, as the middleware's own events keep them."""
+    gate = getattr(emit, "__self__", None)  # the emit a shell left is its gate's
     source = get_source(request)
     if not isinstance(gate, Gate) or source is None:
         return {}
     trusted = gate.settings.trusted_proxies
     facts = from_environ(source, trusted) if "wsgi.version" in source else from_scope(source, trusted)
     return gate.request_fields(facts)
-
-
-def _emitter(request: Any) -> Callable[[Event], None]:
-    emit = get_emit(request)
-    if emit is not None:
-        return emit
-    from .dispatch import submit  # the dispatcher loads on first use, not on import
-
-    return submit
