@@ -213,3 +213,31 @@ def test_uvicorn_lifespan_shutdown_drains_what_the_app_recorded(tmp_path: Path) 
             process.kill()
             process.wait()
         slow.stop()
+
+
+# A script (a cron job, a management command) that records and exits at once: the dispatcher starts on the
+# submit and everything goes out at interpreter exit. The webhook is addressed by name, so aiohttp resolves
+# it in an executor, and the store writes from one: both must still work that late in the exit.
+SUBMIT_AND_EXIT = """
+import trackgate.dispatch
+from trackgate import Event
+for n in range(5):
+    trackgate.dispatch.submit(Event("custom", name="Cron Ran", visitor="v%d" % n))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_script_that_submits_and_exits_at_once_delivers_at_exit(hook: WebhookReceiver, tmp_path: Path) -> None:
+    spool = tmp_path / "spool.sqlite3"
+    store = tmp_path / "store.sqlite3"
+    env = environment(
+        spool,
+        hook.url.replace("127.0.0.1", "localhost"),
+        TRACKGATE_SINKS="webhook,store",
+        TRACKGATE_STORE_URL=f"sqlite:///{store}",
+    )
+    result = subprocess.run([sys.executable, "-c", SUBMIT_AND_EXIT], env=env, capture_output=True, timeout=50)
+    assert result.returncode == 0
+    assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    assert len(hook.unique()) == 5
+    assert Spool(spool).backlog() == 0  # the store confirmed them too

@@ -245,7 +245,11 @@ class Dispatcher:
             return
         self._exit_hooked = True
         # threading's exit hooks run before concurrent.futures refuses new work (aiohttp resolves names in
-        # an executor), so the last batches can still go out; atexit is the fallback.
+        # an executor, the store writes from one), so the last batches can still go out; atexit is the
+        # fallback. They run last registered first, and concurrent.futures registers its own when it is first
+        # imported, which during the drain would be too late: import it now, so that ours runs before it.
+        import concurrent.futures.thread  # noqa: F401, PLC0415
+
         register = getattr(threading, "_register_atexit", None)
         try:
             if register is None:
