@@ -83,8 +83,10 @@ def answer(facts: RequestFacts, visitor_code: str | None, gate: Gate) -> Reply:
         return NOT_FOUND
     if facts.method not in ("GET", "HEAD"):
         return METHOD_NOT_ALLOWED
+    # pytracking's append_slash links end in "/" (tokens never hold one): still the same link.
+    token = rest[3:-1] if rest.endswith("/") else rest[3:]
     try:
-        result = gate.links.decode_token(rest[3:], purpose, visitor=visitor_code)
+        result = gate.links.decode_token(token, purpose, visitor=visitor_code)
     except TokenExpired as expired:
         gate.count("expired_token")
         if isinstance(expired.payload, TrackingResult) and purpose == "click":

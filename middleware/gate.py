@@ -97,6 +97,7 @@ class Gate:
             scope="outbound" if settings.rewrite == "outbound" else "all",
             charset=plan.charset,
             page_host=facts.host,
+            scheme=facts.scheme,
             pixel_in_fragments=False,  # a fragment fetched into a page is not a page view
             xml=plan.xml,
             page_title=True,  # the page view reports it (Matomo's action_name)

@@ -347,6 +347,8 @@ class TrackingLinks:
         legacy: bool,
     ) -> TrackingResult:
         url = data.get("url" if legacy else "u")
+        if legacy and type(url) is str and url.startswith("//"):
+            url = "https:" + url  # pytracking tracked protocol-relative links; a browser resolves them so
         metadata = data.get("metadata" if legacy else "m") or {}
         if type(metadata) is not dict:
             raise BadToken("metadata is not an object")

@@ -134,6 +134,7 @@ class HtmlRewriter:
         pixel_in_fragments: bool = True,
         xml: bool = False,
         page_title: bool = False,
+        scheme: str = "https",
     ) -> None:
         self._links = links
         self._is_tracking_url = links.is_tracking_url
@@ -152,6 +153,8 @@ class HtmlRewriter:
         self._pixel_in_fragments = pixel_in_fragments
         self._document = False
         self._outbound_only = scope == "outbound"
+        # A protocol-relative link (//host/path) takes the document's scheme: the page's, or https in an email.
+        self._relative_prefix = scheme + ":"
         self._page_host = _host_and_port("//" + page_host) if page_host else None
         self._declared = charset
         self._codec: str | None = None
@@ -470,6 +473,8 @@ class HtmlRewriter:
             ("http://", "https://")
         ):
             return None
+        if url.startswith("//"):
+            url = self._relative_prefix + url
         # Merge tags ({{ }}, {% %}, *| |*, %% %%, [[ ]]) are filled in by an email service after us: a
         # tracked link would freeze the placeholder.
         if ("{" in url and ("{{" in url or "{%" in url)) or "*|" in url or "%%" in url or "[[" in url:

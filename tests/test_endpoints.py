@@ -229,6 +229,19 @@ class TestLegacyLinks:
         [event] = rec.events
         assert (event.kind, event.url, dict(event.metadata)) == ("click", "https://shop.example/sale", {"r": 1})
 
+    def test_legacy_links_with_pytracking_append_slash_or_a_protocol_relative_destination_redirect(self) -> None:
+        rec = _Recorder(_settings(legacy_pytracking=True, redirect_allowed_hosts="shop.example"))
+        slashed = pytracking.get_click_tracking_url(
+            "https://shop.example/sale", append_slash=True, base_click_tracking_url=BASE + "/_tg/c/"
+        )
+        assert slashed.endswith("/")
+        status, headers, _ = rec(_facts(_path(slashed)))
+        assert (status, headers["location"]) == (302, "https://shop.example/sale")
+        status, headers, _ = rec(_facts(_pytracking_click("//shop.example/x")))
+        assert (status, headers["location"]) == (302, "https://shop.example/x")
+        assert rec(_facts(_pytracking_click("//evil.example/x")))[0] == 404
+        assert [e.url for e in rec.events] == ["https://shop.example/sale", "https://shop.example/x"]
+
     def test_legacy_open_pixels_record_opens(self) -> None:
         rec = _Recorder(_settings(legacy_pytracking=True))
         link = pytracking.get_open_tracking_url({"r": 2}, base_open_tracking_url=BASE + "/_tg/o/")

@@ -56,7 +56,8 @@ def rewrite(doc: str, **options: Any) -> str:
         ('<a href="https://x.org/?a=1&currency=USD">', f'<a href="{track("https://x.org/?a=1&currency=USD")}">'),
         ('<a href="https://x.org/?q=&eacute;t&eacute;">', f'<a href="{track("https://x.org/?q=été")}">'),
         ('<a href="  https://x.org/\n ">', f'<a href="{track("https://x.org/")}">'),
-        ('<a href="//cdn.x.org/f">', f'<a href="{track("//cdn.x.org/f")}">'),
+        # Protocol-relative: the document's scheme, https for an email (rewrite_html's default).
+        ('<a href="//cdn.x.org/f">', f'<a href="{track("https://cdn.x.org/f")}">'),
         ('<a\nhref\n=\n"https://x.org/"\n>', f'<a\nhref\n=\n"{track("https://x.org/")}"\n>'),
         (
             '<a title="x" href="https://x.org/" href="https://y.org/">',

@@ -25,6 +25,7 @@ EMAIL = """<!DOCTYPE html><html><head><meta charset="utf-8"><title>Sale &amp; mo
 <a href="https://shop.example/?a=1&amp;currency=USD&lang=fr">shop</a>
 <a href='https://shop.example/caf\u00e9?q=cr\u00e8me'>caf\u00e9</a>
 <a href=http://plain.example/p>plain</a>
+<a href="//cdn.example/f">protocol-relative: https in an email</a>
 <a href="mailto:help@shop.example">mail</a>
 <a href="https://shop.example/*|EMAIL|*">merge</a>
 <!--[if mso]><a href="https://outlook.example/">o</a><![endif]-->
@@ -39,6 +40,7 @@ def test_every_rewritten_link_decodes_to_its_destination_with_the_metadata(links
         "https://shop.example/?a=1&currency=USD&lang=fr",
         "https://shop.example/caf\u00e9?q=cr\u00e8me",
         "http://plain.example/p",
+        "https://cdn.example/f",
     ]
     assert all(result.metadata == METADATA and result.kind == "click" for result in decoded)
     assert "mailto:help@shop.example" in found and "https://shop.example/*|EMAIL|*" in found

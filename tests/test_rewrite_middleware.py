@@ -71,6 +71,13 @@ def test_a_fragment_gets_tracked_links_but_no_page_view_pixel(asgi: str) -> None
     fragment = raw_get(asgi + "/fragment", "GET").text
     assert fragment.startswith('<li><a href="http://127.0.0.1:') and "/_tg/c/" in fragment
     assert "/_tg/o/" not in fragment and fragment.endswith(">item 7</a></li>")
+    # The protocol-relative link takes the page's scheme (http here), as the browser would resolve it.
+    links = TrackingLinks(Settings.from_environ({}, secret_key=ENV["TRACKGATE_SECRET_KEY"]))
+    hrefs = re.findall(r'href="([^"]+)"', fragment)
+    assert [links.decode(href).tracked_url for href in hrefs] == [
+        "http://partner.example/item/6",
+        "https://partner.example/item/7",
+    ]
 
 
 def test_an_opted_out_page_is_left_alone_and_the_header_removed(asgi: str) -> None:
