@@ -120,7 +120,7 @@ def _responder(gate: Gate, scope: Scope, state: VisitorState, send: Send) -> Sen
         if rewriting is not None:
             return rewriting.send(message)
         if message["type"] == "http.response.start":
-            rewriting = _start(gate, scope, state, message, send)
+            message, rewriting = _start(gate, scope, state, message, send)
             if rewriting is not None:
                 return _nothing()  # held back until the first body message
         return send(message)
@@ -132,13 +132,15 @@ async def _nothing() -> None:
     return None
 
 
-def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send: Send) -> _Rewriting | None:
-    """Edit the start message (cookie in, opt-out header out; the app's header list is left as it was);
-    a _Rewriting when the body is HTML to rewrite."""
+def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send: Send) -> tuple[Message, _Rewriting | None]:
+    """The start message to send (cookie in, opt-out header out) and a _Rewriting when the body is HTML to
+    rewrite. The app's message and header list are never changed: an app may send the same constant start
+    for every response, and one visitor's cookie must not stay in it for the next."""
     headers = message.get("headers", ())
     if type(headers) is not list and type(headers) is not tuple:
         # Any iterable will do (ASGI says so), and this loop would use up an iterator the server reads next.
-        headers = message["headers"] = list(headers)
+        headers = list(headers)
+        message = {**message, "headers": headers}
     content_type = None
     opted_out = False
     for name, value in headers:
@@ -164,9 +166,9 @@ def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send
     if cookie is not None:
         edited.append((b"set-cookie", cookie.encode("latin-1")))
     if edited is not headers:
-        message["headers"] = edited
+        message = {**message, "headers": edited}
     if content_type is None or not looks_like_html(content_type):
-        return None
+        return message, None
     body_filter = None
     with guarded("choosing to rewrite"):
         facts = from_scope(scope, 0)
@@ -174,22 +176,30 @@ def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send
         body_filter = gate.body_filter(facts, state.visitor, message["status"], text_headers)
         head = body_filter is None and gate.head_of_rewritten(facts, message["status"], text_headers)
         if body_filter is not None or head:
-            message["headers"] = [
-                (name.encode("latin-1"), value.encode("latin-1"))
-                for name, value in rewritten_headers(text_headers, head=head)
-            ]
-    return None if body_filter is None else _Rewriting(body_filter, message, send)
+            rewritten = {
+                **message,
+                "headers": [
+                    (name.encode("latin-1"), value.encode("latin-1"))
+                    for name, value in rewritten_headers(text_headers, head=head)
+                ],
+            }
+            if body_filter is not None:
+                # The start as the app made it stays at hand for a body the server sends itself (a file).
+                return rewritten, _Rewriting(body_filter, rewritten, message, send)
+            message = rewritten
+    return message, None
 
 
 class _Rewriting:
     """An HTML response being rewritten. ``http.response.start`` is held back until the first body message
     says whether the body came whole (new Content-Length) or streams (none)."""
 
-    __slots__ = ("_filter", "_held", "_send")
+    __slots__ = ("_filter", "_held", "_send", "_unrewritten")
 
-    def __init__(self, body_filter: BodyFilter, start: Message, send: Send) -> None:
+    def __init__(self, body_filter: BodyFilter, start: Message, unrewritten: Message, send: Send) -> None:
         self._filter: BodyFilter | None = body_filter
-        self._held: Message | None = start
+        self._held: Message | None = start  # a message of our own: its headers may be changed
+        self._unrewritten = unrewritten  # the start without the rewriting's headers (weak ETag, no length)
         self._send = send
 
     async def send(self, message: Message) -> None:
@@ -199,8 +209,8 @@ class _Rewriting:
         if self._held is not None:
             # A body the server sends itself (the pathsend and zerocopysend extensions: a file) cannot be
             # rewritten; the start goes out as the app made it (the cookie added), and the body after it.
-            held, self._held, self._filter = self._held, None, None
-            await self._send(held)
+            self._held = self._filter = None
+            await self._send(self._unrewritten)
         await self._send(message)
 
     async def _body(self, message: Message) -> None:
@@ -225,7 +235,8 @@ class _Rewriting:
             out = self._filter.feed(body) + self._filter.close()
         self._filter = None
         headers = _without_length(start["headers"])
-        headers.append((b"content-length", str(len(out)).encode()))
+        if not any(name.lower() == b"transfer-encoding" for name, _ in headers):  # never both (RFC 9112 6.2)
+            headers.append((b"content-length", str(len(out)).encode()))
         start["headers"] = headers
         await self._send(start)
         await self._send({"type": "http.response.body", "body": out, "more_body": False})

@@ -78,7 +78,9 @@ class WSGIMiddleware:
 class _Responder:
     """One response: adds the visitor cookie, and routes an HTML body through a rewriting filter."""
 
-    __slots__ = ("_environ", "_filter", "_gate", "_pending", "_start_response", "_started", "_state")
+    __slots__ = (
+        "_environ", "_filter", "_gate", "_pending", "_server_write", "_start_response", "_started", "_state"
+    )
 
     def __init__(self, gate: Gate, environ: Environ, state: VisitorState, start_response: StartResponse) -> None:
         self._gate = gate
@@ -88,6 +90,7 @@ class _Responder:
         self._filter: BodyFilter | None = None
         self._pending: tuple[str, list[tuple[str, str]]] | None = None  # held until we know the body's shape
         self._started = False
+        self._server_write: Callable[[bytes], object] | None = None
 
     def run(self, app: WSGIApp) -> Iterable[bytes]:
         result = app(self._environ, self._on_start)
@@ -126,9 +129,10 @@ class _Responder:
         return self._write
 
     def _write(self, data: bytes) -> None:
-        """The legacy write() callable: once it is used, the body streams."""
-        write = self._begin_streaming()
-        write(self._feed(data))
+        """The legacy write() callable: once it is used, the body streams (PEP 3333: any number of calls)."""
+        if self._server_write is None:
+            self._server_write = self._begin_streaming()
+        self._server_write(self._feed(data))
 
     def _begin_streaming(self) -> Callable[[bytes], object]:
         assert self._pending is not None
@@ -193,7 +197,10 @@ class _FilteredBody:
             if responder._pending is None:  # not HTML to rewrite: straight through
                 if first is not None:
                     yield first
-                yield from chunks
+                # Not "yield from": closing this generator would close the app's iterable too, and close()
+                # below (the server's call) would then close it a second time.
+                for chunk in chunks:
+                    yield chunk
                 return
             responder._begin_streaming()
             if first is not None:

@@ -52,3 +52,17 @@ def _glue_app() -> Starlette:
 
 
 glue_app = _glue_app()
+
+
+_CONSTANT_START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+
+
+async def _constant_start(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """An app that sends one and the same start message for every response (a module constant)."""
+    if scope["type"] != "http":
+        return
+    await send(_CONSTANT_START)
+    await send({"type": "http.response.body", "body": b"hello"})
+
+
+constant_start_app = trackgate.ASGIMiddleware(_constant_start, emit=_drop)

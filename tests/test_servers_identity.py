@@ -60,3 +60,13 @@ def test_identity_on_a_real_server(kind: str, app: str) -> None:
         assert hostile.status_code == 200
         assert CODE.match(hostile.json()["code"])
         assert all("s3cret" not in c for c in hostile.headers.get_list("set-cookie"))
+
+
+def test_an_app_reusing_one_start_message_never_hands_a_visitor_anothers_cookie() -> None:
+    with serve("uvicorn", "apps_identity:constant_start_app", env={"TRACKGATE_SECRET_KEY": "server-key"}) as base:
+        first = get(base + "/").headers.get_list("set-cookie")
+        second = get(base + "/").headers.get_list("set-cookie")
+        returning = get(base + "/", headers={"Cookie": "tg_vid=returning-visitor"}).headers.get_list("set-cookie")
+    assert len(first) == 1 and len(second) == 1
+    assert _parts(first[0])[1] != _parts(second[0])[1]  # each new visitor its own code
+    assert returning == []

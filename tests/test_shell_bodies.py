@@ -144,6 +144,60 @@ def test_wsgi_write_callable_streams_through_the_filter() -> None:
     assert client.get("/").get_data() == EXPECTED
 
 
+def test_wsgi_write_callable_may_be_called_any_number_of_times() -> None:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        write = start_response("200 OK", [("Content-Type", "text/html")])
+        write(PAGE[:9])
+        write(PAGE[9:25])
+        write(PAGE[25:])
+        return []
+
+    client = Client(trackgate.WSGIMiddleware(app, secret_key="k", emit=lambda e: None))
+    assert client.get("/").get_data() == EXPECTED
+
+
+class _ClosingIterator:
+    """An iterable that is its own iterator with a close() that must run once (werkzeug's ClosingIterator
+    runs its callbacks on every call)."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self.closed = 0
+
+    def __iter__(self) -> _ClosingIterator:
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self._chunks)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "text/html"])
+def test_wsgi_a_late_start_body_left_half_read_is_closed_once(content_type: str) -> None:
+    """A client that goes away mid-body: the server closes the body, and the abandoned iteration must not
+    close the app's iterable a second time when it is collected."""
+    bodies: list[_ClosingIterator] = []
+
+    def generator(start_response: Any) -> Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", content_type)])
+        for _ in range(5):
+            yield b"<p>part</p>"
+
+    def app(environ: dict[str, Any], start_response: Any) -> _ClosingIterator:
+        bodies.append(_ClosingIterator(generator(start_response)))
+        return bodies[-1]
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "", "HTTP_HOST": "h", "wsgi.url_scheme": "http"}
+    result = trackgate.WSGIMiddleware(app, secret_key="k", emit=lambda e: None)(environ, lambda *a: None)
+    chunks = iter(result)
+    assert next(chunks) and next(chunks)
+    result.close()  # type: ignore[attr-defined]
+    del chunks  # the half-read iteration is collected
+    assert bodies[0].closed == 1
+
+
 async def _asgi_html(
     scope: Any, receive: Any, send: Any, chunks: Sequence[bytes], headers: Sequence[tuple[bytes, bytes]]
 ) -> None:
@@ -178,6 +232,35 @@ def test_asgi_opt_out_is_obeyed_and_removed() -> None:
     response = _asgi_client([PAGE], [*HTML_HEADERS, (b"x-trackgate", b"OFF")]).get("/")
     assert response.content == PAGE
     assert "x-trackgate" not in response.headers
+
+
+@pytest.mark.parametrize("content_type", [b"text/plain", b"text/html"])
+def test_asgi_a_start_message_the_app_reuses_is_never_changed(content_type: bytes) -> None:
+    """An app may send one constant start for every response: one visitor's cookie (or our removal of the
+    opt-out header) must not stay in it for the next request."""
+    start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]}
+    opted_out = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html"), (b"x-trackgate", b"off")]}
+    before = (repr(start), repr(opted_out))
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(opted_out if scope["path"] == "/off" else start)
+        await send({"type": "http.response.body", "body": PAGE})
+
+    client = TestClient(trackgate.ASGIMiddleware(app, secret_key="k", emit=lambda e: None))
+    new = client.get("/", headers={"Cookie": ""})
+    assert len(new.headers.get_list("set-cookie")) == 1
+    returning = client.get("/", headers={"Cookie": "tg_vid=returning-visitor"})
+    assert returning.headers.get_list("set-cookie") == []
+    for _ in range(2):
+        off = client.get("/off", headers={"Cookie": "tg_vid=returning-visitor"})
+        assert off.content == PAGE and "x-trackgate" not in off.headers
+    assert (repr(start), repr(opted_out)) == before
+
+
+def test_asgi_a_whole_body_with_transfer_encoding_gets_no_content_length() -> None:
+    response = _asgi_client([PAGE], [(b"content-type", b"text/html"), (b"transfer-encoding", b"chunked")]).get("/")
+    assert response.content == EXPECTED
+    assert "content-length" not in response.headers
 
 
 def test_asgi_non_html_passes_untouched() -> None:
@@ -239,7 +322,11 @@ def test_a_failing_rewriter_leaves_the_page_as_the_app_sent_it(
 async def test_asgi_html_file_sent_by_the_server_goes_out_after_its_start() -> None:
     """The pathsend extension (Starlette's FileResponse uses it when the server offers it): the server
     reads the file, so the page cannot be rewritten, but the start must still come first, unchanged."""
-    start_headers = [(b"content-type", b"text/html; charset=utf-8"), (b"content-length", b"1234")]
+    start_headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", b"1234"),
+        (b"etag", b'"v1"'),  # stays strong: the file's bytes are the app's (If-Range needs a strong one)
+    ]
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": list(start_headers)})
@@ -266,5 +353,5 @@ async def test_asgi_html_file_sent_by_the_server_goes_out_after_its_start() -> N
     }
     await trackgate.ASGIMiddleware(app, secret_key="k", emit=lambda e: None)(scope, receive, server_send)
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
-    assert sent[0]["headers"][:2] == start_headers  # its true length kept: the file goes out as it is
-    assert [name for name, _ in sent[0]["headers"][2:]] == [b"set-cookie"]
+    assert sent[0]["headers"][:3] == start_headers  # its true length kept: the file goes out as it is
+    assert [name for name, _ in sent[0]["headers"][3:]] == [b"set-cookie"]
