@@ -132,7 +132,9 @@ async def _nothing() -> None:
     return None
 
 
-def _start(gate: Gate, scope: Scope, state: VisitorState, message: Message, send: Send) -> tuple[Message, _Rewriting | None]:
+def _start(
+    gate: Gate, scope: Scope, state: VisitorState, message: Message, send: Send
+) -> tuple[Message, _Rewriting | None]:
     """The start message to send (cookie in, opt-out header out) and a _Rewriting when the body is HTML to
     rewrite. The app's message and header list are never changed: an app may send the same constant start
     for every response, and one visitor's cookie must not stay in it for the next."""

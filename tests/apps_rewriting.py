@@ -47,7 +47,8 @@ async def _streamed(request: Request) -> StreamingResponse:
 async def _fragment(request: Request) -> Response:
     # What htmx, Turbo frames or fetch() get to put into a page already shown.
     return HTMLResponse(
-        '<li><a href="//partner.example/item/6">item 6</a></li><li><a href="https://partner.example/item/7">item 7</a></li>'
+        '<li><a href="//partner.example/item/6">item 6</a></li>'
+        '<li><a href="https://partner.example/item/7">item 7</a></li>'
     )
 
 

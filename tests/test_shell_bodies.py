@@ -189,7 +189,7 @@ def test_wsgi_a_late_start_body_left_half_read_is_closed_once(content_type: str)
         bodies.append(_ClosingIterator(generator(start_response)))
         return bodies[-1]
 
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "QUERY_STRING": "", "HTTP_HOST": "h", "wsgi.url_scheme": "http"}
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "HTTP_HOST": "h", "wsgi.url_scheme": "http"}
     result = trackgate.WSGIMiddleware(app, secret_key="k", emit=lambda e: None)(environ, lambda *a: None)
     chunks = iter(result)
     assert next(chunks) and next(chunks)
@@ -239,7 +239,11 @@ def test_asgi_a_start_message_the_app_reuses_is_never_changed(content_type: byte
     """An app may send one constant start for every response: one visitor's cookie (or our removal of the
     opt-out header) must not stay in it for the next request."""
     start = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", content_type)]}
-    opted_out = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html"), (b"x-trackgate", b"off")]}
+    opted_out = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"text/html"), (b"x-trackgate", b"off")],
+    }
     before = (repr(start), repr(opted_out))
 
     async def app(scope: Any, receive: Any, send: Any) -> None:

@@ -248,7 +248,7 @@ class Dispatcher:
         # an executor, the store writes from one), so the last batches can still go out; atexit is the
         # fallback. They run last registered first, and concurrent.futures registers its own when it is first
         # imported, which during the drain would be too late: import it now, so that ours runs before it.
-        import concurrent.futures.thread  # noqa: F401, PLC0415
+        import concurrent.futures.thread  # noqa: F401
 
         register = getattr(threading, "_register_atexit", None)
         try:
