@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from typing import Protocol
+from urllib.parse import quote
+
+# What a path keeps as it is when it is written into a URL again: the URL standard's path characters. The
+# rest (spaces, "?", "#", "%", controls, non-ASCII) came percent-encoded and goes back so.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
 
 
 class HeaderLookup(Protocol):
@@ -29,7 +34,7 @@ class RequestFacts:
     method: str
     scheme: str
     host: str  # host[:port] as the client asked for it
-    path: str
+    path: str  # percent-decoded; its bytes read as UTF-8 (undecodable ones as surrogate escapes)
     query_string: str
     headers: HeaderLookup
     client_addr: str | None  # resolved through TRACKGATE_TRUSTED_PROXIES hops, not yet anonymised
@@ -51,5 +56,7 @@ class RequestFacts:
 
     @property
     def url(self) -> str:
+        """The URL the client asked for (its path percent-encoded again, as PEP 3333 rebuilds it)."""
         query = f"?{self.query_string}" if self.query_string else ""
-        return f"{self.origin}{self.path}{query}"
+        return f"{self.origin}{quote(self.path, safe=_PATH_SAFE, errors='surrogateescape')}{query}"
+

@@ -41,8 +41,8 @@ def from_environ(environ: Mapping[str, Any], trusted_proxies: int) -> RequestFac
     host = environ.get("HTTP_HOST") or _environ_host(environ, scheme)
     peer = environ.get("REMOTE_ADDR")
     client = client_address(peer, environ.get("HTTP_X_FORWARDED_FOR"), trusted_proxies)
-    root = environ.get("SCRIPT_NAME", "")
-    path = root + environ.get("PATH_INFO", "")
+    root = _native_path(environ.get("SCRIPT_NAME", ""))
+    path = root + _native_path(environ.get("PATH_INFO", ""))
     return RequestFacts(
         method=environ.get("REQUEST_METHOD", "GET").upper(),
         scheme=scheme,
@@ -53,6 +53,16 @@ def from_environ(environ: Mapping[str, Any], trusted_proxies: int) -> RequestFac
         client_addr=client,
         root_path=root,
     )
+
+
+def _native_path(value: str) -> str:
+    """A WSGI path (its bytes as latin-1, PEP 3333) as ASGI gives it: the bytes read as UTF-8."""
+    if value.isascii():
+        return value
+    try:
+        return value.encode("latin-1").decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a server that decoded it already
+        return value
 
 
 def _environ_host(environ: Mapping[str, Any], scheme: str) -> str:

@@ -22,11 +22,12 @@ async def _page(request: Request) -> HTMLResponse:
     return HTMLResponse(PAGE)
 
 
-asgi_app = Starlette(routes=[Mount("/shop", app=trackgate.ASGIMiddleware(Starlette(routes=[Route("/page", _page)])))])
+_shop = Starlette(routes=[Route("/page", _page), Route("/page/{rest:path}", _page)])
+asgi_app = Starlette(routes=[Mount("/shop", app=trackgate.ASGIMiddleware(_shop))])
 
 
 def _wsgi_page(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-    if environ.get("PATH_INFO") != "/page":
+    if not environ.get("PATH_INFO", "").startswith("/page"):
         return NotFound()(environ, start_response)
     body = PAGE.encode()
     start_response("200 OK", [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])

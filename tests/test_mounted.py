@@ -37,6 +37,27 @@ def test_links_of_a_mounted_app_come_back_through_it(kind: str, app: str) -> Non
 
 
 @pytest.mark.parametrize(
+    ("kind", "app"),
+    [("uvicorn", "apps_mounted:asgi_app"), ("gunicorn", "apps_mounted:wsgi_app")],
+    ids=["starlette-mount-uvicorn", "dispatcher-middleware-gunicorn"],
+)
+@pytest.mark.server
+def test_a_page_view_records_the_url_the_browser_asked_for(kind: str, app: str) -> None:
+    """Servers hand the app a percent-decoded path; the page's URL is the encoded one again (a decoded "?"
+    would start a query, a decoded "%" make no URL at all)."""
+    from trackgate import Settings, TrackingLinks
+
+    links = TrackingLinks(Settings.from_environ({}, secret_key=ENV["TRACKGATE_SECRET_KEY"]))
+    with serve(kind, app, env=ENV) as base, httpx.Client(timeout=10) as client:
+        for path in ("/shop/page/caf%C3%A9", "/shop/page/what%3Fnext", "/shop/page/100%25", "/shop/page/a%20b"):
+            page = client.get(base + path).text
+            pixel = re.search(r'<img src="([^"]+)"', page)
+            assert pixel, (path, page)
+            result = links.decode(pixel[1].replace("&amp;", "&"))
+            assert (result.kind, result.tracked_url) == ("pageview", base + path)
+
+
+@pytest.mark.parametrize(
     ("path", "root", "below"),
     [("/shop/_tg/o/t", "/shop", "/_tg/o/t"), ("/shop", "/shop", ""), ("/shopping/x", "/shop", "/shopping/x"),
      ("/x", "", "/x"), ("/x", "/shop", "/x"), ("/shop/_tg/o/t", "/shop/", "/_tg/o/t"), ("/x", "/", "/x")],
