@@ -74,21 +74,33 @@ _TWO_CODES = ""
 class VisitorState:
     """Per-request: who the visitor is and what the response must tell the client's cookie jar."""
 
-    __slots__ = ("_known_code", "cookie_action", "visitor")
+    __slots__ = ("_cookie_code", "_known_code", "cookie_action", "visitor")
 
-    def __init__(self, visitor: Visitor, cookie_action: str | None, known_code: str | None) -> None:
+    def __init__(
+        self, visitor: Visitor, cookie_action: str | None, known_code: str | None, cookie_code: str | None = None
+    ) -> None:
         self.visitor = visitor
         self.cookie_action = cookie_action  # None, "store", "delete" or "unshadow"
-        self._known_code = known_code  # a valid code the client already holds, kept for a later grant
+        # A valid code the client sent (its cookie's, or the query parameter's), kept for a later grant.
+        self._known_code = known_code
+        self._cookie_code = cookie_code  # the code in the client's visitor cookie, when it sent one
 
     def set_consent(self, granted: bool) -> None:
         if granted and not self.visitor.consent:
             code = self._known_code or self.visitor.code
             self.visitor = Visitor(code=code, is_new=self._known_code is None, consent=True)
-            self.cookie_action = None if self._known_code else "store"
-        elif not granted and self.visitor.consent:
-            self.visitor = Visitor(code=new_code(), is_new=True, consent=False)
-            self.cookie_action = "delete"
+            # Stored unless the cookie already holds it (a code from the query parameter is stored, as
+            # it would have been with consent from the start).
+            self.cookie_action = None if code == self._cookie_code else "store"
+        elif not granted:
+            had_consent = self.visitor.consent
+            if had_consent:
+                self.visitor = Visitor(code=new_code(), is_new=True, consent=False)
+            # A refusal deletes the cookie whenever the client holds one, also when this request already had
+            # no consent (under Sec-GPC): the next request without it must not be tracked by that cookie.
+            if had_consent or self._cookie_code is not None:
+                self.cookie_action = "delete"
+            self._known_code = self._cookie_code = None
 
 
 class Identity:
@@ -135,12 +147,12 @@ class Identity:
         from_query = self._code_from_query(query_string) if query_string else None
         consents = (self._always_consents and gpc is None) or self._consents(cookies, gpc, holds_code=known is not None)
         if not consents:
-            return VisitorState(Visitor(new_code(), True, False), None, from_query or known)
+            return VisitorState(Visitor(new_code(), True, False), None, from_query or known, known)
         if from_query is not None:
             action = None if from_query == known else "store"
-            return VisitorState(Visitor(from_query, False, True), action, from_query)
+            return VisitorState(Visitor(from_query, False, True), action, from_query, known)
         if known is not None:
-            return VisitorState(Visitor(known, False, True), None, known)
+            return VisitorState(Visitor(known, False, True), None, known, known)
         return VisitorState(Visitor(new_code(), True, True), "unshadow" if shadowed else "store", None)
 
     def set_cookie_header(self, state: VisitorState, secure_request: bool) -> str | None:

@@ -291,6 +291,26 @@ def test_withdrawing_consent_deletes_the_cookie(get: Get) -> None:
     assert (name, value, attributes["max-age"]) == ("tg_vid", "", "0")
 
 
+def test_withdrawing_consent_under_gpc_still_deletes_the_cookie(get: Get) -> None:
+    # The request had no consent already (Sec-GPC), but the client holds a cookie that would track the next
+    # request sent without the header: the refusal deletes it.
+    answer = get("/withdraw", headers={"Cookie": "tg_vid=knownvisitor1", "Sec-GPC": "1"})
+    assert answer.body["consent"] is False
+    [cookie] = answer.set_cookies
+    name, value, attributes = _attributes(cookie)
+    assert (name, value, attributes["max-age"]) == ("tg_vid", "", "0")
+    nothing_held = get("/withdraw", headers={"Sec-GPC": "1"})
+    assert nothing_held.set_cookies == []
+
+
+def test_granting_consent_stores_a_code_from_the_query_parameter(get: Get) -> None:
+    answer = get("/grant?tg_vid=from.email-7", consent="required")
+    assert answer.body == {"code": "from.email-7", "is_new": False, "consent": True}
+    assert [_attributes(c)[:2] for c in answer.set_cookies] == [("tg_vid", "from.email-7")]
+    held = get("/grant?tg_vid=from.email-7", consent="required", headers={"Cookie": "tg_vid=from.email-7"})
+    assert held.set_cookies == []  # the cookie has it already
+
+
 def test_global_privacy_control_means_no_consent(get: Get) -> None:
     answer = get("/", headers={"Sec-GPC": "1"})
     assert answer.body["consent"] is False
