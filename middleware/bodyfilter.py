@@ -58,7 +58,8 @@ def plan_rewrite(method: str, status: int, headers: Sequence[tuple[str, str]]) -
         if lowered == "content-type":
             content_type = value
         elif lowered == "content-encoding":
-            coding = value.strip().lower()
+            # Repeated lines form one list (RFC 9110 5.3): two lines of gzip are two layers, like "gzip, gzip".
+            coding = value.strip().lower() if coding == "identity" else f"{coding}, {value.strip().lower()}"
         elif (
             (lowered == "cache-control" and "no-transform" in value.lower())
             or lowered == "content-range"
