@@ -4,6 +4,7 @@ decoded, and which character encoding a document declares (BOM, Content-Type, ``
 from __future__ import annotations
 
 import codecs
+import functools
 import html
 import re
 from html.entities import html5
@@ -29,12 +30,30 @@ _NOT_ASCII_SAFE = frozenset(
         "iso2022_kr",
     }
 )
-# The prescan passes over comments (a commented-out <meta> declares nothing), then finds a <meta> with a
-# charset (or an http-equiv content naming one).
-_META_CHARSET = re.compile(
-    rb"""<!--.*?-->|<meta[\t\n\f\r /][^>]*?charset[\t\n\f\r ]*=[\t\n\f\r ]*["']?[\t\n\f\r ]*([a-zA-Z0-9_.:-]+)""",
-    re.IGNORECASE | re.DOTALL,
+# Labels the Encoding Standard reads with another decoder than Python's codec of that name (keyed by
+# Python's codec name, so that every alias of a label is covered): what browsers decode the bytes with.
+_WEB_DECODERS = {
+    "ascii": "cp1252",
+    "latin_1": "cp1252",
+    "iso8859_1": "cp1252",
+    "iso8859_9": "cp1254",
+    "iso8859_11": "cp874",
+    "tis_620": "cp874",
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "euc_kr": "cp949",
+    "shift_jis": "cp932",
+    "big5": "big5hkscs",
+}
+# Every byte below 0x80 must mean its ASCII character, both ways, for a bytewise scan to be right.
+_ASCII_PROBE = "".join(map(chr, range(0x80)))
+# The prescan (HTML 13.2.3.2) passes over comments (a commented-out <meta> declares nothing; "<!-->" is a
+# whole one), then reads each <meta>'s attributes: a charset, or http-equiv="content-type" with a content.
+_PRESCAN = re.compile(rb"<!(?=--)[\s\S]*?-->|<meta[\t\n\f\r /]([^>]*)", re.IGNORECASE)
+_META_ATTRIBUTE = re.compile(
+    rb"""([^\t\n\f\r /=>][^\t\n\f\r /=>]*)(?:[\t\n\f\r ]*=[\t\n\f\r ]*("[^"]*"?|'[^']*'?|[^\t\n\f\r >]*))?"""
 )
+_CONTENT_CHARSET = re.compile(rb"""charset[\t\n\f\r ]*=[\t\n\f\r ]*(?:"([^"]*)"|'([^']*)'|([^\t\n\f\r ;]+))""", re.I)
 PRESCAN_BYTES = 1024  # the standard's prescan looks at the first 1024 bytes
 
 _REFERENCE = re.compile(r"&(?:#[xX]([0-9a-fA-F]+);?|#([0-9]+);?|([a-zA-Z][a-zA-Z0-9]*;?))")
@@ -80,13 +99,50 @@ def sniff_charset(declared: str | None, head: bytes) -> str | None:
     name = declared
     from_meta = False
     if not name:
-        match = next((m for m in _META_CHARSET.finditer(head, 0, PRESCAN_BYTES) if m[1]), None)
-        name = match[1].decode("ascii") if match else "utf-8"
-        from_meta = match is not None
+        meta = _prescan(head[:PRESCAN_BYTES])
+        name = meta or "utf-8"
+        from_meta = meta is not None
     try:
-        codec = codecs.lookup(name).name.replace("-", "_")
-    except LookupError:
+        info = codecs.lookup(name.strip())
+    except (LookupError, ValueError):
         return None
+    codec = info.name.replace("-", "_")
     if from_meta and codec.startswith(("utf_16", "utf_32")):
         return "utf_8"  # a meta tag readable as ASCII cannot be right about UTF-16: the standard says UTF-8
-    return None if codec in _NOT_ASCII_SAFE else codec
+    codec = _WEB_DECODERS.get(codec, codec)
+    return codec if codec not in _NOT_ASCII_SAFE and _reads_ascii_as_ascii(codec) else None
+
+
+def _prescan(head: bytes) -> str | None:
+    """The charset a <meta> declares in ``head``, per the standard's prescan (simplified: no need_pragma
+    subtleties beyond http-equiv="content-type")."""
+    for found in _PRESCAN.finditer(head):
+        if found[1] is None:
+            continue  # a comment
+        attributes: dict[bytes, bytes] = {}
+        for attribute in _META_ATTRIBUTE.finditer(found[1]):
+            value = attribute[2] or b""
+            if value[:1] in (b'"', b"'"):
+                value = value[1:-1] if len(value) > 1 and value[-1:] == value[:1] else value[1:]
+            attributes.setdefault(attribute[1].lower(), value)
+        charset = attributes.get(b"charset")
+        if charset is None and attributes.get(b"http-equiv", b"").strip().lower() == b"content-type":
+            content = _CONTENT_CHARSET.search(attributes.get(b"content", b""))
+            if content is not None:
+                charset = content[1] if content[1] is not None else content[2] if content[2] is not None else content[3]
+        if charset and charset.strip():
+            return charset.strip().decode("latin-1")
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _reads_ascii_as_ascii(codec: str) -> bool:
+    """Whether a text codec maps every ASCII byte to itself both ways (not EBCDIC, base64, punycode...)."""
+    try:
+        return (
+            getattr(codecs.lookup(codec), "_is_text_encoding", True)
+            and _ASCII_PROBE.encode(codec) == _ASCII_PROBE.encode("ascii")
+            and _ASCII_PROBE.encode("ascii").decode(codec) == _ASCII_PROBE
+        )
+    except (LookupError, ValueError, TypeError):
+        return False

@@ -492,7 +492,7 @@ class HtmlRewriter:
 
     def _fallback_text(self, raw: bytes) -> str | None:
         """An href that does not decode in the document's charset: UTF-8 pages get windows-1252's reading."""
-        if self._codec != "utf_8":
+        if self._codec != "utf_8":  # (the labels the web reads as windows-1252 get cp1252 at once)
             return None
         try:
             return raw.decode("windows-1252")  # the web's fallback for undeclared legacy pages

@@ -241,11 +241,44 @@ def test_an_href_that_is_not_utf_8_in_a_utf_8_page_is_read_as_windows_1252(start
     assert out == start + f'<a href="{track("https://x.org/café")}">x</a>'.encode()
 
 
-@pytest.mark.parametrize("charset", ["utf-16", "iso-2022-jp", "no-such-charset"])
+@pytest.mark.parametrize("charset", ["utf-16", "iso-2022-jp", "no-such-charset", "cp037"])
 def test_unsafe_or_unknown_charsets_pass_through_unchanged(charset: str) -> None:
     encoding = charset if charset != "no-such-charset" else "ascii"
     doc = '<body><a href="https://x.org/">x</a></body>'.encode(encoding)
     assert rewrite_html(doc, FakeLinks(), charset=charset) == doc
+
+
+@pytest.mark.parametrize("label", ["base64", "rot13", "punycode", "undefined", "cp037", "zlib"])
+@pytest.mark.parametrize("page_title", [False, True])
+def test_a_meta_naming_a_codec_that_is_no_web_charset_passes_through(label: str, page_title: bool) -> None:
+    # Python knows these names, but they are not text encodings that keep ASCII (or not text at all).
+    doc = f'<meta charset="{label}"><title>t</title><body><a href="https://x.org/">x</a></body>'.encode()
+    assert rewrite_html(doc, FakeLinks(), page_title=page_title) == doc
+
+
+@pytest.mark.parametrize(("label", "byte", "text"), [
+    ("iso-8859-1", b"\x80", "€"),  # the web reads Latin-1 labels as windows-1252
+    ("us-ascii", b"\x80", "€"),
+    ("iso-8859-9", b"\x80", "€"),  # windows-1254
+    ("shift_jis", b"\x87\x40", "①"),  # the web's Shift_JIS has the NEC row Python's codec lacks
+    ("gb2312", b"\x81\x40", "\u4e02"),  # GBK, beyond GB2312
+])
+def test_charset_labels_are_read_as_browsers_read_them(label: str, byte: bytes, text: str) -> None:
+    doc = f'<meta charset="{label}"><a href="https://x.org/'.encode() + byte + b'">x</a>'
+    links = FakeLinks()
+    rewrite_html(doc, links, open_tracking=False)
+    assert links.clicked == [(f"https://x.org/{text}", None)]
+
+
+def test_only_a_metas_charset_or_http_equiv_content_declares_the_charset() -> None:
+    links = FakeLinks()
+    doc = '<meta name="description" content="How to set charset=koi8-r"><a href="https://x.org/é">x</a>'.encode()
+    rewrite_html(doc, links, open_tracking=False)
+    assert links.clicked == [("https://x.org/é", None)]  # still UTF-8
+    links = FakeLinks()
+    doc = b'<!--><meta charset="windows-1251"><!-- --><a href="https://x.org/\xe9">x</a>'  # "<!-->" is whole
+    rewrite_html(doc, links, open_tracking=False)
+    assert links.clicked == [("https://x.org/й", None)]
 
 
 def test_str_in_str_out_and_bytes_in_bytes_out() -> None:
