@@ -54,7 +54,9 @@ _ASSIGN = rb"(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+" + _VALUE + rb"|(?![" + _WS 
 _TAG_TAIL = rb"(?:[" + _WS + rb"/]++|[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+" + _ASSIGN + rb")*+>"
 _RAW_TEXT = rb"script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
 _DOCTYPE = rb"![dD][oO][cC][tT][yY][pP][eE]"
-_INTERESTING = rb"(?i:a|area|/?body|/?svg|/?math|html|" + _RAW_TEXT + rb")[" + _WS + rb"/>]|!--|!\[CDATA\[|" + _DOCTYPE
+_INTERESTING = (
+    rb"(?i:a|area|/?body|/?svg|/?math|/?foreignobject|html|" + _RAW_TEXT + rb")[" + _WS + rb"/>]|!--|!\[CDATA\[|" + _DOCTYPE
+)
 # Text and every complete construct we do not care about, consumed without a Python-level loop.
 _SKIP = re.compile(
     # A whole comment is skipped here too; it ends at the first "--!?>" from its own "--", as in _scan.
@@ -162,14 +164,17 @@ class HtmlRewriter:
         self._passthrough = False
         self._buffer = b""
         self._until: re.Pattern[bytes] | None = None  # inside a comment, CDATA or raw text: where it ends
-        # Open <svg> and <math> elements: only inside them is "<![CDATA[" a CDATA section. (Counted from
-        # their tags alone; the tree builder's other ways out of foreign content are not followed.)
+        # Open <svg> and <math> elements: inside them "<![CDATA[" is a CDATA section and script, style, title...
+        # are elements like any other, not raw text; inside a <foreignObject> in them it is HTML again. (Counted
+        # from their tags alone; the tree builder's other ways out of foreign content are not followed.)
         self._foreign = 0
+        self._html_in_foreign = 0
         self._xml = xml  # XHTML read as XML: "<![CDATA[" is a section everywhere
         # page_title: the pixel carries the document's <title> (links.open_url(metadata, title=...)), which a
         # page view reports (Matomo's action_name). Its bytes are collected while inside it, bounded.
         self._wants_title = page_title
         self._title: str | None = None
+        self._title_seen = False
         self._title_bytes: bytearray | None = None
         self._keep = 0  # bytes to keep back while inside: a possible partial end marker
         self._tail: bytearray | None = None  # output held since the last </body> (the pixel goes before it)
@@ -299,7 +304,7 @@ class HtmlRewriter:
             return start + 2
         if cdata:  # <![CDATA[: a section ending at "]]>" in SVG or MathML, a bogus comment ending at ">" in HTML
             self._emit(text[position : start + 9])
-            if self._foreign or self._xml:
+            if self._in_foreign() or self._xml:
                 self._enter(_CDATA_END, 2)
             else:
                 self._enter(_BOGUS_COMMENT_END, 0)
@@ -343,10 +348,17 @@ class HtmlRewriter:
                 self._tail = None
             elif name in _FOREIGN and self._foreign:
                 self._foreign -= 1
+            elif name == b"foreignobject" and self._html_in_foreign:
+                self._html_in_foreign -= 1
             return
         if name in _FOREIGN:
             if not _self_closing(tag):  # <svg/> is a whole element
                 self._foreign += 1
+        elif name == b"foreignobject":
+            if self._foreign and not _self_closing(tag):
+                self._html_in_foreign += 1
+        elif self._in_foreign():
+            return  # <svg><script>, <svg><style/>, <math><title>: elements whose text is markup
         elif name == b"body":
             if self._pixel_at == "start" and not self._pixel_done:
                 self._emit(self._pixel())
@@ -355,8 +367,12 @@ class HtmlRewriter:
             self._enter(_NEVER, 0)  # nothing ends it
         elif name in _RAW_TEXT_ENDS:  # script, style, textarea, title, ...: text until its own end tag
             self._enter(_RAW_TEXT_ENDS[name], len(name) + 2)
-            if name == b"title" and self._wants_title and self._title is None and not self._foreign:
-                self._title_bytes = bytearray()  # the document's title (an SVG's comes later, and is not)
+            if name == b"title" and self._wants_title and not self._title_seen and not self._foreign:
+                self._title_seen = True  # the first one counts (document.title), even when it is empty
+                self._title_bytes = bytearray()
+
+    def _in_foreign(self) -> bool:
+        return self._foreign > self._html_in_foreign
 
     def _start_walking(self, buffer: bytes, position: int) -> int:
         """An unfinished tag longer than MAX_HELD streams through from here while the walker follows it."""
@@ -445,6 +461,8 @@ class HtmlRewriter:
             if fallback is None:
                 return b""
             text = fallback
+        if "\x00" in text:
+            text = text.replace("\x00", "\ufffd")  # as the tokenizer reads a NUL in an attribute value
         tracked = self._tracked(text)
         if tracked is None:
             return b""

@@ -435,6 +435,8 @@ def assert_a_real_parser_sees_the_tracked_links(doc: str) -> None:
             and "{{" not in url
             and node.attributes.get("data-trackgate") != "off"
         )
+        if url and url.startswith("//"):
+            url = "https:" + url  # protocol-relative: https, a document outside the middleware's
         expected.append(track(url).replace("&amp;", "&") if trackable and url else href)
     assert hrefs(rewrite(doc)) == expected
 
@@ -446,6 +448,38 @@ def test_in_xhtml_cdata_is_a_section_everywhere() -> None:
     out = rewrite_html(doc, links, xml=True, open_tracking=False)
     assert links.clicked == [("https://x.org/", None)]
     assert out.startswith('<p><![CDATA[ a > <a href="https://in.org/">text</a> ]]></p>')
+
+
+@pytest.mark.parametrize(
+    ("doc", "tracked"),
+    [
+        # In SVG and MathML, script, style and title are elements like any other: a self-closed one is whole,
+        # and what follows is markup, not raw text waiting for an end tag.
+        ('<body><svg><script href="icons.js"/></svg><a href="https://x.org/">x</a></body>', ["https://x.org/"]),
+        ('<body><math><style/></math><a href="https://x.org/">x</a></body>', ["https://x.org/"]),
+        # ... and their text is what a CDATA section holds.
+        ("<svg><script><![CDATA[ s = \"</script><a href='https://in.org/'>\"; ]]></script></svg>", []),
+        # Inside a foreignObject it is HTML again: a script there is raw text.
+        ("<svg><foreignObject><script>s='<a href=\"https://in.org/\">'</script></foreignObject></svg>", []),
+    ],
+    ids=["svg-script-self-closed", "math-style-self-closed", "svg-script-cdata", "foreign-object-script"],
+)
+def test_foreign_content_elements_are_not_raw_text(doc: str, tracked: list[str]) -> None:
+    links = FakeLinks()
+    out = rewrite_html(doc, links)
+    assert [url for url, _ in links.clicked] == tracked
+    if "<body>" in doc:
+        assert PIXEL in out and out.endswith("</body>")
+
+
+def test_a_nul_in_an_href_is_read_as_the_tokenizer_reads_it() -> None:
+    # U+FFFD, which no URL parser strips: before the scheme it makes a relative link; after it, part of the path.
+    links = FakeLinks()
+    assert rewrite_html(b'<a href="\x00https://x.org/">x</a>', links, open_tracking=False) == (
+        b'<a href="\x00https://x.org/">x</a>'
+    )
+    rewrite_html(b'<a href="https://x.org/a\x00b">x</a>', links, open_tracking=False)
+    assert links.clicked == [("https://x.org/a\ufffdb", None)]
 
 
 class TitledLinks(FakeLinks):
@@ -466,8 +500,9 @@ class TitledLinks(FakeLinks):
         ("<body><svg><title>icon</title></svg><p>no title of its own</p></body>", None),
         ("<!-- <title>old</title> --><title></title><body></body>", None),
         ("<title>" + "é" * 400 + "</title><body></body>", "é" * 256),
+        ("<title></title><body><title>Other</title></body>", None),  # document.title reads the first one
     ],
-    ids=["entities", "whitespace-and-svg", "svg-only", "commented-and-empty", "long"],
+    ids=["entities", "whitespace-and-svg", "svg-only", "commented-and-empty", "long", "first-is-empty"],
 )
 def test_the_page_view_pixel_carries_the_document_title(doc: str, title: str | None) -> None:
     data = doc.encode()
