@@ -55,7 +55,12 @@ _TAG_TAIL = rb"(?:[" + _WS + rb"/]++|[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+" + 
 _RAW_TEXT = rb"script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
 _DOCTYPE = rb"![dD][oO][cC][tT][yY][pP][eE]"
 _INTERESTING = (
-    rb"(?i:a|area|/?body|/?svg|/?math|/?foreignobject|html|" + _RAW_TEXT + rb")[" + _WS + rb"/>]|!--|!\[CDATA\[|" + _DOCTYPE
+    rb"(?i:a|area|/?body|/?svg|/?math|/?foreignobject|html|"
+    + _RAW_TEXT
+    + rb")["
+    + _WS
+    + rb"/>]|!--|!\[CDATA\[|"
+    + _DOCTYPE
 )
 # Text and every complete construct we do not care about, consumed without a Python-level loop.
 _SKIP = re.compile(
