@@ -193,6 +193,12 @@ class HtmlRewriter:
         self._values: dict[bytes, bytes] = {}
 
     # --- public --------------------------------------------------------------------------------------
+    @property
+    def charset(self) -> str | None:
+        """The Python codec the document is read with, once known; None while undecided or when the
+        document passes through untouched (a charset that cannot be scanned bytewise)."""
+        return None if self._passthrough else self._codec
+
     def feed(self, data: bytes) -> bytes:
         if self._passthrough:
             return data

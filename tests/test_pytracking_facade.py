@@ -27,7 +27,8 @@ BASES = {"base_open_tracking_url": OPEN_BASE, "base_click_tracking_url": CLICK_B
 urls = st.builds(
     lambda host, path: f"https://{host}/{path}",
     st.from_regex(r"[a-z]{1,10}\.(org|example|de)", fullmatch=True) | st.just("bücher.example"),
-    st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=30),
+    # Without backslashes: browsers read one as "/", so no link to such a URL is made (BadURL, tested below).
+    st.text(st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\\"), max_size=30),
 )
 metadata = st.dictionaries(
     st.text(max_size=8), st.none() | st.integers() | st.text(max_size=12) | st.lists(st.booleans()), max_size=4
@@ -268,3 +269,71 @@ def test_adapt_html_is_idempotent_and_takes_fragments_and_bytes() -> None:
     fragment = adapt_html('<a href="https://e.org/">x</a>', None, open_tracking=False, **BASES)
     assert _hrefs(fragment)[0].startswith(CLICK_BASE)
     assert adapt_html(EMAIL.encode(), None, click_tracking=False, **BASES).count("<img") == 1
+
+
+def test_adapt_html_makes_no_link_its_click_view_would_refuse(rf: Any) -> None:
+    """pytracking tracked //host links (kept: the view sends them to https) and any other destination (a
+    user name, ftp:): the view refuses those, so they stay as they were instead of becoming dead links."""
+    from django.http import Http404
+
+    from trackgate import BadURL
+    from trackgate.adapters.pytracking.django import ClickTrackingView
+    from trackgate.adapters.pytracking.html import adapt_html
+
+    doc = '<a href="//shop.example/x">a</a> <a href="https://user@shop.example/">b</a> <a href="ftp://f.example/">c</a>'
+    out = adapt_html(doc, None, open_tracking=False, **BASES)
+    [tracked] = [href for href in _hrefs(out) if href.startswith(CLICK_BASE)]
+    assert '<a href="https://user@shop.example/">b</a> <a href="ftp://f.example/">c</a>' in out
+    response = ClickTrackingView.as_view()(rf.get("/"), path=_path(tracked, CLICK_BASE))
+    assert (response.status_code, response["Location"]) == (302, "https://shop.example/x")
+    with pytest.raises(BadURL):
+        facade.get_click_tracking_url("ftp://f.example/", **BASES)
+    # A //host link pytracking itself made (and sent) redirects too.
+    theirs = real.get_click_tracking_url("//shop.example/y", **BASES)
+    assert ClickTrackingView.as_view()(rf.get("/"), path=_path(theirs, CLICK_BASE))["Location"] == (
+        "https://shop.example/y"
+    )
+    with pytest.raises(Http404):  # and what it made for a user-name destination stays refused
+        named = real.get_click_tracking_url("https://u@e.org/", **BASES)
+        ClickTrackingView.as_view()(rf.get("/"), path=_path(named, CLICK_BASE))
+
+
+def test_adapt_html_reads_bytes_in_the_charset_they_declare() -> None:
+    from trackgate.adapters.pytracking.html import adapt_html
+
+    text = "café \u2013 \u201cquote\u201d"  # windows-1252's own characters
+    doc = f'<html><head><meta charset="windows-1252"></head><body><p>{text}</p></body></html>'
+    out = adapt_html(doc.encode("cp1252"), None, open_tracking=False, **BASES)
+    assert f"<p>{text}</p>" in out
+
+
+def test_adapt_html_tracks_links_to_the_site_whose_root_is_the_tracking_base() -> None:
+    from trackgate.adapters.pytracking.html import adapt_html
+
+    bases = {"base_click_tracking_url": "https://example.org/", "base_open_tracking_url": "https://example.org/"}
+    out = adapt_html('<a href="https://example.org/about">about</a>', None, open_tracking=False, **bases)
+    [href] = _hrefs(out)
+    assert real.get_click_tracking_result(href, **bases).tracked_url == "https://example.org/about"
+    assert adapt_html(out, None, open_tracking=False, **bases) == out  # and once tracked, not again
+
+
+def test_decoding_what_is_no_string_is_a_bad_token_and_fernet_errors_stay_invalid_token() -> None:
+    from cryptography.fernet import InvalidToken
+
+    for bad in (None, b"bytes", 7):
+        with pytest.raises(BadToken):
+            facade.get_click_tracking_result(bad, **BASES)  # type: ignore[arg-type]
+    with pytest.raises(InvalidToken):  # what code written for pytracking's Fernet links catches
+        facade.get_click_tracking_result("gAAAAABfake", encryption_bytestring_key=KEY)
+    with pytest.raises(BadToken):
+        facade.get_click_tracking_result("gAAAAABfake", encryption_bytestring_key=KEY)
+
+
+def test_tracking_result_keeps_request_data_and_tracking_result_json_exists() -> None:
+    from trackgate.adapters.pytracking.tracking import TrackingResultJSON
+
+    request_data = {"user_agent": "ua"}
+    link = real.get_click_tracking_url("https://e.org/", **BASES)
+    result = facade.get_click_tracking_result(link, request_data, **BASES)
+    assert result.request_data is request_data
+    assert TrackingResultJSON._fields == real.tracking.TrackingResultJSON._fields

@@ -20,10 +20,9 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("trackgate.adapters.pytracking.django needs Django: pip install 'trackgate[django]'") from exc
 
 from trackgate.errors import BadToken, BadURL
-from trackgate.links import check_url
 from trackgate.netaddr import client_address
 
-from .tracking import PIXEL_CACHE_HEADERS, PNG_MIME_TYPE, TRACKING_PIXEL, Configuration, TrackingResult
+from .tracking import PIXEL_CACHE_HEADERS, PNG_MIME_TYPE, TRACKING_PIXEL, Configuration, TrackingResult, redirect_target
 from .tracking import get_configuration as _merge_configuration
 
 
@@ -49,12 +48,12 @@ class ClickTrackingView(TrackingView):
             tracking_result = get_tracking_result(request, path, False, configuration)
             if not tracking_result.tracked_url:
                 raise Http404
-            check_url(tracking_result.tracked_url)
+            target = redirect_target(tracking_result.tracked_url)
         except (BadToken, BadURL) as error:
             self.notify_decoding_error(error, request)
             raise Http404 from None
         self.notify_tracking_event(tracking_result)
-        response = HttpResponseRedirect(tracking_result.tracked_url)
+        response = HttpResponseRedirect(target)
         response["Cache-Control"] = "no-store"
         return response
 

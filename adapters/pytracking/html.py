@@ -7,10 +7,11 @@ already tracked are not wrapped twice, and fragments work.
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Mapping
 from typing import Any
 
-from trackgate import rewrite_html
+from trackgate import BadToken, HtmlRewriter, rewrite_html
 
 from .tracking import Configuration, get_configuration
 
@@ -32,7 +33,15 @@ class _PytrackingLinks:
         return self._configuration.get_open_tracking_url(metadata)
 
     def is_tracking_url(self, url: str) -> bool:
-        return bool(self._bases) and url.startswith(self._bases)
+        """A link made with this configuration (not merely one below its base, which may be the site's root)."""
+        for base in self._bases:
+            if url.startswith(base):
+                try:
+                    self._configuration.get_tracking_result(url[len(base) :], None, is_open=False)
+                except BadToken:
+                    continue
+                return True
+        return False
 
 
 def adapt_html(
@@ -48,12 +57,17 @@ def adapt_html(
     Bytes are read as the document declares (or UTF-8) and the result is returned as text, like pytracking.
     """
     links = _PytrackingLinks(get_configuration(configuration, kwargs))
-    result: str | bytes = rewrite_html(
-        html_text,
-        links,
-        metadata=extra_metadata,
-        click_tracking=click_tracking,
-        open_tracking=open_tracking,
-        scope="all",
-    )
-    return result.decode("utf-8", "replace") if isinstance(result, bytes) else result
+    options: dict[str, Any] = {
+        "metadata": extra_metadata, "click_tracking": click_tracking, "open_tracking": open_tracking, "scope": "all"
+    }
+    if isinstance(html_text, str):
+        return rewrite_html(html_text, links, **options)
+    rewriter = HtmlRewriter(links, **options)
+    result = rewriter.feed(html_text) + rewriter.close()
+    # The bytes come back in the document's own charset: the text is read with it.
+    return result.decode(rewriter.charset or _undeclared_codec(html_text), "replace")
+
+
+def _undeclared_codec(document: bytes) -> str:
+    """For a document the rewriter passed through: UTF-16 by its byte-order mark, else UTF-8."""
+    return "utf-16" if document.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) else "utf-8"

@@ -3,8 +3,11 @@
 Tokens are exactly pytracking's (base64 JSON, or Fernet with ``encryption_bytestring_key``), so links made
 by pytracking decode here and the other way round. Fixed: ``append_slash`` is honoured (and a trailing
 slash is accepted when decoding), ``to_json_dict`` returns a dict, decoding raises only
-``trackgate.BadToken`` (pytracking leaks binascii, JSON, Unicode and Fernet errors), and a webhook URL
-embedded in an unencrypted token is ignored (anyone can write one; the configured webhook is used).
+``trackgate.BadToken`` (pytracking leaks binascii, JSON, Unicode and Fernet errors; with an encryption key
+the error is also a ``cryptography.fernet.InvalidToken``, which Fernet users caught), a webhook URL
+embedded in an unencrypted token is ignored (anyone can write one; the configured webhook is used), and a
+click link is made only for a destination the views will redirect to (http, https or protocol-relative,
+no user name, no control characters; else ``trackgate.BadURL``), never a dead link.
 
 Plain pytracking tokens are not signed: anyone can make a link that redirects anywhere. New code should
 use ``trackgate.TrackingLinks`` (signed, expiring, purpose-bound) and the middleware's endpoints.
@@ -14,13 +17,16 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import json
 import time
+from collections import namedtuple
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin
 
 from trackgate.errors import BadToken, ConfigError
+from trackgate.links import check_url
 from trackgate.tokens import LegacyPytrackingCodec
 
 TRACKING_PIXEL = base64.b64decode(
@@ -34,6 +40,19 @@ PIXEL_CACHE_HEADERS = {
     "Pragma": "no-cache",
     "Expires": "0",
 }
+
+
+# pytracking's name for what to_json_dict returned (a namedtuple; to_json_dict returns a dict here).
+TrackingResultJSON = namedtuple(  # pytracking's own definition, kept for code importing it
+    "TrackingResultJSON",
+    ["is_open_tracking", "is_click_tracking", "tracked_url", "webhook_url", "metadata", "request_data", "timestamp"],
+)
+
+
+def redirect_target(url: str) -> str:
+    """Where a click link of this destination redirects: a protocol-relative one goes to https, as a
+    browser resolves it from an https tracking link. Raises ``BadURL`` for what no view redirects to."""
+    return check_url("https:" + url if isinstance(url, str) and url.startswith("//") else url)
 
 
 class Configuration:
@@ -132,6 +151,7 @@ class Configuration:
         return self.get_open_tracking_url_from_data_str(data_str)
 
     def get_click_tracking_url(self, url_to_track: str, extra_metadata: Mapping[str, Any] | None) -> str:
+        redirect_target(url_to_track)  # a link the views would answer with 404 is refused here
         data_str = self.get_url_encoded_data_str(self.get_data_to_embed(url_to_track, extra_metadata))
         return self.get_click_tracking_url_from_data_str(data_str)
 
@@ -141,7 +161,7 @@ class Configuration:
         """Raises only ``trackgate.BadToken`` for a token that does not decode."""
         timestamp = int(time.time())
         if not isinstance(encoded_url_path, str):
-            raise BadToken("not a string")
+            raise self._bad_token("not a string")
         token = encoded_url_path.strip("/")
         data, authentic = self._decode(token)
 
@@ -166,7 +186,7 @@ class Configuration:
             tracked_url=tracked_url,
             webhook_url=webhook_url,
             metadata=metadata,
-            request_data=dict(request_data) if request_data is not None else None,
+            request_data=request_data,  # type: ignore[arg-type]  # kept as given, as pytracking does
             timestamp=timestamp,
         )
 
@@ -178,11 +198,15 @@ class Configuration:
                 plain = self.encryption_key.decrypt(token.encode("ascii", "replace"))
                 data = json.loads(plain.decode(self.encoding))
             except (InvalidToken, ValueError, RecursionError):
-                raise BadToken("not a token made with this encryption key") from None
+                raise self._bad_token("not a token made with this encryption key") from None
             if not isinstance(data, dict):
-                raise BadToken("payload is not a JSON object")
+                raise self._bad_token("payload is not a JSON object")
             return data, True
         return LegacyPytrackingCodec().loads(token)
+
+    def _bad_token(self, reason: str) -> BadToken:
+        """With an encryption key, also a Fernet ``InvalidToken``: what pytracking users caught then."""
+        return _fernet_bad_token()(reason) if self.encryption_key else BadToken(reason)
 
     def get_click_tracking_url_path(self, url: str) -> str:
         return url[len(self.base_click_tracking_url or "") :]
@@ -227,6 +251,13 @@ class TrackingResult:
             f"<pytracking.TrackingResult> is_open_tracking: {self.is_open_tracking} "
             f"is_click_tracking: {self.is_click_tracking} tracked_url: {self.tracked_url}"
         )
+
+
+@functools.cache
+def _fernet_bad_token() -> type[BadToken]:
+    from cryptography.fernet import InvalidToken
+
+    return type("BadFernetToken", (BadToken, InvalidToken), {"__module__": __name__})
 
 
 def get_configuration(configuration: Configuration | None, kwargs: Mapping[str, Any]) -> Configuration:
@@ -284,6 +315,8 @@ def _tracking_result(
     encoded_url_path: str, request_data: Mapping[str, Any] | None, configuration: Configuration, *, is_open: bool
 ) -> TrackingResult:
     """A full tracking URL or just its path, as pytracking's two result functions accept."""
+    if not isinstance(encoded_url_path, str):
+        raise BadToken("not a string")
     base = configuration.base_open_tracking_url if is_open else configuration.base_click_tracking_url
     if base and encoded_url_path.startswith(base):
         to_path = configuration.get_open_tracking_url_path if is_open else configuration.get_click_tracking_url_path
