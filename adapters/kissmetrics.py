@@ -14,7 +14,7 @@ open       /e "Opened Email" with the link's metadata
 click      /e "Clicked Link" with "URL" and the link's metadata
 conversion /e the goal name ("Converted" when empty) with the revenue as "Billing Amount"
 exposure   /e "Viewed Experiment" with "Experiment" (the event name)
-custom     /e the event name
+custom     /e the event name (none: no _n, as py-KISSmetrics sends a record without one)
 set        /s the properties
 identify,  /a person = the visitor code, alias = the user id
 alias
@@ -38,15 +38,13 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import http.client
 import importlib
 import json
 import re
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import aiohttp
 
@@ -60,6 +58,7 @@ __all__ = [
     "KM",
     "Client",
     "ClientCompat",
+    "KissmetricsReply",
     "KissmetricsResponse",
     "KissmetricsSink",
     "create_sink",
@@ -79,7 +78,6 @@ DEFAULT_EVENT_NAMES: Mapping[str, str] = {
     "click": "Clicked Link",
     "conversion": "Converted",  # used when the conversion has no goal name
     "exposure": "Viewed Experiment",
-    "custom": "Custom Event",  # used when the event has no name
 }
 
 # Parameters the tracking API reserves; a property of that name would overwrite the key or the person.
@@ -169,7 +167,7 @@ def _record(event: Event, names: Mapping[str, str]) -> tuple[str, dict[str, Any]
         properties = {"Experiment": event.name}
         name = named("exposure")
     else:
-        name = event.name or named("custom")
+        name = event.name or ""  # no _n, as py-KISSmetrics sends a record() without an event name
     properties.update(event.properties)
     return name, properties
 
@@ -240,9 +238,19 @@ def create_sink(settings: Settings) -> KissmetricsSink:
 
 
 # --- the py-KISSmetrics facade ----------------------------------------------------------------------------
+class KissmetricsReply(Protocol):
+    """What a call returns: urllib3's response (blocking, as py-KISSmetrics), a KissmetricsResponse (background)."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def data(self) -> bytes: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class KissmetricsResponse:
-    """What a call returns: py-KISSmetrics returned urllib3's response; code reads ``.status``/``.data``."""
+    """The answer of a ``background=True`` call: accepted (202), handed to the dispatcher."""
 
     status: int
     data: bytes = b""
@@ -255,9 +263,11 @@ _ACCEPTED = KissmetricsResponse(202)  # background=True: handed to the dispatche
 class Client:
     """py-KISSmetrics's ``Client``: same constructor, methods and requests; blocking unless ``background``.
 
-    Blocking calls keep one connection alive per thread (``close()`` or ``with`` ends them) and raise
-    ``OSError`` (``ConnectionError``, ``TimeoutError``) when the host cannot be reached, where
-    py-KISSmetrics raised urllib3's ``MaxRetryError``."""
+    Blocking calls go through urllib3's ``PoolManager`` as py-KISSmetrics's do (``client.http``), so they
+    answer urllib3's response (``.status``, ``.data``, ``.headers``), follow redirects, and fail with its
+    errors (``MaxRetryError``). Fixed: a call waits ``timeout`` seconds at most (py-KISSmetrics: forever).
+    ``close()`` (or ``with``) ends the kept-alive connections. Needs ``urllib3`` (the ``kissmetrics`` extra).
+    """
 
     def __init__(
         self,
@@ -276,18 +286,25 @@ class Client:
         self.trk_scheme = trk_scheme
         self.background = background
         self.timeout = timeout
-        # One keep-alive connection per thread: http.client connections are not thread-safe.
-        self._local = threading.local()
-        self._connections: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._http: Any = None
+
+    @property
+    def http(self) -> Any:
+        """The ``urllib3.PoolManager`` (made on first use: background clients never need one)."""
+        if self._http is None:
+            try:
+                import urllib3
+            except ImportError:  # pragma: no cover - depends on the environment
+                raise ImportError(
+                    "blocking KISSmetrics calls need urllib3: pip install 'trackgate[kissmetrics]'"
+                ) from None
+            self._http = urllib3.PoolManager()
+        return self._http
 
     def close(self) -> None:
-        """Close the kept-alive connections (a later call opens a new one)."""
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for connection in connections:
-            connection.close()
-        self._local = threading.local()
+        """Close the kept-alive connections (a later call opens new ones)."""
+        if self._http is not None:
+            self._http.clear()
 
     def __enter__(self) -> Client:
         return self
@@ -302,16 +319,16 @@ class Client:
         properties: Mapping[str, Any] | None = None,
         timestamp: Any = None,
         path: str = RECORD_PATH,
-    ) -> KissmetricsResponse:
+    ) -> KissmetricsReply:
         if self.background:
             return self._submit(
                 path,
                 RECORD_PATH,
                 Event(
                     "custom",
-                    name=str(event),
+                    name=str(event) if event else "",
                     visitor=str(person),
-                    properties=dict(properties or {}),
+                    properties=_as_py_kissmetrics_sends(properties),
                     timestamp=_when(timestamp),
                 ),
             )
@@ -323,55 +340,42 @@ class Client:
         properties: Mapping[str, Any] | None = None,
         timestamp: Any = None,
         path: str = SET_PATH,
-    ) -> KissmetricsResponse:
+    ) -> KissmetricsReply:
         if self.background:
             return self._submit(
                 path,
                 SET_PATH,
-                Event("set", visitor=str(person), properties=dict(properties or {}), timestamp=_when(timestamp)),
+                Event(
+                    "set",
+                    visitor=str(person),
+                    properties=_as_py_kissmetrics_sends(properties),
+                    timestamp=_when(timestamp),
+                ),
             )
         return self._get(path, create_query(self.key, person, timestamp=timestamp, properties=properties))
 
-    def alias(self, person: Any, identity: Any, path: str = ALIAS_PATH) -> KissmetricsResponse:
+    def alias(self, person: Any, identity: Any, path: str = ALIAS_PATH) -> KissmetricsReply:
         if self.background:
             return self._submit(path, ALIAS_PATH, Event("alias", visitor=str(person), user_id=str(identity)))
         return self._get(path, create_query(self.key, person, identity=identity))
 
-    def _submit(self, path: str, expected: str, event: Event) -> KissmetricsResponse:
+    def _submit(self, path: str, expected: str, event: Event) -> KissmetricsReply:
         if path != expected:
             raise ValueError(f"background=True sends to the standard path /{expected}, not /{path}")
         _dispatch_submit()(event)
         return _ACCEPTED
 
-    def _get(self, path: str, query: str) -> KissmetricsResponse:
-        target = "/" + path.lstrip("/") + "?" + query
-        for attempt in (1, 2):
-            connection = self._connection()
-            try:
-                connection.request("GET", target)
-                response = connection.getresponse()
-                data = response.read()
-            except (ConnectionError, http.client.HTTPException):
-                # The server closed an idle keep-alive connection: open a new one once.
-                connection.close()
-                self._local.connection = None
-                with self._lock:
-                    self._connections.remove(connection)
-                if attempt == 2:
-                    raise
-                continue
-            return KissmetricsResponse(response.status, data, dict(response.getheaders()))
-        raise AssertionError("unreachable")
+    def _get(self, path: str, query: str) -> KissmetricsReply:
+        url = urllib.parse.urlunsplit((self.trk_scheme, self.trk_host, path, query, ""))  # as py-KISSmetrics
+        response: KissmetricsReply = self.http.request("GET", url, timeout=self.timeout)
+        return response
 
-    def _connection(self) -> http.client.HTTPConnection:
-        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            kind = http.client.HTTPSConnection if self.trk_scheme == "https" else http.client.HTTPConnection
-            connection = kind(self.trk_host, timeout=self.timeout)
-            self._local.connection = connection
-            with self._lock:
-                self._connections.append(connection)
-        return connection
+
+def _as_py_kissmetrics_sends(properties: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Property values as py-KISSmetrics writes them into the query (``str()``: ``True``, ``None``, ``[1, 2]``),
+    so that a background call stores the same values as a blocking one (the sink's own format for other
+    events writes ``true`` and JSON, and leaves None out)."""
+    return {name: value if type(value) in _PLAIN_TYPES else str(value) for name, value in (properties or {}).items()}
 
 
 def _when(timestamp: Any) -> float:
@@ -423,17 +427,17 @@ class ClientCompat:
 
     def record(
         self, action: Any, props: Mapping[str, Any] | None = None, path: str = RECORD_PATH, resp: bool = False
-    ) -> KissmetricsResponse | None:
+    ) -> KissmetricsReply | None:
         self.check_id_key()
         response = self.client.record(person=self.identity, event=action, properties=props or {}, path=path)
         return response if resp else None
 
-    def set(self, data: Mapping[str, Any], path: str = SET_PATH, resp: bool = False) -> KissmetricsResponse | None:
+    def set(self, data: Mapping[str, Any], path: str = SET_PATH, resp: bool = False) -> KissmetricsReply | None:
         self.check_id_key()
         response = self.client.set(person=self.identity, properties=data, path=path)
         return response if resp else None
 
-    def alias(self, name: Any, alias_to: Any, path: str = ALIAS_PATH, resp: bool = False) -> KissmetricsResponse | None:
+    def alias(self, name: Any, alias_to: Any, path: str = ALIAS_PATH, resp: bool = False) -> KissmetricsReply | None:
         self.check_init()
         response = self.client.alias(person=name, identity=alias_to, path=path)
         return response if resp else None

@@ -83,6 +83,7 @@ class _FailurePlan:
     times: int | None  # None: until recover()
     retry_after: float | None
     body: str = field(default="")
+    location: str | None = None  # a redirect's target
 
 
 class Receiver:
@@ -159,12 +160,18 @@ class Receiver:
 
     # --- failure modes --------------------------------------------------------------------------------
     def fail(
-        self, failure: Failure, *, times: int | None = None, retry_after: float | None = None, body: str = ""
+        self,
+        failure: Failure,
+        *,
+        times: int | None = None,
+        retry_after: float | None = None,
+        body: str = "",
+        location: str | None = None,
     ) -> None:
         """Answer the next ``times`` requests (all, when None) with ``failure``: an HTTP status, or "close"
         to drop the connection without an answer. Plans queue up: ``fail(500, times=1); fail(429, times=1)``."""
         with self._cond:
-            self._plans.append(_FailurePlan(failure, times, retry_after, body))
+            self._plans.append(_FailurePlan(failure, times, retry_after, body, location))
 
     def recover(self) -> None:
         with self._cond:
@@ -264,6 +271,8 @@ class Receiver:
             return web.Response()  # never reaches the client: the connection is gone
         else:
             headers = {"Retry-After": _seconds(plan.retry_after)} if plan.retry_after is not None else {}
+            if plan.location is not None:
+                headers["Location"] = plan.location
             response = web.Response(
                 status=plan.failure, text=plan.body or f"failure mode {plan.failure}", headers=headers
             )

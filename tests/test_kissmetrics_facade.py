@@ -160,7 +160,14 @@ async def test_background_calls_become_the_same_requests_through_the_sink(
     submitted: list[Event] = []
     monkeypatch.setattr(trackgate.dispatch, "submit", submitted.append, raising=False)
     background = km.Client(KEY, background=True)
-    calls = [CALLS[name] for name in ("record-properties", "record-timestamp", "set", "alias")]
+    calls = [
+        *(CALLS[name] for name in ("record-properties", "record-timestamp", "set", "alias")),
+        # Values py-KISSmetrics writes with str(): the same values must reach KISSmetrics in both modes.
+        lambda c: c.record("bob", "Odd values", {"on": True, "gone": None, "list": [1, 2], "map": {"x": 1}}),
+        lambda c: c.set("bob", {"off": False}),
+        lambda c: c.record("bob", None),  # no event name: no _n
+        lambda c: c.record("bob", ""),
+    ]
     for call in calls:
         call(background)
     assert background.record("bob", "x").status == 202  # accepted, not yet sent
@@ -267,10 +274,30 @@ def test_one_client_is_safe_from_many_threads(fresh: KissmetricsReceiver) -> Non
     assert len(fresh.unique()) == 100
 
 
-def test_an_unreachable_host_raises_like_a_blocking_client_should(fresh: KissmetricsReceiver) -> None:
+def test_an_unreachable_host_raises_what_py_kissmetrics_raises(fresh: KissmetricsReceiver) -> None:
+    from urllib3.exceptions import MaxRetryError
+
     fresh.down()
     try:
-        with km.Client(KEY, trk_host=f"127.0.0.1:{fresh.port}") as client, pytest.raises(ConnectionError):
-            client.record("bob", "x")
+        host = f"127.0.0.1:{fresh.port}"
+        for client in (KISSmetrics.Client(KEY, trk_host=host), km.Client(KEY, trk_host=host)):
+            with pytest.raises(MaxRetryError):
+                client.record("bob", "x")
+            close(client)
     finally:
         fresh.up()
+
+
+def test_a_redirect_is_followed_headers_read_any_case_and_a_new_host_is_used(fresh: KissmetricsReceiver) -> None:
+    """What urllib3 does for py-KISSmetrics (a tracking host moving http to https answers 301)."""
+    with KissmetricsReceiver() as other, km.Client(KEY, trk_host="127.0.0.1:1") as client:
+        client.trk_host = f"127.0.0.1:{fresh.port}"  # set after construction, as callers may
+        response = client.record("bob", "one")
+        assert (response.status, response.data) == (200, GIF_1X1)
+        assert response.headers["content-type"] == response.headers["Content-Type"]  # type: ignore[attr-defined]
+        client.trk_host = f"127.0.0.1:{other.port}"
+        client.record("bob", "two")
+        fresh.fail(301, times=1, location=f"http://127.0.0.1:{other.port}/e?_k={KEY}&_p=bob&_n=moved")
+        client.trk_host = f"127.0.0.1:{fresh.port}"
+        assert client.record("bob", "three").status == 200
+        assert [p["_n"] for _, p in other.requests()] == ["two", "moved"]

@@ -135,10 +135,22 @@ def test_send_webhook_posts_what_pytracking_posts() -> None:
         theirs = real.get_click_tracking_result(link, **options)
         response = facade_webhook.send_webhook(ours)
         assert (response.status_code, response.ok, response.json()) == (200, True, {"ok": True})
+        assert response.headers["content-type"].startswith("application/json")  # case-insensitive, as requests'
+        response.raise_for_status()
         real_webhook.send_webhook(theirs).close()
         first, second = hook.payloads()
         assert first == second | {"timestamp": first["timestamp"]}
         assert first["tracked_url"] == "https://e.org/" and first["metadata"] == {"r": 1}
+
+
+def test_send_webhook_fails_as_requests_fails() -> None:
+    import requests
+
+    result = facade.get_click_tracking_result(
+        real.get_click_tracking_url("https://e.org/", **BASES), webhook_url="http://127.0.0.1:9/", **BASES
+    )
+    with pytest.raises(requests.RequestException):  # what code written for pytracking catches
+        facade_webhook.send_webhook(result)
 
 
 # --- Django views -------------------------------------------------------------------------------------------

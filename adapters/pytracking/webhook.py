@@ -1,48 +1,33 @@
-"""pytracking 0.2's ``webhook.send_webhook``: POST a tracking result as JSON, synchronously.
+"""pytracking 0.2's ``webhook.send_webhook``: POST a tracking result as JSON, synchronously, with requests.
 
-Only http(s) webhook URLs are contacted. The middleware's webhook sink (``TRACKGATE_SINKS=webhook``)
-sends the same payload from a background dispatcher with retries and a signature; prefer it.
+The same call as pytracking's, so the answer is the ``requests.Response`` (``raise_for_status()``, its
+headers) and a network error the ``requests.RequestException`` code written for pytracking catches. Fixed:
+only http(s) webhook URLs are contacted (``trackgate.BadURL`` otherwise). The middleware's webhook sink
+(``TRACKGATE_SINKS=webhook``) sends the same payload from a background dispatcher with retries and a
+signature; prefer it. Needs ``requests`` (``pip install 'trackgate[pytracking]'``), as pytracking did.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import urllib.error
-import urllib.request
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trackgate.errors import BadURL
 from trackgate.links import check_url
 
 from .tracking import Configuration, TrackingResult, get_configuration
 
-
-@dataclasses.dataclass(frozen=True)
-class WebhookResponse:
-    """What the receiver answered (the attributes of ``requests.Response`` that callers use)."""
-
-    status_code: int
-    headers: Mapping[str, str]
-    content: bytes
-
-    @property
-    def ok(self) -> bool:
-        return self.status_code < 400
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8", "replace")
-
-    def json(self) -> Any:
-        return json.loads(self.content)
+if TYPE_CHECKING:
+    import requests
 
 
 def send_webhook(
     tracking_result: TrackingResult, configuration: Configuration | None = None, **kwargs: Any
-) -> WebhookResponse:
-    """POST the result to ``tracking_result.webhook_url``; network errors raise ``OSError``."""
+) -> requests.Response:
+    """POST the result to ``tracking_result.webhook_url``; returns requests' response."""
+    try:
+        import requests
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("send_webhook needs requests: pip install 'trackgate[pytracking]'") from None
     configuration = get_configuration(configuration, kwargs)
     url = tracking_result.webhook_url
     if not url:
@@ -57,12 +42,4 @@ def send_webhook(
     }
     if tracking_result.tracked_url:
         payload["tracked_url"] = tracking_result.tracked_url
-    request = urllib.request.Request(  # noqa: S310 — check_url allows only http(s)
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=configuration.webhook_timeout_seconds) as response:  # noqa: S310
-            return WebhookResponse(response.status, dict(response.headers.items()), response.read())
-    except urllib.error.HTTPError as error:  # like requests: an error status is an answer, not an exception
-        with error:
-            return WebhookResponse(error.code, dict(error.headers.items()), error.read())
+    return requests.post(url, json=payload, timeout=configuration.webhook_timeout_seconds)
