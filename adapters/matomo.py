@@ -3,14 +3,15 @@
     TRACKGATE_SINKS=matomo
     TRACKGATE_MATOMO_URL=https://matomo.example.org       # the folder that holds matomo.php
     TRACKGATE_MATOMO_SITE_ID=3
-    TRACKGATE_MATOMO_TOKEN=...    # optional: adds the visitor IP (cip) and the event time (cdt)
+    TRACKGATE_MATOMO_TOKEN=...    # optional: adds the visitor IP (cip) and the time of older events (cdt)
 
 Up to ``batch_size`` events go in one ``POST {url}/matomo.php`` as
 ``{"requests": ["?idsite=3&rec=1&...", ...], "token_auth": ...}``. Every request carries idsite, rec=1,
 apiv=1, send_image=0, ``_id`` (16 hex digits derived from the visitor code, so one visitor stays one
 Matomo visitor), uid (the user id), url, action_name (the page title), urlref, ua and lang; with the
-token also cip and cdt. Without the token Matomo dates each event at its arrival, so a backlog
-delivered after an outage lands on the delivery time.
+token also cip. cdt (the event's time) goes with every event younger than 23 hours, which Matomo
+accepts without a token (24 hours, less a margin for clocks and delivery), and with the token with every
+event; without the token an older event is dated at its arrival (Matomo would refuse its time).
 
 ========== ============================================================================================
 kind       request
@@ -37,6 +38,7 @@ import functools
 import hashlib
 import json
 import logging
+import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -47,6 +49,10 @@ from trackgate import ConfigError, Event, Settings
 from trackgate.dispatch.sink import Outcome, Rejected
 
 from ._http import DEFAULT_TIMEOUT, exchange
+
+# How old an event may be for its time (cdt) to go without a token: Matomo's limit is 24 hours
+# (tracking_requests_require_authentication_when_custom_timestamp_newer_than), less a margin.
+UNAUTHENTICATED_TIME_LIMIT = 23 * 3600
 
 logger = logging.getLogger("trackgate.adapters.matomo")
 
@@ -116,10 +122,10 @@ class MatomoSink:
             parts.append("&ua=" + _quote_cached(event.user_agent))
         if event.language:
             parts.append("&lang=" + _quote_cached(event.language))
-        if self.token:
-            # Matomo accepts a client IP and a past time only from an authenticated request.
-            if event.ip:
-                parts.append("&cip=" + _quote(event.ip))
+        # Matomo accepts a client IP only from an authenticated request, and a time older than 24 hours.
+        if self.token and event.ip:
+            parts.append("&cip=" + _quote(event.ip))
+        if self.token or time.time() - event.timestamp < UNAUTHENTICATED_TIME_LIMIT:
             parts.append(f"&cdt={int(event.timestamp)}")
         for name, value in self._kind_params(event):
             if value is not None:

@@ -34,6 +34,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -356,11 +357,20 @@ class KissmetricsReceiver(Receiver):
         return web.Response(body=GIF_1X1, content_type="image/gif"), (key,)
 
 
+def _older_than_a_day(cdt: str | None) -> bool:
+    if cdt is None:
+        return False
+    try:
+        return time.time() - float(cdt) > 86400
+    except ValueError:
+        return True  # (a datetime string: not what the sink sends; treated as needing the token)
+
+
 class MatomoReceiver(Receiver):
     """Matomo's bulk tracking API: POST /matomo.php with ``{"requests": [...], "token_auth": ...}``.
 
-    A request is invalid when idsite is missing or not ``site_id``, or when it uses cip/cdt without the
-    right token; a wrong token_auth answers 400 like Matomo. Answers
+    A request is invalid when idsite is missing or not ``site_id``, or when it uses cip, or a cdt older
+    than 24 hours, without the right token (Matomo's defaults); a wrong token_auth answers 400 like Matomo. Answers
     ``{"status": "success", "tracked": N, "invalid": M, "invalid_indices": [...]}``.
     Dedup key: the request line as sent."""
 
@@ -402,7 +412,7 @@ class MatomoReceiver(Receiver):
             # receiver keeps up with a bulk sender in benchmarks. tracked() decodes on demand.
             line = str(item)
             params = dict(pair.partition("=")[::2] for pair in line.lstrip("?").split("&"))
-            needs_token = "cip" in params or "cdt" in params or "token_auth" in params
+            needs_token = "cip" in params or "token_auth" in params or _older_than_a_day(params.get("cdt"))
             if params.get("idsite") != site or (needs_token and not authorised):
                 invalid.append(index)
             else:

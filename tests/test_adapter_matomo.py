@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -129,6 +130,19 @@ async def test_with_the_token_ip_and_time_are_sent(receiver: MatomoReceiver, ses
     [tracked] = receiver.tracked()
     assert (tracked["cip"], tracked["cdt"]) == ("192.0.2.0", "1700000000")
     assert receiver.received[0].json()["token_auth"] == MATOMO_TOKEN
+
+
+async def test_without_the_token_a_recent_events_time_is_sent_an_old_ones_not(
+    receiver: MatomoReceiver, session: aiohttp.ClientSession
+) -> None:
+    # Matomo takes a time up to 24 hours old from anyone: a backlog sent after a short outage keeps its times.
+    now = time.time()
+    recent = Event("pageview", visitor="v1", url="https://s.example/", ip="192.0.2.0", timestamp=now - 3600)
+    old = Event("pageview", visitor="v1", url="https://s.example/", timestamp=now - 2 * 86400)
+    assert await sink(receiver).send(session, [recent, old]) == Outcome()
+    first, second = receiver.tracked()
+    assert first["cdt"] == str(int(now - 3600)) and "cip" not in first
+    assert "cdt" not in second
 
 
 def test_visitor_id_is_16_hex_digits_stable_per_visitor() -> None:
