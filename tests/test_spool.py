@@ -169,6 +169,11 @@ def test_retry_after_seconds_and_http_date_are_read() -> None:
     assert waited is not None and 119 <= waited <= 121
     assert parse_retry_after("soon") is None
     assert parse_retry_after(email.utils.formatdate(now - 60, usegmt=True), now=now) == 0.0
+    # The other two HTTP-date forms a recipient must accept (RFC 9110 5.6.7): RFC 850 and asctime.
+    later = time.gmtime(int(now) + 120)
+    for form in ("%A, %d-%b-%y %H:%M:%S GMT", "%a %b %d %H:%M:%S %Y"):
+        waited = parse_retry_after(time.strftime(form, later), now=int(now))
+        assert waited == 120.0, form
 
 
 @given(st.text(max_size=40))

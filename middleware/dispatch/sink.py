@@ -15,10 +15,11 @@ A sink turns a batch of events into one or more requests and says how it went:
 from __future__ import annotations
 
 import dataclasses
-import email.utils
 import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from werkzeug.http import parse_date
 
 if TYPE_CHECKING:  # importing aiohttp costs a fifth of a second; only the worker thread needs it
     import aiohttp
@@ -75,11 +76,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     text = value.strip()
     if text.isascii() and text.isdigit():  # str.isdigit alone accepts "²"
         return float(text)
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is always GMT; a naive result means the zone was missing
+    when = parse_date(text)  # all three HTTP-date forms (RFC 9110 5.6.7: IMF-fixdate, RFC 850, asctime), in UTC
+    if when is None:
         return None
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
