@@ -54,8 +54,9 @@ class Event:
     language: str | None = None
     timestamp: float = dataclasses.field(default_factory=time.time)
     id: str = ""
-    # The JSON text the event was read back from (the spool's), so that writing it again (the store) needs no
-    # second encoding. Not a field of the event: not compared, not shown, and dataclasses.replace drops it.
+    # The event's JSON text, once made (``snapshot``) or read back (the spool's), so that no later change to
+    # a mapping it holds alters what is delivered, and writing it again (the store) needs no second encoding.
+    # Not a field of the event: not compared, not shown, and dataclasses.replace drops it.
     _json: str | None = dataclasses.field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +79,17 @@ class Event:
             if not isinstance(data[name], dict):
                 data[name] = dict(data[name])
         return _encode(data)
+
+    def snapshot(self) -> None:
+        """Fix what will be delivered: the event as it is now, whatever happens later to the dictionaries
+        it holds (an app reusing one for its next event). Raises ``TypeError`` at once for what cannot be
+        stored (a tuple as a dictionary key, a cycle), rather than the event failing later in the worker."""
+        if self._json is None:
+            try:
+                text = self.to_json()
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise TypeError(f"trackgate: event {self.kind} {self.name!r} cannot be stored: {exc}") from None
+            _set_field(self, "_json", text)
 
     @classmethod
     def from_json(cls, text: str) -> Event:

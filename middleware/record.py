@@ -82,6 +82,7 @@ def _submit(
         kind, name=name, visitor=visitor_code(request_or_visitor), user_id=user_id,
         properties=dict(properties or {}), revenue=revenue, **_request_fields(request_or_visitor, emit),
     )
+    event.snapshot()  # what cannot be stored fails here, in the caller, whatever the destination
     if emit is None:
         from .dispatch import submit  # the dispatcher loads on first use, not on import
 

@@ -119,6 +119,33 @@ def test_every_event_reaches_the_receiver_once(make_dispatcher: MakeDispatcher, 
     assert (figures["submitted"], figures["spooled"], figures["backlog"]) == (300, 300, 0)
 
 
+def test_an_event_that_cannot_be_stored_fails_in_the_caller_and_holds_nothing_up(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver
+) -> None:
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    with pytest.raises(TypeError, match="cannot be stored"):
+        dispatcher.submit(Event("custom", name="bad", properties={("a", "b"): 1}))
+    good = custom(5)
+    for event in good:
+        dispatcher.submit(event)
+    assert hook.wait_delivered(5, 30)
+    assert hook.unique() == {event.id for event in good}
+    assert dispatcher.stats()["dropped"] == 0
+
+
+def test_what_is_delivered_is_the_event_as_submitted(make_dispatcher: MakeDispatcher, hook: WebhookReceiver) -> None:
+    # An app that reuses one dictionary for its next event, or changes a nested one after submitting.
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    properties: dict[str, Any] = {"cart": ["a"]}
+    for step in range(3):
+        properties["step"] = step
+        dispatcher.submit(Event("custom", name=f"step {step}", properties=properties))
+        properties["cart"].append("b")
+    assert hook.wait_delivered(3, 30)
+    delivered = sorted(hook.payloads(), key=lambda payload: payload["name"])
+    assert [(p["properties"]["step"], len(p["properties"]["cart"])) for p in delivered] == [(0, 1), (1, 2), (2, 3)]
+
+
 def test_a_receiver_down_for_a_while_then_up_gets_everything_once(
     make_dispatcher: MakeDispatcher, hook: WebhookReceiver
 ) -> None:

@@ -123,7 +123,11 @@ class Dispatcher:
 
     # --- the request path --------------------------------------------------------------------------------
     def submit(self, event: Event) -> None:
-        """Accept an event for delivery. O(1), never blocks, safe from any thread or event loop."""
+        """Accept an event for delivery. O(1), never blocks, safe from any thread or event loop.
+
+        The event is encoded here: what is delivered is the event as it was submitted, and one that cannot be
+        stored raises ``TypeError`` in the caller instead of holding up the events queued after it."""
+        event.snapshot()
         if self._pid != os.getpid():
             self._after_fork()
         if self._state != "running" or self.settings.spool_sync:
