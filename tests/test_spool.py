@@ -22,8 +22,8 @@ from trackgate.dispatch.sink import parse_retry_after
 from trackgate.dispatch.spool import Spool, default_spool_path
 
 
-def events(count: int, **fields: object) -> list[Event]:
-    return [Event("custom", name=f"e{i}", **fields) for i in range(count)]  # type: ignore[arg-type]
+def events(count: int, prefix: str = "e", **fields: object) -> list[Event]:
+    return [Event("custom", name=f"{prefix}{i}", **fields) for i in range(count)]  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -94,6 +94,32 @@ def test_size_cap_drops_the_oldest_events_and_counts_them(spool: Spool) -> None:
     left = spool.claim("a", 5000, lease=60, owner="me")
     assert len(left) == 2000 - dropped
     assert left[0].event.name == f"e{dropped}"  # the newest survive
+
+
+def test_dead_letters_go_first_when_the_spool_is_full(spool: Spool) -> None:
+    # Deliveries that failed for good must not fill the cap and turn every new event away.
+    big = {"blob": "x" * 2000}
+    spool.add(events(600, properties=big), ["a"])
+    claimed = spool.claim("a", 600, lease=60, owner="me")
+    spool.bury("a", [(row.seq, "HTTP 400", 400, "") for row in claimed], owner="me")
+    spool.add(events(100, properties=big), ["a"])
+    assert spool.enforce_cap(1024 * 1024) == 0  # room made from the dead letters alone
+    assert len(spool.claim("a", 500, lease=60, owner="me")) == 100
+    assert spool.dead_count() < 600
+
+
+def test_sequence_numbers_are_never_reused_and_confirmations_only_count_for_the_leaseholder(spool: Spool) -> None:
+    spool.add(events(3, prefix="x"), ["a"])
+    in_flight = spool.claim("a", 3, lease=60, owner="me")
+    assert spool.enforce_cap(0) == 3  # the cap empties the table while those sends are in flight
+    spool.add(events(3, prefix="y"), ["a"])
+    spool.done("a", [row.seq for row in in_flight], owner="me")  # the old sends confirm
+    fresh = spool.claim("a", 10, lease=60, owner="other")
+    assert [row.event.name for row in fresh] == ["y0", "y1", "y2"]  # nothing of the new rows was deleted
+    spool.done("a", [row.seq for row in fresh], owner="me")  # not ours: another process holds them
+    assert spool.pending("a") == 3
+    spool.done("a", [row.seq for row in fresh], owner="other")
+    assert spool.backlog() == 0
 
 
 def test_rows_leased_by_a_killed_process_are_reclaimed(spool: Spool) -> None:

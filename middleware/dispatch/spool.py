@@ -7,6 +7,8 @@ Tables:
   a claim pushes it ``lease`` seconds ahead under the claimer's ``owner`` tag, so several processes
   sharing the file never send the same row at the same time; a retry pushes it to the backoff's end.
 * ``dead``       deliveries refused for good, with the reason and the receiver's answer, until retried.
+* ``counters``   the last sequence number handed out: numbers are never reused, even once the events table
+  has emptied, so a send still in flight for a dropped row can never confirm a new row of the same number.
 
 Every method takes the spool's lock: one connection is shared by the worker thread and by callers that
 write themselves (``TRACKGATE_SPOOL_SYNC``, or a worker that has fallen far behind).
@@ -53,6 +55,10 @@ WHEN NOT EXISTS (SELECT 1 FROM deliveries WHERE seq = OLD.seq)
 BEGIN
     DELETE FROM events WHERE seq = OLD.seq;
 END;
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS dead (
     n INTEGER PRIMARY KEY,
     event_id TEXT NOT NULL,
@@ -129,7 +135,7 @@ class Spool:
         rows = [(event.id, event.to_json()) for event in events]
         now = time.time()
         with self._lock, self._transaction():
-            first = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]) + 1
+            first = self._allocate(len(rows))
             self._db.executemany(
                 "INSERT INTO events (seq, id, body) VALUES (?, ?, ?)",
                 ((first + i, event_id, body) for i, (event_id, body) in enumerate(rows)),
@@ -169,11 +175,19 @@ class Spool:
             claimed.append(Claimed(seq, attempts, event))
         return claimed
 
-    def done(self, sink: str, seqs: Iterable[int]) -> None:
+    def done(self, sink: str, seqs: Iterable[int], *, owner: str | None = None) -> None:
+        """Delete confirmed deliveries; with ``owner``, only those still leased by it (a row whose lease ran
+        out and that another process claimed is that process's to confirm)."""
         with self._lock, self._transaction():
-            self._db.executemany(
-                "DELETE FROM deliveries WHERE seq = ? AND sink = ?", ((seq, sink) for seq in seqs)
-            )
+            if owner is None:
+                self._db.executemany(
+                    "DELETE FROM deliveries WHERE seq = ? AND sink = ?", ((seq, sink) for seq in seqs)
+                )
+            else:
+                self._db.executemany(
+                    "DELETE FROM deliveries WHERE seq = ? AND sink = ? AND owner = ?",
+                    ((seq, sink, owner) for seq in seqs),
+                )
 
     def reschedule(self, sink: str, seqs: Iterable[int], *, at: float, owner: str) -> int:
         """Release our lease and make the rows due again at ``at``; returns how many were still ours."""
@@ -218,10 +232,20 @@ class Spool:
                 return cursor.rowcount
 
     def enforce_cap(self, max_bytes: int) -> int:
-        """Drop the oldest events until the data fits in ``max_bytes``; returns how many were dropped."""
+        """Drop the oldest until the data fits in ``max_bytes``: dead letters first (deliveries that already
+        failed for good, oldest first), then pending events. Returns how many pending events were dropped."""
         dropped = 0
         with self._lock:
             while self._used_bytes() > max_bytes:
+                dead = int(self._db.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+                if dead:
+                    cut = max(1, dead // 20)
+                    with self._transaction():
+                        self._db.execute("DELETE FROM dead WHERE n IN (SELECT n FROM dead ORDER BY n LIMIT ?)", (cut,))
+                    logger.warning(
+                        "trackgate: the spool is full (TRACKGATE_SPOOL_MAX_MB); dropped %d dead letter(s)", cut
+                    )
+                    continue
                 with self._transaction():
                     total, newest = self._db.execute("SELECT COUNT(*), MAX(seq) FROM events").fetchone()
                     if not total:
@@ -281,7 +305,7 @@ class Spool:
         now = time.time()
         with self._lock, self._transaction():
             rows = self._db.execute(f"SELECT n, event_id, sink, body FROM dead {where}", args).fetchall()
-            first = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]) + 1
+            first = self._allocate(len(rows))
             for i, (n, event_id, row_sink, body) in enumerate(rows):
                 self._db.execute("INSERT INTO events (seq, id, body) VALUES (?, ?, ?)", (first + i, event_id, body))
                 self._db.execute(
@@ -295,6 +319,19 @@ class Spool:
             self._db.close()
 
     # --- internals -------------------------------------------------------------------------------------
+    def _allocate(self, count: int) -> int:
+        """The first of ``count`` new sequence numbers (inside a write transaction)."""
+        last = self._db.execute(
+            "SELECT MAX(COALESCE((SELECT value FROM counters WHERE name = 'seq'), 0), "
+            "COALESCE((SELECT MAX(seq) FROM events), 0))"
+        ).fetchone()[0]
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES ('seq', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (int(last) + count,),
+        )
+        return int(last) + 1
+
     def _used_bytes(self) -> int:
         pages = int(self._db.execute("PRAGMA page_count").fetchone()[0])
         free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])

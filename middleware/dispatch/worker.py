@@ -466,7 +466,7 @@ class Dispatcher:
         """Delete the rows sinks confirmed since the last pass, in one transaction."""
         if state.confirmed:
             confirmed, state.confirmed = state.confirmed, []
-            self._open_spool().done(name, confirmed)
+            self._open_spool().done(name, confirmed, owner=self._owner)
             self._count(delivered=len(confirmed))
 
     async def _send(
