@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
+import sqlite3
+import sys
+from collections.abc import Callable
 from typing import Any
 
 from .settings import Settings
@@ -44,6 +48,27 @@ def _dispatcher(settings: Settings) -> Any:
     return get_dispatcher(settings)
 
 
+def _on_the_spool(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command that reads the spool: a missing file is said (and not made: a mistyped
+    TRACKGATE_SPOOL_PATH must not look like an empty spool), an unreadable one too, without a traceback."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        path = _dispatcher(Settings()).spool_path
+        if not path.exists():
+            print(f"trackgate: no spool at {path} (nothing was spooled there; is TRACKGATE_SPOOL_PATH right?)",
+                  file=sys.stderr)
+            return 1
+        try:
+            return command(args)
+        except sqlite3.DatabaseError as exc:
+            print(f"trackgate: the spool at {path} cannot be read: {exc}", file=sys.stderr)
+            return 1
+
+    return run
+
+
+@_on_the_spool
 def _status(args: argparse.Namespace) -> int:
     settings = Settings()
     spool = _dispatcher(settings).spool
@@ -65,6 +90,7 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+@_on_the_spool
 def _dead(args: argparse.Namespace) -> int:
     rows = _dispatcher(Settings()).spool.dead(args.limit, args.sink)
     for row in rows:
@@ -85,6 +111,7 @@ def _dead(args: argparse.Namespace) -> int:
     return 0
 
 
+@_on_the_spool
 def _retry(args: argparse.Namespace) -> int:
     settings = Settings()
     dispatcher = _dispatcher(settings)

@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._boundary import swallow
 from ._version import __version__
 from .bodyfilter import BodyFilter, kept_from_shared_caches, plan_rewrite
 from .endpoints import Reply, answer
@@ -146,9 +147,12 @@ class Gate:
     def _dispatcher_backlog(self) -> int | None:
         if self._emit is not None:
             return None
+        from .dispatch import get_dispatcher
+
+        # This middleware's dispatcher, made if no event has been sent yet: the spool may hold events of an
+        # earlier run that this process has not touched.
         try:
-            from .dispatch import stats
-        except ImportError:  # the dispatcher package is optional until it is built
+            return get_dispatcher(self.settings).backlog()
+        except Exception as error:  # a locked or unreadable spool: health says so rather than failing
+            swallow("reading the spool backlog", error)
             return None
-        backlog = stats().get("backlog")
-        return int(backlog) if backlog is not None else None

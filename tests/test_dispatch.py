@@ -165,6 +165,87 @@ def test_a_receiver_down_for_a_while_then_up_gets_everything_once(
     assert not hook.duplicates()
 
 
+def test_drain_waits_for_a_retry_due_before_its_deadline(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver
+) -> None:
+    hook.fail(500, times=1)
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    dispatcher.submit(Event("custom", name="once refused"))
+    assert wait_for(lambda: dispatcher.stats()["retried"] == 1)
+    assert dispatcher.drain(10) == 0  # the retry is due within a second: drain waits for it
+    assert [r.status for r in hook.received] == [500, 200]
+
+
+def test_a_down_receiver_gets_one_probe_per_backoff_step(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver
+) -> None:
+    hook.fail(503)
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)  # 8 sends in flight when healthy
+    for event in custom(100):
+        dispatcher.submit(event)
+    time.sleep(3)
+    # The first sends all go out at once; after them, one probe a step. (Eight a step would be over 24 in
+    # three seconds: the first two steps' delays are at most half a second and a second.)
+    assert len(hook.received) < 24, len(hook.received)
+    assert dispatcher.stats()["delivered"] == 0
+
+
+def test_sends_in_flight_with_a_failing_one_do_not_stretch_its_pause(make_dispatcher: MakeDispatcher) -> None:
+    # Full jitter: the pause is one draw. Each failing send drawing its own and the longest winning would
+    # make it nearly the ceiling every time.
+    from trackgate.dispatch.worker import _SinkState
+
+    dispatcher = make_dispatcher(sinks="store")
+    state = _SinkState(sink=None)  # type: ignore[arg-type]
+    started = time.monotonic()
+    dispatcher._later("store", state, [], started=started, reason="HTTP 503", retry_after=None)
+    first_pause = state.paused_until
+    for _ in range(7):  # the other sends that were in flight with it fail too
+        dispatcher._later("store", state, [], started=started, reason="HTTP 503", retry_after=None)
+    assert (state.paused_until, state.failures) == (first_pause, 1)
+
+
+def test_a_spool_error_in_a_sinks_pump_is_waited_out(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    real_claim = Spool.claim
+    failures = {"left": 3}
+
+    def flaky_claim(self: Spool, *args: Any, **kwargs: Any) -> Any:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return real_claim(self, *args, **kwargs)
+
+    monkeypatch.setattr(Spool, "claim", flaky_claim)
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    for event in custom(10):
+        dispatcher.submit(event)
+    assert hook.wait_delivered(10, 30)  # the pump lived through the errors
+    assert failures["left"] == 0
+
+
+def test_the_first_submit_does_not_wait_for_a_locked_spool(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver, spool_path: Path
+) -> None:
+    import sqlite3
+
+    Spool(spool_path).close()
+    other = sqlite3.connect(spool_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+        began = time.monotonic()
+        dispatcher.submit(Event("custom", name="while locked"))
+        assert time.monotonic() - began < 5  # (SQLite's busy wait is 30 s: the worker waits, not the caller)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert hook.wait_delivered(1, 60)
+
+
 def test_a_500_is_retried_until_delivered(make_dispatcher: MakeDispatcher, hook: WebhookReceiver) -> None:
     hook.fail(500, times=3)
     dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)

@@ -70,3 +70,24 @@ def test_retry_now_delivers_from_the_command_and_tail_shows_the_store(
     tail = subprocess.run([*run, "tail", "-n", "5"], env=env, capture_output=True, text=True, timeout=50)
     assert tail.returncode == 0, tail.stderr
     assert [json.loads(line)["name"] for line in tail.stdout.splitlines()] == ["refused"]
+
+
+def test_a_missing_spool_is_said_and_not_made(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    typo = tmp_path / "no-such-dir" / "spool.sqlite3"
+    monkeypatch.setenv("TRACKGATE_SPOOL_PATH", str(typo))
+    for command in (["status"], ["dead"], ["retry"]):
+        assert main(["events", *command]) == 1
+        assert f"no spool at {typo}" in capsys.readouterr().err
+    assert not typo.parent.exists()
+
+
+def test_a_corrupt_spool_is_a_clear_error_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = tmp_path / "broken.sqlite3"
+    broken.write_bytes(b"not a database, just bytes" * 200)
+    monkeypatch.setenv("TRACKGATE_SPOOL_PATH", str(broken))
+    for command in (["status"], ["dead"], ["retry"]):
+        assert main(["events", *command]) == 1
+        err = capsys.readouterr().err
+        assert f"the spool at {broken} cannot be read" in err and "Traceback" not in err

@@ -17,7 +17,7 @@ import pytest
 from servers import TESTS_DIR, free_port, wait_until_serving
 from sinks import WebhookReceiver
 
-from trackgate import Settings
+from trackgate import Event, Settings
 from trackgate.dispatch import Dispatcher
 from trackgate.dispatch.spool import Spool
 
@@ -241,3 +241,55 @@ def test_a_script_that_submits_and_exits_at_once_delivers_at_exit(hook: WebhookR
     assert b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
     assert len(hook.unique()) == 5
     assert Spool(spool).backlog() == 0  # the store confirmed them too
+
+
+# A script whose exit handler records something, the dispatcher not started before: no thread may start
+# that late, so the events go to the spool at once, for the next start.
+SUBMIT_IN_AN_EXIT_HANDLER = """
+import atexit
+import trackgate.dispatch
+from trackgate import Event
+
+def last_words():
+    for n in range(5):
+        trackgate.dispatch.submit(Event("custom", name="at exit %d" % n))
+
+atexit.register(last_words)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_events_submitted_from_an_exit_handler_are_spooled_for_the_next_start(
+    hook: WebhookReceiver, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.sqlite3"
+    result = subprocess.run(
+        [sys.executable, "-c", SUBMIT_IN_AN_EXIT_HANDLER], env=environment(spool, hook.url), capture_output=True,
+        timeout=50,
+    )
+    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
+    assert Spool(spool).backlog() == 5
+    restarted = drain_in_this_process(spool, hook.url)
+    try:
+        assert hook.wait_delivered(5, 30)
+    finally:
+        restarted.drain(5)
+
+
+@pytest.mark.timeout(60)
+def test_health_reports_what_an_earlier_run_left_in_the_spool(tmp_path: Path) -> None:
+    spool = tmp_path / "spool.sqlite3"
+    Spool(spool).add([Event("custom", name=f"left {n}") for n in range(7)], ["webhook"])
+    env = environment(spool, f"http://127.0.0.1:{free_port()}/down", TRACKGATE_SECRET_KEY="health-key")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "test_endpoints_server:make_wsgi_app()", "--bind", f"127.0.0.1:{port}",
+         "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_serving(port, process)
+        health = httpx.get(f"http://127.0.0.1:{port}/_tg/health", timeout=10)
+        assert health.status_code == 200 and health.json()["backlog"] == 7  # no event sent by this process yet
+    finally:
+        stop(process)

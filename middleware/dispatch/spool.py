@@ -116,16 +116,20 @@ class Spool:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        _open_spools.add(self)
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front,
-        # so two processes never both read "free" rows and then both claim them).
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a commit survives the process being killed; only a power cut may lose the tail.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        # One transaction, so processes opening a new file at once do not trip over each other.
-        self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
-        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        # Opened under the lock too: a fork() while another thread is in here (the dispatcher opens its spool
+        # in its own thread) would leave the child SQLite's record of a lock no process holds, and the
+        # child's own connection would wait on it for ever.
+        with self._lock:
+            _open_spools.add(self)
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front,
+            # so two processes never both read "free" rows and then both claim them).
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a commit survives the process being killed; only a power cut may lose the tail.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            # One transaction, so processes opening a new file at once do not trip over each other.
+            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
 
     # --- writing ---------------------------------------------------------------------------------------
     def add(self, events: Sequence[Event], sinks: Sequence[str]) -> int:

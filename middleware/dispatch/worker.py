@@ -91,6 +91,7 @@ class _SinkState:
     failed_at: float = 0.0  # monotonic time of the last counted failure
     in_flight: int = 0
     settled: bool = False  # nothing in flight and nothing due: drain may stop waiting for this sink
+    next_due: float | None = None  # when its earliest pending delivery is due (wall time), as last seen
     confirmed: list[int] = dataclasses.field(default_factory=list)  # delivered rows not yet deleted
 
 
@@ -113,6 +114,7 @@ class Dispatcher:
         self._state: State = "new"
         self._start_lock = threading.RLock()
         self._spill_lock = threading.Lock()
+        self._spool_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._counts = dict.fromkeys(COUNTER_NAMES, 0)
         self._spool: Spool | None = None
@@ -190,10 +192,11 @@ class Dispatcher:
             if self._state == "running":
                 return self
             sinks = create_sinks(self.settings)
-            spool = self._open_spool()
-            reclaimed = spool.reclaim(_owner_gone)
-            if reclaimed:
-                logger.info("trackgate: %d spooled deliveries of stopped processes are due again", reclaimed)
+            if not self._hook_exit():
+                # The interpreter is exiting (an atexit handler records something): no thread may start now,
+                # and one started anyway would be killed with its queue. submit() writes to the spool itself.
+                self._state = "final"
+                return self
             self._sink_states = {name: _SinkState(sink) for name, sink in zip(self.sink_names, sinks, strict=True)}
             loop = asyncio.new_event_loop()
             ready = threading.Event()
@@ -206,7 +209,6 @@ class Dispatcher:
             self._state = "running"
             thread.start()
             ready.wait()
-            self._hook_exit()
         return self
 
     def drain(self, timeout: float) -> int:
@@ -244,23 +246,26 @@ class Dispatcher:
             _abandoned.append((self._spool, self._loop, self._sink_states))
             self._reset_process_state()
 
-    def _hook_exit(self) -> None:
+    def _hook_exit(self) -> bool:
+        """Make sure the exit drain runs; False when the interpreter is already exiting."""
         if self._exit_hooked:
-            return
-        self._exit_hooked = True
+            return True
         # threading's exit hooks run before concurrent.futures refuses new work (aiohttp resolves names in
         # an executor, the store writes from one), so the last batches can still go out; atexit is the
         # fallback. They run last registered first, and concurrent.futures registers its own when it is first
         # imported, which during the drain would be too late: import it now, so that ours runs before it.
-        import concurrent.futures.thread  # noqa: F401
-
         register = getattr(threading, "_register_atexit", None)
         try:
-            if register is None:
-                raise RuntimeError
-            register(self._at_exit)
-        except RuntimeError:
-            atexit.register(self._at_exit)
+            import concurrent.futures.thread  # noqa: F401
+
+            if register is not None:
+                register(self._at_exit)
+            else:  # pragma: no cover - CPython has it
+                atexit.register(self._at_exit)
+        except RuntimeError:  # "can't register atexit after shutdown"
+            return False
+        self._exit_hooked = True
+        return True
 
     def _at_exit(self) -> None:
         if self._pid != os.getpid():
@@ -280,8 +285,13 @@ class Dispatcher:
         return counts
 
     def backlog(self) -> int:
-        """Events not yet confirmed by every sink: in the spool, plus any not yet committed."""
-        spool = self._spool if self._pid == os.getpid() else None
+        """Events not yet confirmed by every sink: in the spool (an existing file is opened for it, though
+        no event was sent yet), plus any not yet committed."""
+        if self._pid != os.getpid():
+            self._after_fork()
+        spool = self._spool
+        if spool is None and self.spool_path.exists():
+            spool = self._open_spool()
         return (spool.backlog() if spool is not None else 0) + len(self._queue)
 
     def stats(self) -> dict[str, int]:
@@ -341,6 +351,8 @@ class Dispatcher:
             for name, state in self._sink_states.items()
         ]
         ready.set()
+        await asyncio.sleep(0)
+        self._reclaim()
         try:
             await self._stop.wait()
         finally:
@@ -354,18 +366,34 @@ class Dispatcher:
                     logger.exception("trackgate: closing sink %s failed", name)
             await session.close()
 
+    def _reclaim(self) -> None:
+        """Rows leased by processes that are gone are due again (the first start after a kill)."""
+        try:
+            reclaimed = self._open_spool().reclaim(_owner_gone)
+        except Exception as exc:  # the intake and the pumps keep trying; events wait in memory meanwhile
+            logger.error("trackgate: the spool %s cannot be used now: %s", self.spool_path, exc)
+            return
+        if reclaimed:
+            logger.info("trackgate: %d spooled deliveries of stopped processes are due again", reclaimed)
+
     async def _drain(self, deadline: float) -> None:
         self._commit_queued()
         while time.monotonic() < deadline:
-            if not self._queue and all(self._settled(state) for state in self._sink_states.values()):
+            must_go_at = time.time() + (deadline - time.monotonic())
+            if not self._queue and all(self._settled(state, must_go_at) for state in self._sink_states.values()):
                 break
             await asyncio.sleep(DRAIN_POLL)
             self._commit_queued()
         self._stop.set()
 
-    def _settled(self, state: _SinkState) -> bool:
-        # A sink in backoff will not be tried before we must be gone: what it holds stays spooled.
-        return state.in_flight == 0 and not state.confirmed and (state.settled or state.paused_until > time.time())
+    @staticmethod
+    def _settled(state: _SinkState, must_go_at: float) -> bool:
+        """Nothing more this sink can deliver before ``must_go_at`` (wall time): what it holds stays spooled."""
+        if state.in_flight or state.confirmed:
+            return False
+        if state.paused_until > time.time():  # in backoff: settled only when the retry comes too late
+            return state.paused_until >= must_go_at
+        return state.settled and (state.next_due is None or state.next_due >= must_go_at)
 
     async def _intake(self) -> None:
         queue, wake = self._queue, self._wake
@@ -418,7 +446,6 @@ class Dispatcher:
             )
 
     async def _pump(self, name: str, state: _SinkState, session: aiohttp.ClientSession) -> None:
-        spool = self._open_spool()
         wake = self._pump_wake[name]
         concurrency = max(1, state.sink.concurrency)
         batch_size = max(1, state.sink.batch_size)
@@ -429,27 +456,46 @@ class Dispatcher:
             state.in_flight -= 1
             wake.set()  # look again now: more may be due, confirmations to commit, or drain waiting
 
+        spool_failing = False
         try:
             while True:
                 wake.clear()
-                self._commit_confirmed(name, state)
-                pause = state.paused_until - time.time()
-                if pause > 0:
-                    await _wait(wake, pause)  # woken early only to commit confirmations
+                try:
+                    spool = self._open_spool()
+                    self._commit_confirmed(name, state)
+                    pause = state.paused_until - time.time()
+                    if pause > 0:
+                        await _wait(wake, pause)  # woken early only to commit confirmations
+                        continue
+                    free = concurrency - state.in_flight
+                    if state.failures:
+                        # After a failure one batch probes the receiver; the rest waits for its answer.
+                        free = 0 if state.in_flight else 1
+                    if free <= 0:
+                        await wake.wait()
+                        continue
+                    # One transaction leases rows for every free slot: a one-event-per-request sink would
+                    # otherwise pay a claim transaction per event.
+                    claimed = spool.claim(name, free * batch_size, lease=LEASE, owner=self._owner)
+                    if not claimed:
+                        state.settled = state.in_flight == 0
+                        due = state.next_due = spool.next_ready(name)
+                        delay = IDLE_POLL if due is None else min(max(due - time.time(), 0.005), IDLE_POLL)
+                        await _wait(wake, delay)
+                        continue
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    # The spool is locked, full or gone for now: this sink waits and looks again, it never
+                    # stops for the rest of the process.
+                    if not spool_failing:
+                        logger.error("trackgate: sink %s cannot use the spool now, will retry: %s", name, exc)
+                    spool_failing = True
+                    await _wait(wake, IDLE_POLL)
                     continue
-                free = concurrency - state.in_flight
-                if free <= 0:
-                    await wake.wait()
-                    continue
-                # One transaction leases rows for every free slot: a one-event-per-request sink would
-                # otherwise pay a claim transaction per event.
-                claimed = spool.claim(name, free * batch_size, lease=LEASE, owner=self._owner)
-                if not claimed:
-                    state.settled = state.in_flight == 0
-                    due = spool.next_ready(name)
-                    delay = IDLE_POLL if due is None else min(max(due - time.time(), 0.005), IDLE_POLL)
-                    await _wait(wake, delay)
-                    continue
+                if spool_failing:
+                    logger.info("trackgate: sink %s uses the spool again", name)
+                    spool_failing = False
                 state.settled = False
                 for first in range(0, len(claimed), batch_size):
                     state.in_flight += 1
@@ -465,9 +511,10 @@ class Dispatcher:
     def _commit_confirmed(self, name: str, state: _SinkState) -> None:
         """Delete the rows sinks confirmed since the last pass, in one transaction."""
         if state.confirmed:
-            confirmed, state.confirmed = state.confirmed, []
-            self._open_spool().done(name, confirmed, owner=self._owner)
-            self._count(delivered=len(confirmed))
+            # Cleared only once deleted: a spool error keeps them for the next pass, not for a second send.
+            self._open_spool().done(name, state.confirmed, owner=self._owner)
+            self._count(delivered=len(state.confirmed))
+            state.confirmed = []
 
     async def _send(
         self, name: str, state: _SinkState, session: aiohttp.ClientSession, claimed: list[Claimed]
@@ -523,8 +570,11 @@ class Dispatcher:
         if counted:
             state.failures += 1
             state.failed_at = time.monotonic()
-        delay = retry_delay(state.failures, retry_after)
-        at = max(time.time() + delay, state.paused_until)
+        now = time.time()
+        if counted or state.paused_until <= now:
+            at = max(now + retry_delay(state.failures, retry_after), state.paused_until)
+        else:
+            at = state.paused_until  # the pause this outage already drew: no second draw (full jitter stays full)
         # The whole sink waits, not just this batch: a receiver that is down or throttling gets one probe
         # per backoff step instead of one per batch of the backlog.
         state.paused_until = at
@@ -539,7 +589,8 @@ class Dispatcher:
     def _open_spool(self) -> Spool:
         spool = self._spool
         if spool is None:
-            with self._start_lock:
+            # Not the start lock: opening may wait on another process's write lock, and submit() must not.
+            with self._spool_lock:
                 spool = self._spool
                 if spool is None:
                     spool = self._spool = Spool(self.spool_path)
