@@ -111,10 +111,17 @@ _NEVER = re.compile(rb"(?!)")
 _RAW_TEXT_ENDS = {
     name: re.compile(rb"</" + name + rb"[" + _WS + rb"/>]", re.IGNORECASE) for name in _RAW_TEXT.split(b"|")
 }
+# What moves the tokenizer through a script's text (the script data states): "<!--" escapes it, and in
+# there a "<script" escapes it twice, so that its "</script>" does not end the element ("-->" undoes both).
+# The old document.write('<script ...></script>') inside <!-- --> depends on it.
+_SCRIPT_MARKS = re.compile(rb"<!--|-->|<(/?)script[" + _WS + rb"/>]", re.IGNORECASE)
+_SCRIPT_MARK_BYTES = len(b"</script ") - 1  # a mark cut by the chunk's end is kept back this much
 _URL_OUTER = "".join(map(chr, range(0x21)))  # the URL parser strips C0 controls and spaces at both ends
 _VALUE_CACHE_SIZE = 1024
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
 _TAG_NAME = re.compile(rb"<(/?)([a-zA-Z][^" + _WS + rb"/>]{0,15})")
+
+_SCRIPT_DATA, _SCRIPT_ESCAPED, _SCRIPT_DOUBLE_ESCAPED = 0, 1, 2
 
 _PIXEL = (
     '<img src="{src}" width="1" height="1" alt="" '
@@ -182,6 +189,7 @@ class HtmlRewriter:
         self._title_seen = False
         self._title_bytes: bytearray | None = None
         self._keep = 0  # bytes to keep back while inside: a possible partial end marker
+        self._script_state = _SCRIPT_DATA
         self._tail: bytearray | None = None  # output held since the last </body> (the pixel goes before it)
         self._pixel_done = False
         self._unfinished = False
@@ -259,6 +267,11 @@ class HtmlRewriter:
                 position = end
                 self._walking = None
                 self._after_tag(*self._walked)
+                continue
+            if self._until is _SCRIPT_MARKS:
+                position = self._in_script(buffer, position, final)
+                if self._until is not None:
+                    break  # the rest of the script is still to come
                 continue
             if self._until is not None:
                 found = self._until.search(buffer, position)
@@ -376,11 +389,48 @@ class HtmlRewriter:
                 self._pixel_done = True
         elif name == b"plaintext":
             self._enter(_NEVER, 0)  # nothing ends it
-        elif name in _RAW_TEXT_ENDS:  # script, style, textarea, title, ...: text until its own end tag
+        elif name == b"script":
+            self._enter(_SCRIPT_MARKS, _SCRIPT_MARK_BYTES)
+            self._script_state = _SCRIPT_DATA
+        elif name in _RAW_TEXT_ENDS:  # style, textarea, title, ...: text until its own end tag
             self._enter(_RAW_TEXT_ENDS[name], len(name) + 2)
             if name == b"title" and self._wants_title and not self._title_seen and not self._foreign:
                 self._title_seen = True  # the first one counts (document.title), even when it is empty
                 self._title_bytes = bytearray()
+
+    def _in_script(self, buffer: bytes, position: int, final: bool) -> int:
+        """Emit a script's text from ``position``; returns where its end tag starts (leaving the script), or
+        where the unread rest starts (a possibly cut mark, kept for the next chunk)."""
+        state = self._script_state
+        size = len(buffer)
+        while True:
+            found = _SCRIPT_MARKS.search(buffer, position)
+            if found is None:
+                keep = 0 if final else min(_SCRIPT_MARK_BYTES, size - position)
+                self._emit(buffer[position : size - keep])
+                self._script_state = state
+                return size - keep
+            mark, start = found.group(0), found.start()
+            if mark == b"<!--":
+                if state == _SCRIPT_DATA:
+                    state = _SCRIPT_ESCAPED
+                after = start + 2  # its dashes may also be those of a "-->" ("<!-->")
+            elif mark == b"-->":
+                state = _SCRIPT_DATA
+                after = found.end()
+            elif found[1]:  # </script
+                if state != _SCRIPT_DOUBLE_ESCAPED:
+                    self._emit(buffer[position:start])
+                    self._until = None
+                    return start  # the end tag is read as any tag
+                state = _SCRIPT_ESCAPED
+                after = found.end()
+            else:  # <script
+                if state == _SCRIPT_ESCAPED:
+                    state = _SCRIPT_DOUBLE_ESCAPED
+                after = found.end()
+            self._emit(buffer[position:after])
+            position = after
 
     def _in_foreign(self) -> bool:
         return self._foreign > self._html_in_foreign

@@ -472,6 +472,30 @@ def test_foreign_content_elements_are_not_raw_text(doc: str, tracked: list[str])
         assert PIXEL in out and out.endswith("</body>")
 
 
+@pytest.mark.parametrize(
+    "doc",
+    [
+        # The old ad snippet: inside <!-- -->, a script's "<script>...</script>" does not end it.
+        "<script><!--\ndocument.write('<script src=\"a.js\"></script>');\n"
+        "document.write('<a href=\"https://in.org/\">ad</a>');\n//--></script><a href=\"https://x.org/\">x</a>",
+        "<script><!--</script><a href='https://x.org/'>",  # escaped once: its </script> ends it
+        "<script><!--<script></script><a href='https://in.org/'>--></script><a href='https://x.org/'>",
+        "<script><!--><a href='https://in.org/'></script><a href='https://x.org/'>",  # "<!-->" ends at once
+        "<SCRIPT><!--<Script/></sCrIpT ><a href='https://in.org/'>--></script\t><a href='https://x.org/'>",
+        "<script>a = 1 --> 0; <!-- b</script><a href='https://x.org/'>",
+    ],
+    ids=["document-write", "escaped-end", "double-escaped", "empty-escape", "case-and-spacing", "stray-marks"],
+)
+def test_script_text_follows_the_script_data_states(doc: str) -> None:
+    links = FakeLinks()
+    out = rewrite_html(doc, links, open_tracking=False)
+    assert [url for url, _ in links.clicked] == ["https://x.org/"]
+    assert_a_real_parser_sees_the_tracked_links(doc)
+    data = doc.encode()
+    rewriter = HtmlRewriter(FakeLinks(), charset="utf-8", open_tracking=False)
+    assert b"".join(rewriter.feed(data[i : i + 1]) for i in range(len(data))) + rewriter.close() == out.encode()
+
+
 def test_a_nul_in_an_href_is_read_as_the_tokenizer_reads_it() -> None:
     # U+FFFD, which no URL parser strips: before the scheme it makes a relative link; after it, part of the path.
     links = FakeLinks()
