@@ -70,10 +70,26 @@ def decode_attribute(value: str) -> str:
     return _REFERENCE.sub(_decode_one, value)
 
 
+def numeric_reference(hex_digits: str | None, digits: str | None) -> str:
+    """What ``&#...;`` stands for (HTML's numeric character reference end state): U+FFFD for 0, surrogates
+    and numbers past U+10FFFF (however many digits: no int() of a thousand), windows-1252's characters for
+    0x80-0x9F, and every other code point kept, controls and noncharacters included (html.unescape drops
+    those, which changed a link's destination)."""
+    text = (hex_digits if hex_digits is not None else digits or "").lstrip("0")
+    if len(text) > 8:
+        return "\ufffd"
+    number = int(text or "0", 16 if hex_digits is not None else 10)
+    if number == 0 or number > 0x10FFFF or 0xD800 <= number <= 0xDFFF:
+        return "\ufffd"
+    if 0x80 <= number <= 0x9F:
+        return html.unescape(f"&#{number};")  # the remapping table (the holes in it stay as they are)
+    return chr(number)
+
+
 def _decode_one(match: re.Match[str]) -> str:
     name = match[3]
     if name is None:
-        return html.unescape(match[0])  # numeric: the standard's replacements for odd code points
+        return numeric_reference(match[1], match[2])
     for size in range(min(len(name), _LONGEST_NAME), 1, -1):
         candidate = name[:size]
         if candidate not in html5:

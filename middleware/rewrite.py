@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol, cast, overload
 from urllib.parse import urlsplit
 
 from .errors import ConfigError, TrackgateError
-from .htmlchars import PRESCAN_BYTES, decode_attribute, sniff_charset
+from .htmlchars import PRESCAN_BYTES, decode_attribute, numeric_reference, sniff_charset
 from .tagwalk import BOGUS, NAME, walk
 
 
@@ -592,8 +592,16 @@ def _self_closing(tag: bytes) -> bool:
 
 def _title_text(raw: bytes, codec: str) -> str | None:
     """A title as document.title reads it: character references decoded, whitespace collapsed."""
-    text = " ".join(html.unescape(raw.decode(codec, "replace")).split())[:_TITLE_CHARS]
+    text = _NUMERIC_REFERENCE.sub(_numeric, raw.decode(codec, "replace"))  # (html.unescape: int() of any length)
+    text = " ".join(html.unescape(text).split())[:_TITLE_CHARS]
     return text or None
+
+
+_NUMERIC_REFERENCE = re.compile(r"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));?")
+
+
+def _numeric(match: re.Match[str]) -> str:
+    return numeric_reference(match[1], match[2])
 
 
 def _unquote(value: bytes) -> bytes:

@@ -496,6 +496,15 @@ def test_script_text_follows_the_script_data_states(doc: str) -> None:
     assert b"".join(rewriter.feed(data[i : i + 1]) for i in range(len(data))) + rewriter.close() == out.encode()
 
 
+def test_numeric_references_keep_what_the_standard_keeps_and_never_raise() -> None:
+    links = FakeLinks()
+    huge = "&#" + "9" * 5000 + ";"  # int() refuses over 4300 digits: must not reach it
+    doc = f'<title>a{huge}b</title><a href="https://x.org/a&#xFFFF;b&#1;c">x</a><a href="https://x.org/{huge}">y</a>'
+    rewrite_html(doc, TitledLinks(), page_title=True)
+    rewrite_html(doc, links, open_tracking=False)
+    assert links.clicked == [("https://x.org/a\uffffb\x01c", None), ("https://x.org/\ufffd", None)]
+
+
 def test_a_nul_in_an_href_is_read_as_the_tokenizer_reads_it() -> None:
     # U+FFFD, which no URL parser strips: before the scheme it makes a relative link; after it, part of the path.
     links = FakeLinks()
