@@ -18,7 +18,7 @@ import html
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol, cast, overload
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from .errors import ConfigError, TrackgateError
 from .htmlchars import PRESCAN_BYTES, decode_attribute, numeric_reference, sniff_charset
@@ -554,6 +554,8 @@ class HtmlRewriter:
             return None
         if url.startswith("//"):
             url = self._relative_prefix + url
+        if not url.isascii() and self._codec not in (None, "utf_8"):
+            url = _query_in_charset(url, self._codec)
         # Merge tags ({{ }}, {% %}, *| |*, %% %%, [[ ]]) are filled in by an email service after us: a
         # tracked link would freeze the placeholder.
         if ("{" in url and ("{{" in url or "{%" in url)) or "*|" in url or "%%" in url or "[[" in url:
@@ -588,6 +590,20 @@ def _self_closing(tag: bytes) -> bool:
     if last is None or not last[2] or last.end() != len(tag) - 1:
         return True
     return last[2][:1] in (b'"', b"'")  # an unquoted value runs up to the ">"
+
+
+def _query_in_charset(url: str, codec: str) -> str:
+    """The URL a browser makes of an href in a page of this charset: the URL standard percent-encodes a
+    special URL's query in the document's encoding (its path and fragment in UTF-8, as the redirect will)."""
+    before_fragment, hash_mark, fragment = url.partition("#")
+    head, question, query = before_fragment.partition("?")
+    if not question or query.isascii():
+        return url
+    encoded = _NON_ASCII.sub(lambda run: quote(run[0], safe="", encoding=codec, errors="xmlcharrefreplace"), query)
+    return head + "?" + encoded + hash_mark + fragment
+
+
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 def _title_text(raw: bytes, codec: str) -> str | None:

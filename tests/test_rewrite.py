@@ -270,6 +270,26 @@ def test_charset_labels_are_read_as_browsers_read_them(label: str, byte: bytes, 
     assert links.clicked == [(f"https://x.org/{text}", None)]
 
 
+@pytest.mark.parametrize(
+    ("charset", "href", "destination"),
+    [
+        ("shift_jis", "https://x.org/s?q=日本", "https://x.org/s?q=%93%FA%96%7B"),
+        ("windows-1252", "https://x.org/café?q=café#café", "https://x.org/café?q=caf%E9#café"),
+        ("windows-1252", "https://x.org/?q=日", "https://x.org/?q=%26%2326085%3B"),  # not in windows-1252
+        ("utf-8", "https://x.org/?q=café", "https://x.org/?q=café"),  # the redirect encodes it as UTF-8
+    ],
+)
+def test_a_query_is_encoded_in_the_pages_charset_as_browsers_encode_it(
+    charset: str, href: str, destination: str
+) -> None:
+    # The URL standard encodes a query in the document's encoding: the tracked link must lead where the
+    # link itself led.
+    doc = f'<meta charset="{charset}"><a href="{href}">x</a>'.encode(charset, "xmlcharrefreplace")
+    links = FakeLinks()
+    rewrite_html(doc, links, open_tracking=False)
+    assert links.clicked == [(destination, None)]
+
+
 def test_only_a_metas_charset_or_http_equiv_content_declares_the_charset() -> None:
     links = FakeLinks()
     doc = '<meta name="description" content="How to set charset=koi8-r"><a href="https://x.org/é">x</a>'.encode()
