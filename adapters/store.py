@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from trackgate import ConfigError, Event, Settings
-from trackgate.dispatch.sink import Outcome, RetryLater
+from trackgate.dispatch.sink import Outcome, Rejected, RetryLater
 
 __all__ = ["EventStore", "PostgresStore", "SQLiteStore", "StoreSink", "create_sink", "default_store_url", "open_store"]
 
@@ -151,6 +151,10 @@ class SQLiteStore:
             self._conn.close()
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached or prepared now: every event waits (no single one is at fault)."""
+
+
 class PostgresStore:
     def __init__(self, url: str) -> None:
         try:
@@ -164,6 +168,7 @@ class PostgresStore:
         self.transient_errors: tuple[type[Exception], ...] = (
             self._psycopg.OperationalError,
             self._psycopg.InterfaceError,
+            StoreUnavailable,
         )
         self._lock = threading.Lock()
         self._conn: Any = None
@@ -171,14 +176,23 @@ class PostgresStore:
     def _connection(self) -> Any:
         if self._conn is None or self._conn.closed:
             conn = self._psycopg.connect(self.url, connect_timeout=10)
-            with conn.transaction():
-                # Several hosts may start at once; CREATE TABLE IF NOT EXISTS alone races on the catalog.
-                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
-                conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
-                    " name TEXT NOT NULL, visitor TEXT, user_id TEXT, occurred_at DOUBLE PRECISION NOT NULL,"
-                    " data JSON NOT NULL)"
-                )
+            try:
+                with conn.transaction():
+                    # A table made beforehand is used as it is: a role that may only read and insert (the
+                    # least privilege an app needs; PostgreSQL 15 lets no one create in "public" by default)
+                    # must not be asked to create it.
+                    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (TABLE,)).fetchone()[0]
+                    if not exists:
+                        # Several hosts may start at once; CREATE TABLE IF NOT EXISTS alone races on the catalog.
+                        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+                        conn.execute(
+                            f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, kind TEXT NOT NULL,"
+                            " name TEXT NOT NULL, visitor TEXT, user_id TEXT,"
+                            " occurred_at DOUBLE PRECISION NOT NULL, data JSON NOT NULL)"
+                        )
+            except BaseException:
+                conn.close()
+                raise
             self._conn = conn
         return self._conn
 
@@ -186,6 +200,10 @@ class PostgresStore:
         with self._lock:
             try:
                 conn = self._connection()
+            except self._psycopg.Error as exc:
+                # Reaching or preparing the store (a password, a privilege, a server down) is no event's fault.
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}".strip()) from exc
+            try:
                 with conn.transaction():
                     return work(conn)
             except self.transient_errors:
@@ -242,12 +260,36 @@ class StoreSink:
         return self._store
 
     async def send(self, session: aiohttp.ClientSession, events: Sequence[Event]) -> Outcome:
-        store = self.store
+        try:
+            store = await asyncio.to_thread(lambda: self.store)
+        except ConfigError:
+            raise
+        except Exception as exc:  # a folder that cannot be made, a read-only file, a locked one: wait
+            raise RetryLater(f"event store cannot be opened: {type(exc).__name__}: {exc}") from exc
+        transient = getattr(store, "transient_errors", ())
         try:
             await asyncio.to_thread(store.insert, events)
-        except getattr(store, "transient_errors", ()) as exc:
+        except transient as exc:
             raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            # The store refuses something in the batch (text it cannot hold...): find which events, so that
+            # they alone go to the dead letters and the rest is stored.
+            if len(events) == 1:
+                raise Rejected(f"the event store refused it: {type(exc).__name__}: {exc}") from exc
+            return await self._one_by_one(store, events, transient)
         return Outcome()
+
+    @staticmethod
+    async def _one_by_one(store: EventStore, events: Sequence[Event], transient: Any) -> Outcome:
+        rejected: dict[str, str] = {}
+        for event in events:
+            try:
+                await asyncio.to_thread(store.insert, [event])
+            except transient as exc:
+                raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
+            except Exception as exc:
+                rejected[event.id] = f"the event store refused it: {type(exc).__name__}: {exc}"
+        return Outcome(rejected)
 
     async def aclose(self) -> None:
         if self._store is not None:

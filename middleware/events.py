@@ -122,7 +122,9 @@ class Event:
 _FIELD_ORDER = tuple(field.name for field in dataclasses.fields(Event) if field.init)
 _FIELD_NAMES = frozenset(_FIELD_ORDER)
 _set_field = object.__setattr__  # how a frozen dataclass's own __init__ sets its fields
-_encode = compact_encoder(ensure_ascii=True, default=str)
+# NaN and Infinity are not JSON (RFC 8259): strict receivers and PostgreSQL's json refuse them, so an event
+# holding one cannot be stored, and snapshot() says so in the caller.
+_encode = compact_encoder(ensure_ascii=True, allow_nan=False, default=str)
 
 
 def _plain(value: Any) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -190,3 +191,68 @@ def test_sqlite_locked_by_another_writer_is_retry_later(tmp_path: Path) -> None:
     reader = open_store(url)
     assert reader.count() == 1
     reader.close()
+
+
+async def test_an_event_the_store_cannot_hold_is_dead_lettered_alone(store_url: str) -> None:
+    # A lone surrogate (from json.loads('"\\ud800"')) cannot be written as UTF-8: that event is refused for
+    # good, the rest of its batch is stored, and nothing waits behind it.
+    good = sample(3)
+    bad = Event("custom", name="bad\ud800", visitor="v")
+    sink = StoreSink(store_url)
+    async with aiohttp.ClientSession() as session:
+        outcome = await sink.send(session, [good[0], bad, *good[1:]])
+    await sink.aclose()
+    assert list(outcome.rejected) == [bad.id] and "refused" in outcome.rejected[bad.id]
+    reader = open_store(store_url)
+    assert reader.tail(10) == good
+    reader.close()
+
+
+def test_an_event_holding_nan_or_infinity_cannot_be_submitted() -> None:
+    # Not JSON (RFC 8259): strict receivers and PostgreSQL's json type refuse it.
+    nan, infinity = float("nan"), float("inf")
+    for event in (Event("custom", name="x", properties={"ratio": nan}), Event("conversion", revenue=infinity)):
+        with pytest.raises(TypeError, match="cannot be stored"):
+            event.snapshot()
+
+
+async def test_a_store_that_cannot_be_opened_is_retry_later_with_the_reason(tmp_path: Path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    sink = StoreSink(f"sqlite:///{blocked / 'events.sqlite3'}")  # its folder would be a file
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(RetryLater, match="cannot be opened"):
+            await sink.send(session, sample(1))
+    await sink.aclose()
+
+
+@pytest.mark.postgres
+async def test_a_postgres_role_that_may_only_insert_uses_the_existing_table(empty_postgres: str) -> None:
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    made = open_store(empty_postgres)  # the table, made by an administrator
+    assert made.count() == 0
+    made.close()
+    with psycopg.connect(empty_postgres, autocommit=True) as admin:
+        _drop_role(admin, "tg_insert_only")
+        admin.execute("CREATE ROLE tg_insert_only LOGIN PASSWORD 'tg'")
+        admin.execute("GRANT USAGE ON SCHEMA public TO tg_insert_only")  # (no CREATE: PostgreSQL 15's default)
+        admin.execute(f"GRANT SELECT, INSERT ON {TABLE} TO tg_insert_only")
+    try:
+        parts = urlsplit(empty_postgres)
+        url = parts._replace(netloc="tg_insert_only:tg@" + parts.netloc.rpartition("@")[2]).geturl()
+        sink = StoreSink(url)
+        async with aiohttp.ClientSession() as session:
+            assert await sink.send(session, sample(2)) == Outcome()
+        await sink.aclose()
+    finally:
+        with psycopg.connect(empty_postgres, autocommit=True) as admin:
+            _drop_role(admin, "tg_insert_only")
+
+
+def _drop_role(admin: Any, role: str) -> None:
+    if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+        admin.execute(f"DROP OWNED BY {role}")  # its privileges, which would keep the role
+        admin.execute(f"DROP ROLE {role}")
