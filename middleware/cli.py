@@ -25,6 +25,9 @@ _COMMAND_MODULES = ("demo", "cli_links", "cli_rewrite", "cli_events")
 def check_config(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
+        from .dispatch.registry import create_sinks
+
+        create_sinks(settings)  # an unknown sink, or one missing what it needs, fails here, not at the first event
     except (ConfigError, TypeError) as exc:
         print(f"trackgate: configuration error: {exc}", file=sys.stderr)
         return 1

@@ -107,13 +107,26 @@ def _option(default: Any, parse: Callable[[str], Any], *, secret: bool = False) 
 _FALLBACK_KEY = secrets.token_urlsafe(32)
 
 
+def _without_credentials(url: str) -> str:
+    """A URL as it may be shown: a password in it, and its query's values (tokens ride there), masked."""
+    head, question, query = url.partition("?")
+    scheme, _, rest = head.partition("://")
+    authority, slash, path = rest.partition("/")
+    user_info, at, host = authority.rpartition("@")
+    if at and ":" in user_info:
+        authority = user_info.partition(":")[0] + ":****@" + host
+    if question:
+        query = "&".join(part.partition("=")[0] + ("=****" if "=" in part else "") for part in query.split("&"))
+    return f"{scheme}://{authority}{slash}{path}{question}{query}"
+
+
 @dataclasses.dataclass(frozen=True, init=False)
 class Settings:
     # --- foundation -----------------------------------------------------------------------------------
     # Signing keys, newest first: all verify, the first signs (rotation without breaking sent links).
     secret_key: tuple[str, ...] = _option((), parse_list, secret=True)
     # "production" turns a missing secret key into a start-up error instead of a warning.
-    env: str = _option("development", str.strip)
+    env: str = _option("development", lambda value: value.strip().lower())
     # Public origin for links in emails; web pages default to the request's own origin.
     base_url: str | None = _option(None, _parse_optional_str)
     path_prefix: str = _option("/_tg", str.strip)
@@ -228,6 +241,8 @@ class Settings:
             value = getattr(self, field.name)
             if field.metadata["secret"] and value:
                 text = "****"
+            elif isinstance(value, str) and "://" in value:
+                text = _without_credentials(value)
             elif isinstance(value, tuple):
                 text = ",".join(value)
             elif value is None:

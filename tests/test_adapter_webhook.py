@@ -139,6 +139,25 @@ async def test_failures_map_onto_retry_or_reject(
     assert len(hook.delivered) == 1
 
 
+@pytest.mark.parametrize("status", [301, 302, 303])
+async def test_a_redirected_post_is_refused_not_followed_as_an_empty_get(
+    hook: WebhookReceiver, session: aiohttp.ClientSession, status: int
+) -> None:
+    # Followed, the POST would become a GET without its body: the event lost, and the final 200 counted
+    # as a delivery.
+    hook.fail(status, times=1, location=hook.url + "/elsewhere")  # type: ignore[arg-type]
+    with pytest.raises(Rejected, match=f"HTTP {status}"):
+        await WebhookSink(hook.url, secret=WEBHOOK_SECRET).send(session, [Event("pageview")])
+    assert [r.method for r in hook.received] == ["POST"]
+
+
+def test_a_failing_urls_user_name_and_password_stay_out_of_the_log() -> None:
+    from trackgate.adapters._http import _origin
+
+    assert _origin("https://hookuser:s3cret@hooks.example/in?token=abc") == "https://hooks.example/in"
+    assert _origin("http://hooks.example") == "http://hooks.example"
+
+
 async def test_receiver_down_is_retry_later_and_up_again_delivers(
     hook: WebhookReceiver,
     session: aiohttp.ClientSession,

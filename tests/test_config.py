@@ -160,6 +160,31 @@ def test_check_config_reports_a_bad_value() -> None:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"TRACKGATE_SINKS": "kissmetrix"}, "TRACKGATE_SINKS"),
+        ({"TRACKGATE_SINKS": "webhook"}, "TRACKGATE_WEBHOOK_URL"),
+        ({"TRACKGATE_SINKS": "webhook", "TRACKGATE_WEBHOOK_URL": "ftp://x"}, "TRACKGATE_WEBHOOK_URL"),
+        ({"TRACKGATE_SINKS": "matomo"}, "TRACKGATE_MATOMO_URL"),
+        ({"TRACKGATE_STORE_URL": "mysql://x"}, "TRACKGATE_STORE_URL"),
+        ({"TRACKGATE_ENV": "Production"}, "TRACKGATE_SECRET_KEY"),  # any case
+    ],
+    ids=["unknown-sink", "webhook-without-url", "webhook-not-http", "matomo-without-url", "store-scheme", "env-case"],
+)
+def test_check_config_reports_what_would_fail_at_the_first_event(env: dict[str, str], variable: str) -> None:
+    result = _check_config(env)
+    assert result.returncode == 1
+    assert variable in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_config_masks_credentials_in_urls() -> None:
+    result = _check_config({"TRACKGATE_SINKS": "webhook", "TRACKGATE_WEBHOOK_URL": "https://u:pw@h.example/in?token=abc"})
+    assert result.returncode == 0, result.stderr
+    assert "TRACKGATE_WEBHOOK_URL=https://u:****@h.example/in?token=****" in result.stdout.splitlines()
+    assert "pw@" not in result.stdout and "abc" not in result.stdout
+
+
 @pytest.mark.parametrize("keyword", ["webhook_secret", "cookie_name", "base_url"])
 def test_a_number_is_not_taken_for_text(keyword: str) -> None:
     with pytest.raises(trackgate.ConfigError) as raised:
