@@ -23,15 +23,25 @@ from ._extras import require, settings_keywords
 _flask = require("flask", "flask")
 
 
+_MARK = "_trackgate_flask_init_app"  # set on the middleware init_app made (not on one a user added)
+
+
 def init_app(
     app: Any, settings: Settings | None = None, *, emit: Emit | None = None, **overrides: Any
 ) -> WSGIMiddleware:
-    """Wrap ``app.wsgi_app``; returns the middleware. With ``settings`` given, app.config is not read."""
+    """Wrap ``app.wsgi_app``; returns the middleware. With ``settings`` given, app.config is not read.
+
+    Called again for the same app (a factory run twice, a test fixture), it replaces its first middleware
+    rather than wrap it: two would set two visitor cookies and count every page view twice."""
     if settings is None:
         settings = Settings(**(settings_keywords(dict(app.config)) | overrides))
     elif overrides:
         settings = settings.replace(**overrides)
-    middleware = WSGIMiddleware(app.wsgi_app, settings, emit=emit)
+    inner = app.wsgi_app
+    if isinstance(inner, WSGIMiddleware) and getattr(inner, _MARK, False):
+        inner = inner.app
+    middleware = WSGIMiddleware(inner, settings, emit=emit)
+    setattr(middleware, _MARK, True)
     app.wsgi_app = middleware
     return middleware
 

@@ -71,6 +71,19 @@ def test_flask_init_app_reads_app_config_and_keywords_win() -> None:
     assert again.get_json()["code"] == code
 
 
+def test_flask_init_app_twice_replaces_its_middleware_instead_of_stacking_two() -> None:
+    from trackgate.adapters.flask import init_app
+
+    app = _flask_app()
+    original = app.wsgi_app
+    init_app(app, emit=_drop, secret_key="k")
+    second = init_app(app, emit=_drop, secret_key="k", cookie_name="second_vid")
+    assert app.wsgi_app is second and second.app == original  # (a bound method: equal, not identical)
+    response = app.test_client().get("/")
+    [cookie] = response.headers.getlist("Set-Cookie")  # one visitor cookie, from the second configuration
+    assert _cookie(cookie)[0] == "second_vid"
+
+
 def test_flask_unknown_config_key_is_named() -> None:
     from trackgate.adapters.flask import init_app
 
