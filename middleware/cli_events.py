@@ -9,6 +9,7 @@ import json
 import sqlite3
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .settings import Settings
@@ -38,7 +39,7 @@ def add_commands(subparsers: Any) -> None:
     retry.set_defaults(run=_retry)
 
     tail = commands.add_parser("tail", help="the newest events in the local event store")
-    tail.add_argument("-n", "--count", type=int, default=20)
+    tail.add_argument("-n", "--count", type=_positive, default=20)
     tail.set_defaults(run=_tail)
 
 
@@ -124,20 +125,38 @@ def _retry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
+    return number
+
+
 def _tail(args: argparse.Namespace) -> int:
     from .dispatch.registry import factory_for
 
-    sink = factory_for("store")(Settings())
-    holder = getattr(sink, "store", sink)
-    tail = getattr(holder, "tail", None)
-    if tail is None:
-        print("trackgate: the store sink cannot list events")
-        return 1
+    settings = Settings()
+    sink = factory_for("store")(settings)
+    url = getattr(sink, "url", None) or ""
+    if url.startswith("sqlite://"):
+        path = url.removeprefix("sqlite://").removeprefix("/")
+        if not Path(path).exists():  # a mistyped TRACKGATE_STORE_URL must not look like an empty store
+            print(f"trackgate: no event store at {path} (is TRACKGATE_STORE_URL right?)", file=sys.stderr)
+            return 1
     try:
-        for event in tail(args.count):
-            print(json.dumps(event.to_dict(), default=str))
-    finally:
-        close = getattr(holder, "close", None)
-        if close is not None:
-            close()
+        holder = getattr(sink, "store", sink)
+        tail = getattr(holder, "tail", None)
+        if tail is None:
+            print("trackgate: the store sink cannot list events", file=sys.stderr)
+            return 1
+        try:
+            for event in tail(args.count):
+                print(json.dumps(event.to_dict(), default=str))
+        finally:
+            close = getattr(holder, "close", None)
+            if close is not None:
+                close()
+    except Exception as exc:  # unreachable, refused, unreadable: say so (the URL may hold a password: not it)
+        print(f"trackgate: the event store cannot be read: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -40,7 +40,6 @@ def run(args: argparse.Namespace) -> int:
         print("trackgate rewrite: --metadata must be a JSON object", file=sys.stderr)
         return 2
     from .links import TrackingLinks
-    from .rewrite import rewrite_html
 
     links = TrackingLinks(Settings())
     options: dict[str, Any] = {
@@ -49,26 +48,35 @@ def run(args: argparse.Namespace) -> int:
         "pixel_position": args.pixel_position,
         "open_tracking": not args.no_open_tracking,
     }
-    source: Path = args.input
+    try:
+        return _rewrite(args.input, args.output, links, options)
+    except OSError as exc:  # an output folder missing, a file where a folder should be, no permission...
+        print(f"trackgate rewrite: {exc.strerror or exc}: {exc.filename}", file=sys.stderr)
+        return 2
+
+
+def _rewrite(source: Path, output: Path | None, links: Any, options: dict[str, Any]) -> int:
+    from .rewrite import rewrite_html
+
     if source.is_dir():
-        if args.output is None:
+        if output is None:
             print("trackgate rewrite: a folder needs -o OUTPUT_FOLDER", file=sys.stderr)
             return 2
         files = sorted(p for p in source.rglob("*") if p.suffix.lower() in _HTML_SUFFIXES and p.is_file())
         for path in _with_progress(files):
-            target = args.output / path.relative_to(source)
+            target = output / path.relative_to(source)
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(rewrite_html(path.read_bytes(), links, **options))
-        print(f"rewrote {len(files)} file(s) into {args.output}", file=sys.stderr)
+        print(f"rewrote {len(files)} file(s) into {output}", file=sys.stderr)
         return 0
     if not source.is_file():
         print(f"trackgate rewrite: no such file: {source}", file=sys.stderr)
         return 2
     out = rewrite_html(source.read_bytes(), links, **options)
-    if args.output is None:
+    if output is None:
         sys.stdout.buffer.write(out)
     else:
-        args.output.write_bytes(out)
+        output.write_bytes(out)
     return 0
 
 

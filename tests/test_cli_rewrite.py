@@ -59,3 +59,15 @@ def test_bad_metadata_and_missing_files_are_clear_errors(tmp_path: Path) -> None
     assert bad.returncode == 2 and "--metadata is not JSON" in bad.stderr
     missing = run(str(tmp_path / "nope.html"))
     assert missing.returncode == 2 and "no such file" in missing.stderr
+
+
+def test_output_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    source = tmp_path / "email.html"
+    source.write_text(EMAIL)
+    (tmp_path / "a-file").write_text("x")
+    for output in (tmp_path / "no-dir" / "out.html", tmp_path):  # a missing folder; a folder as the file
+        result = run(str(source), "-o", str(output))
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert str(output) in result.stderr
+    folder = run(str(tmp_path), "-o", str(tmp_path / "a-file"))  # a file where the output folder would be
+    assert folder.returncode == 2 and "Traceback" not in folder.stderr, folder.stderr

@@ -91,3 +91,15 @@ def test_a_corrupt_spool_is_a_clear_error_not_a_traceback(tmp_path: Path, capsys
         assert main(["events", *command]) == 1
         err = capsys.readouterr().err
         assert f"the spool at {broken} cannot be read" in err and "Traceback" not in err
+
+
+def test_tail_of_a_missing_store_is_said_and_not_made(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    typo = tmp_path / "no-such-dir" / "events.sqlite3"
+    monkeypatch.setenv("TRACKGATE_STORE_URL", f"sqlite:///{typo}")
+    assert main(["events", "tail"]) == 1
+    assert f"no event store at {typo}" in capsys.readouterr().err
+    assert not typo.parent.exists()
+    with pytest.raises(SystemExit) as stopped:  # argparse: a count of events is 1 or more
+        main(["events", "tail", "-n", "-1"])
+    assert stopped.value.code == 2
