@@ -30,6 +30,7 @@ import aiohttp
 
 from trackgate import ConfigError, Event, Settings
 from trackgate.dispatch.sink import Outcome, Rejected, RetryLater
+from trackgate.dispatch.spool import enable_wal
 
 __all__ = ["EventStore", "PostgresStore", "SQLiteStore", "StoreSink", "create_sink", "default_store_url", "open_store"]
 
@@ -114,7 +115,7 @@ class SQLiteStore:
         # One connection used from the dispatcher's worker threads, one statement at a time.
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
+        enable_wal(self._conn)
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute(
             f"CREATE TABLE IF NOT EXISTS {TABLE} (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT NOT NULL,"

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -253,3 +254,39 @@ def test_registered_factory_wins_over_an_entry_point() -> None:
         unregister("console")
     (sink,) = create_sinks(Settings(sinks="console"))
     assert type(sink).__module__ == "trackgate.adapters.console"
+
+
+def _open_spool_and_store(base: str, barrier: Any, results: Any) -> None:
+    from trackgate.adapters.store import open_store
+
+    barrier.wait()  # every process opens the new files at the same moment
+    try:
+        Spool(base + ".spool").close()
+        store = open_store("sqlite:///" + base + ".store")
+        store.count()
+        store.close()
+        results.put("ok")
+    except Exception as exc:
+        results.put(repr(exc))
+
+
+@pytest.mark.timeout(120)
+def test_workers_opening_a_new_spool_and_store_together_all_succeed(tmp_path: Path) -> None:
+    # Switching a new file to WAL needs it to itself, and SQLite says "locked" at once, busy timeout or not.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    failures = []
+    for round_number in range(10):
+        barrier, results = context.Barrier(6), context.Queue()
+        workers = [
+            context.Process(target=_open_spool_and_store, args=(str(tmp_path / f"r{round_number}"), barrier, results))
+            for _ in range(6)
+        ]
+        for worker in workers:
+            worker.start()
+        outcomes = [results.get(timeout=60) for _ in workers]
+        for worker in workers:
+            worker.join(30)
+        failures += [outcome for outcome in outcomes if outcome != "ok"]
+    assert failures == []

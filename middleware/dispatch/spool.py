@@ -73,6 +73,23 @@ CREATE TABLE IF NOT EXISTS dead (
 """
 
 
+def enable_wal(db: sqlite3.Connection, *, patience: float = 30.0) -> None:
+    """Put the database in WAL mode (once per file; it stays so). Switching needs the file to itself, and
+    SQLite answers "locked" at once rather than through the busy timeout when another process is opening it
+    too (workers starting together on a new file): wait for it as the busy timeout would."""
+    if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+        return
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def default_spool_path(settings: Settings) -> Path:
     """A file under ``platformdirs.user_cache_dir("trackgate")`` (else the XDG cache dir), one per set of
     destinations: rows name their sink, not its URL, so two apps of one user with different webhook URLs
@@ -124,7 +141,7 @@ class Spool:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front,
             # so two processes never both read "free" rows and then both claim them).
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            enable_wal(self._db)
             # NORMAL in WAL mode: a commit survives the process being killed; only a power cut may lose the tail.
             self._db.execute("PRAGMA synchronous=NORMAL")
             # One transaction, so processes opening a new file at once do not trip over each other.
