@@ -269,8 +269,8 @@ class HtmlRewriter:
                 self._after_tag(*self._walked)
                 continue
             if self._until is _SCRIPT_MARKS:
-                position = self._in_script(buffer, position, final)
-                if self._until is not None:
+                position, ended = self._in_script(buffer, position, final)
+                if not ended:
                     break  # the rest of the script is still to come
                 continue
             if self._until is not None:
@@ -398,9 +398,9 @@ class HtmlRewriter:
                 self._title_seen = True  # the first one counts (document.title), even when it is empty
                 self._title_bytes = bytearray()
 
-    def _in_script(self, buffer: bytes, position: int, final: bool) -> int:
-        """Emit a script's text from ``position``; returns where its end tag starts (leaving the script), or
-        where the unread rest starts (a possibly cut mark, kept for the next chunk)."""
+    def _in_script(self, buffer: bytes, position: int, final: bool) -> tuple[int, bool]:
+        """Emit a script's text from ``position``; returns where its end tag starts and True (the script is
+        left), or where the unread rest starts (a possibly cut mark, kept for the next chunk) and False."""
         state = self._script_state
         size = len(buffer)
         while True:
@@ -409,7 +409,7 @@ class HtmlRewriter:
                 keep = 0 if final else min(_SCRIPT_MARK_BYTES, size - position)
                 self._emit(buffer[position : size - keep])
                 self._script_state = state
-                return size - keep
+                return size - keep, False
             mark, start = found.group(0), found.start()
             if mark == b"<!--":
                 if state == _SCRIPT_DATA:
@@ -422,7 +422,7 @@ class HtmlRewriter:
                 if state != _SCRIPT_DOUBLE_ESCAPED:
                     self._emit(buffer[position:start])
                     self._until = None
-                    return start  # the end tag is read as any tag
+                    return start, True  # the end tag is read as any tag
                 state = _SCRIPT_ESCAPED
                 after = found.end()
             else:  # <script
