@@ -45,6 +45,17 @@ _WEB_DECODERS = {
     "shift_jis": "cp932",
     "big5": "big5hkscs",
 }
+def _windows_1252_holes(error: UnicodeError) -> tuple[str, int]:
+    """The five bytes windows-1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D) are the code points of the
+    same number in the Encoding Standard's windows-1252, where Python's cp1252 fails on them."""
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    return "".join(map(chr, error.object[error.start : error.end])), error.end
+
+
+codecs.register_error("trackgate.windows-1252", _windows_1252_holes)
+DECODE_ERRORS = {"cp1252": "trackgate.windows-1252"}  # how to decode in a codec, when not "strict"
+
 # Every byte below 0x80 must mean its ASCII character, both ways, for a bytewise scan to be right.
 _ASCII_PROBE = "".join(map(chr, range(0x80)))
 # The prescan (HTML 13.2.3.2) passes over comments (a commented-out <meta> declares nothing; "<!-->" is a
@@ -53,6 +64,7 @@ _PRESCAN = re.compile(rb"<!(?=--)[\s\S]*?-->|<meta[\t\n\f\r /]([^>]*)", re.IGNOR
 _META_ATTRIBUTE = re.compile(
     rb"""([^\t\n\f\r /=>][^\t\n\f\r /=>]*)(?:[\t\n\f\r ]*=[\t\n\f\r ]*("[^"]*"?|'[^']*'?|[^\t\n\f\r >]*))?"""
 )
+_LABEL = re.compile(rb"[a-zA-Z0-9_.:-]+")
 _CONTENT_CHARSET = re.compile(rb"""charset[\t\n\f\r ]*=[\t\n\f\r ]*(?:"([^"]*)"|'([^']*)'|([^\t\n\f\r ;]+))""", re.I)
 PRESCAN_BYTES = 1024  # the standard's prescan looks at the first 1024 bytes
 
@@ -146,8 +158,9 @@ def _prescan(head: bytes) -> str | None:
             content = _CONTENT_CHARSET.search(attributes.get(b"content", b""))
             if content is not None:
                 charset = content[1] if content[1] is not None else content[2] if content[2] is not None else content[3]
-        if charset and charset.strip():
-            return charset.strip().decode("latin-1")
+        label = _LABEL.match(charset.strip()) if charset else None
+        if label:  # (its leading run of label characters: charset="utf-8&quot;" still says utf-8)
+            return label[0].decode("ascii")
     return None
 
 

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol, cast, overload
 from urllib.parse import quote, urlsplit
 
 from .errors import ConfigError, TrackgateError
-from .htmlchars import PRESCAN_BYTES, decode_attribute, numeric_reference, sniff_charset
+from .htmlchars import DECODE_ERRORS, PRESCAN_BYTES, decode_attribute, numeric_reference, sniff_charset
 from .tagwalk import BOGUS, NAME, walk
 
 
@@ -55,7 +55,7 @@ _TAG_TAIL = rb"(?:[" + _WS + rb"/]++|[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+" + 
 _RAW_TEXT = rb"script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
 _DOCTYPE = rb"![dD][oO][cC][tT][yY][pP][eE]"
 _INTERESTING = (
-    rb"(?i:a|area|/?body|/?svg|/?math|/?foreignobject|html|"
+    rb"(?i:a|area|/?body|/?svg|/?math|html|"
     + _RAW_TEXT
     + rb")["
     + _WS
@@ -116,6 +116,13 @@ _RAW_TEXT_ENDS = {
 # The old document.write('<script ...></script>') inside <!-- --> depends on it.
 _SCRIPT_MARKS = re.compile(rb"<!--|-->|<(/?)script[" + _WS + rb"/>]", re.IGNORECASE)
 _SCRIPT_MARK_BYTES = len(b"</script ") - 1  # a mark cut by the chunk's end is kept back this much
+# The same elements inside SVG or MathML: their text ends at their end tag, unless inside a CDATA section.
+_FOREIGN_RAW_ENDS = {
+    name: re.compile(rb"<!\[CDATA\[|\]\]>|</" + name + rb"[" + _WS + rb"/>]", re.IGNORECASE)
+    for name in _RAW_TEXT.split(b"|")
+}
+_FOREIGN_RAW_PATTERNS = frozenset(_FOREIGN_RAW_ENDS.values())
+_CDATA_OPEN_BYTES = len(b"<![CDATA[") - 1
 _URL_OUTER = "".join(map(chr, range(0x21)))  # the URL parser strips C0 controls and spaces at both ends
 _VALUE_CACHE_SIZE = 1024
 _BOMS = (b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")
@@ -176,11 +183,11 @@ class HtmlRewriter:
         self._passthrough = False
         self._buffer = b""
         self._until: re.Pattern[bytes] | None = None  # inside a comment, CDATA or raw text: where it ends
-        # Open <svg> and <math> elements: inside them "<![CDATA[" is a CDATA section and script, style, title...
-        # are elements like any other, not raw text; inside a <foreignObject> in them it is HTML again. (Counted
-        # from their tags alone; the tree builder's other ways out of foreign content are not followed.)
+        # Open <svg> and <math> elements: inside them "<![CDATA[" is a CDATA section, a self-closed <script/>
+        # is a whole element, and a script's or style's text may hold CDATA sections. (Counted from their
+        # tags alone; the tree builder's other ways out of foreign content are not followed.)
         self._foreign = 0
-        self._html_in_foreign = 0
+        self._raw_cdata = False  # inside a CDATA section of such a script's or style's text
         self._xml = xml  # XHTML read as XML: "<![CDATA[" is a section everywhere
         # page_title: the pixel carries the document's <title> (links.open_url(metadata, title=...)), which a
         # page view reports (Matomo's action_name). Its bytes are collected while inside it, bounded.
@@ -268,10 +275,11 @@ class HtmlRewriter:
                 self._walking = None
                 self._after_tag(*self._walked)
                 continue
-            if self._until is _SCRIPT_MARKS:
-                position, ended = self._in_script(buffer, position, final)
+            if self._until is _SCRIPT_MARKS or self._until in _FOREIGN_RAW_PATTERNS:
+                inside = self._in_script if self._until is _SCRIPT_MARKS else self._in_foreign_raw
+                position, ended = inside(buffer, position, final)
                 if not ended:
-                    break  # the rest of the script is still to come
+                    break  # the rest of the element's text is still to come
                 continue
             if self._until is not None:
                 found = self._until.search(buffer, position)
@@ -328,7 +336,7 @@ class HtmlRewriter:
             return start + 2
         if cdata:  # <![CDATA[: a section ending at "]]>" in SVG or MathML, a bogus comment ending at ">" in HTML
             self._emit(text[position : start + 9])
-            if self._in_foreign() or self._xml:
+            if self._foreign or self._xml:
                 self._enter(_CDATA_END, 2)
             else:
                 self._enter(_BOGUS_COMMENT_END, 0)
@@ -372,17 +380,16 @@ class HtmlRewriter:
                 self._tail = None
             elif name in _FOREIGN and self._foreign:
                 self._foreign -= 1
-            elif name == b"foreignobject" and self._html_in_foreign:
-                self._html_in_foreign -= 1
             return
         if name in _FOREIGN:
             if not _self_closing(tag):  # <svg/> is a whole element
                 self._foreign += 1
-        elif name == b"foreignobject":
-            if self._foreign and not _self_closing(tag):
-                self._html_in_foreign += 1
-        elif self._in_foreign():
-            return  # <svg><script>, <svg><style/>, <math><title>: elements whose text is markup
+        elif self._foreign and name in _RAW_TEXT_ENDS:
+            # In SVG or MathML a self-closed <script/> (or <style/>, <title/>) has no text at all; an open one's
+            # text runs to its end tag, CDATA sections skipped, which hold what a script must not end on.
+            if not _self_closing(tag):
+                self._enter(_FOREIGN_RAW_ENDS[name], max(_CDATA_OPEN_BYTES, len(name) + 2))
+                self._raw_cdata = False
         elif name == b"body":
             if self._pixel_at == "start" and not self._pixel_done:
                 self._emit(self._pixel())
@@ -432,8 +439,29 @@ class HtmlRewriter:
             self._emit(buffer[position:after])
             position = after
 
-    def _in_foreign(self) -> bool:
-        return self._foreign > self._html_in_foreign
+    def _in_foreign_raw(self, buffer: bytes, position: int, final: bool) -> tuple[int, bool]:
+        """Like _in_script, for a script's or style's text in SVG or MathML: an end tag inside a CDATA
+        section is text."""
+        pattern = self._until
+        assert pattern is not None
+        size = len(buffer)
+        while True:
+            found = pattern.search(buffer, position)
+            if found is None:
+                keep = 0 if final else min(self._keep, size - position)
+                self._emit(buffer[position : size - keep])
+                return size - keep, False
+            mark, start = found.group(0), found.start()
+            if mark == b"<![CDATA[":
+                self._raw_cdata = True
+            elif mark == b"]]>":
+                self._raw_cdata = False
+            elif not self._raw_cdata:
+                self._emit(buffer[position:start])
+                self._until = None
+                return start, True  # the end tag is read as any tag
+            self._emit(buffer[position : found.end()])
+            position = found.end()
 
     def _start_walking(self, buffer: bytes, position: int) -> int:
         """An unfinished tag longer than MAX_HELD streams through from here while the walker follows it."""
@@ -516,7 +544,8 @@ class HtmlRewriter:
         else:
             mark = b'"'
         try:
-            text = raw.decode(self._codec or "utf-8")
+            codec = self._codec or "utf-8"
+            text = raw.decode(codec, DECODE_ERRORS.get(codec, "strict"))
         except UnicodeDecodeError:
             fallback = self._fallback_text(raw)
             if fallback is None:
@@ -608,16 +637,20 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 def _title_text(raw: bytes, codec: str) -> str | None:
     """A title as document.title reads it: character references decoded, whitespace collapsed."""
-    text = _NUMERIC_REFERENCE.sub(_numeric, raw.decode(codec, "replace"))  # (html.unescape: int() of any length)
-    text = " ".join(html.unescape(text).split())[:_TITLE_CHARS]
+    text = " ".join(_TEXT_REFERENCE.sub(_text_reference, raw.decode(codec, "replace")).split())[:_TITLE_CHARS]
     return text or None
 
 
-_NUMERIC_REFERENCE = re.compile(r"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));?")
+# A character reference in text, as html.unescape finds them; each is decoded once (what it gives is never read
+# again: "&#38;amp;" is "&amp;"), numeric ones by the standard's rules (html.unescape calls int() on any
+# number of digits, which raises past 4,300).
+_TEXT_REFERENCE = re.compile(r"&(?:#[xX]([0-9a-fA-F]+);?|#([0-9]+);?|[^\t\n\f <&#;]{1,32};?)")
 
 
-def _numeric(match: re.Match[str]) -> str:
-    return numeric_reference(match[1], match[2])
+def _text_reference(match: re.Match[str]) -> str:
+    if match[1] is not None or match[2] is not None:
+        return numeric_reference(match[1], match[2])
+    return html.unescape(match[0])  # a named one (the longest known name it starts with, as in text)
 
 
 def _unquote(value: bytes) -> bytes:

@@ -290,6 +290,19 @@ def test_a_query_is_encoded_in_the_pages_charset_as_browsers_encode_it(
     assert links.clicked == [(destination, None)]
 
 
+def test_windows_1252s_undefined_bytes_are_read_as_the_web_reads_them() -> None:
+    links = FakeLinks()  # 0x81 is U+0081 in the Encoding Standard's windows-1252 (Python's cp1252 fails)
+    rewrite_html(b'<meta charset=iso-8859-1><a href="https://x.org/a\x81b\x80">x</a>', links, open_tracking=False)
+    assert links.clicked == [("https://x.org/a\x81b\u20ac", None)]
+
+
+@pytest.mark.parametrize("value", ['"utf-8&quot;"', '"utf-8 charset"', '"windows-1252; utf-8"'])
+def test_a_charset_value_with_trailing_junk_still_names_its_charset(value: str) -> None:
+    links = FakeLinks()
+    rewrite_html(f'<meta charset={value}><a href="https://x.org/">x</a>'.encode(), links, open_tracking=False)
+    assert links.clicked == [("https://x.org/", None)]
+
+
 def test_only_a_metas_charset_or_http_equiv_content_declares_the_charset() -> None:
     links = FakeLinks()
     doc = '<meta name="description" content="How to set charset=koi8-r"><a href="https://x.org/é">x</a>'.encode()
@@ -479,12 +492,18 @@ def test_in_xhtml_cdata_is_a_section_everywhere() -> None:
         ('<body><math><style/></math><a href="https://x.org/">x</a></body>', ["https://x.org/"]),
         # ... and their text is what a CDATA section holds.
         ("<svg><script><![CDATA[ s = \"</script><a href='https://in.org/'>\"; ]]></script></svg>", []),
-        # Inside a foreignObject it is HTML again: a script there is raw text.
+        # Scripts in and around SVG, however the SVG ends, are never rewritten.
         ("<svg><foreignObject><script>s='<a href=\"https://in.org/\">'</script></foreignObject></svg>", []),
+        ("<svg><svg><foreignObject><script>s='<a href=\"https://in.org/\">'</script></foreignObject></svg></svg>", []),
+        ("<svg><desc><script>s='<a href=\"https://in.org/\">'</script></desc></svg>", []),
+        ("<div><svg><path d='M0 0'></div><script>s='<a href=\"https://in.org/\">'</script>", []),
     ],
-    ids=["svg-script-self-closed", "math-style-self-closed", "svg-script-cdata", "foreign-object-script"],
+    ids=[
+        "svg-script-self-closed", "math-style-self-closed", "svg-script-cdata", "foreign-object-script",
+        "nested-svg-foreign-object", "svg-desc", "svg-closed-by-the-tree-builder",
+    ],
 )
-def test_foreign_content_elements_are_not_raw_text(doc: str, tracked: list[str]) -> None:
+def test_foreign_content_scripts_and_styles(doc: str, tracked: list[str]) -> None:
     links = FakeLinks()
     out = rewrite_html(doc, links)
     assert [url for url, _ in links.clicked] == tracked
@@ -554,8 +573,9 @@ class TitledLinks(FakeLinks):
         ("<!-- <title>old</title> --><title></title><body></body>", None),
         ("<title>" + "é" * 400 + "</title><body></body>", "é" * 256),
         ("<title></title><body><title>Other</title></body>", None),  # document.title reads the first one
+        ("<title>Cats&#38;nothing &#38;amp; more</title><body></body>", "Cats&nothing &amp; more"),  # once
     ],
-    ids=["entities", "whitespace-and-svg", "svg-only", "commented-and-empty", "long", "first-is-empty"],
+    ids=["entities", "whitespace-and-svg", "svg-only", "commented-and-empty", "long", "first-is-empty", "decoded-once"],
 )
 def test_the_page_view_pixel_carries_the_document_title(doc: str, title: str | None) -> None:
     data = doc.encode()
