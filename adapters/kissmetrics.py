@@ -41,6 +41,7 @@ import datetime
 import importlib
 import json
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -287,18 +288,21 @@ class Client:
         self.background = background
         self.timeout = timeout
         self._http: Any = None
+        self._http_lock = threading.Lock()
 
     @property
     def http(self) -> Any:
         """The ``urllib3.PoolManager`` (made on first use: background clients never need one)."""
         if self._http is None:
-            try:
-                import urllib3
-            except ImportError:  # pragma: no cover - depends on the environment
-                raise ImportError(
-                    "blocking KISSmetrics calls need urllib3: pip install 'trackgate[kissmetrics]'"
-                ) from None
-            self._http = urllib3.PoolManager()
+            with self._http_lock:  # one pool for every thread, or close() would miss the others' connections
+                if self._http is None:
+                    try:
+                        import urllib3
+                    except ImportError:  # pragma: no cover - depends on the environment
+                        raise ImportError(
+                            "blocking KISSmetrics calls need urllib3: pip install 'trackgate[kissmetrics]'"
+                        ) from None
+                    self._http = urllib3.PoolManager()
         return self._http
 
     def close(self) -> None:

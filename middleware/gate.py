@@ -152,7 +152,7 @@ class Gate:
         # This middleware's dispatcher, made if no event has been sent yet: the spool may hold events of an
         # earlier run that this process has not touched.
         try:
-            return get_dispatcher(self.settings).backlog()
-        except Exception as error:  # a locked or unreadable spool: health says so rather than failing
+            return get_dispatcher(self.settings).peek_backlog()  # never waits on a write lock (ASGI's loop)
+        except Exception as error:
             swallow("reading the spool backlog", error)
             return None

@@ -243,8 +243,8 @@ def test_a_script_that_submits_and_exits_at_once_delivers_at_exit(hook: WebhookR
     assert Spool(spool).backlog() == 0  # the store confirmed them too
 
 
-# A script whose exit handler records something, the dispatcher not started before: no thread may start
-# that late, so the events go to the spool at once, for the next start.
+# A script whose exit handler records something, the dispatcher not started before: a worker started that
+# late may be killed with its queue, so every event goes to the spool at once (for it, or the next start).
 SUBMIT_IN_AN_EXIT_HANDLER = """
 import atexit
 import trackgate.dispatch
@@ -267,13 +267,43 @@ def test_events_submitted_from_an_exit_handler_are_spooled_for_the_next_start(
         [sys.executable, "-c", SUBMIT_IN_AN_EXIT_HANDLER], env=environment(spool, hook.url), capture_output=True,
         timeout=50,
     )
-    assert result.returncode == 0 and b"Traceback" not in result.stderr, result.stderr.decode(errors="replace")
-    assert Spool(spool).backlog() == 5
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert Spool(spool).backlog() + len(hook.unique()) == 5  # spooled, unless the late worker sent them
     restarted = drain_in_this_process(spool, hook.url)
     try:
         assert hook.wait_delivered(5, 30)
+        assert len(hook.unique()) == 5
     finally:
         restarted.drain(5)
+
+
+# A server loop in a non-daemon thread that outlives the main thread: its events are delivered as they come,
+# not only at the next start.
+RECORD_AFTER_MAIN_RETURNS = """
+import threading, time
+import trackgate.dispatch
+from trackgate import Event
+
+def serve():
+    time.sleep(0.3)  # the main thread has returned by now
+    for n in range(3):
+        trackgate.dispatch.submit(Event("custom", name="late %d" % n))
+        time.sleep(0.5)
+
+threading.Thread(target=serve).start()
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_dispatcher_first_started_after_the_main_thread_returned_still_delivers(
+    hook: WebhookReceiver, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool.sqlite3"
+    env = environment(spool, hook.url, TRACKGATE_SHUTDOWN_TIMEOUT="10")
+    result = subprocess.run([sys.executable, "-c", RECORD_AFTER_MAIN_RETURNS], env=env, capture_output=True, timeout=50)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")
+    assert len(hook.unique()) == 3
+    assert Spool(spool).backlog() == 0
 
 
 @pytest.mark.timeout(60)
@@ -293,3 +323,26 @@ def test_health_reports_what_an_earlier_run_left_in_the_spool(tmp_path: Path) ->
         assert health.status_code == 200 and health.json()["backlog"] == 7  # no event sent by this process yet
     finally:
         stop(process)
+
+
+def test_health_does_not_wait_for_a_spool_another_process_holds_locked(tmp_path: Path) -> None:
+    import sqlite3
+    import time
+
+    import trackgate
+
+    spool = tmp_path / "spool.sqlite3"
+    Spool(spool).add([Event("custom", name="waiting")], ["webhook"])
+    holder = sqlite3.connect(spool, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process writes, for a long time
+    try:
+        app = trackgate.WSGIMiddleware(
+            lambda environ, start: [], sinks="webhook", webhook_url="http://127.0.0.1:9/", spool_path=str(spool)
+        )
+        began = time.monotonic()
+        body = b"".join(app({"REQUEST_METHOD": "GET", "PATH_INFO": "/_tg/health"}, lambda *a: None))
+        assert time.monotonic() - began < 5  # (SQLite's busy wait is 30 s)
+        assert json.loads(body)["backlog"] == 1  # a reader is not held up by a writer in WAL mode
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()

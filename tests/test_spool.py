@@ -290,3 +290,48 @@ def test_workers_opening_a_new_spool_and_store_together_all_succeed(tmp_path: Pa
             worker.join(30)
         failures += [outcome for outcome in outcomes if outcome != "ok"]
     assert failures == []
+
+
+FORK_WHILE_OPENING = """
+import os, sqlite3, sys, threading, time
+
+# Registered first, so it runs after the spool's own hook: a window between that hook's look at the open
+# spools and the fork itself, in which another thread starts opening one.
+os.register_at_fork(before=lambda: time.sleep(0.3))
+from trackgate.dispatch.spool import Spool
+
+path = sys.argv[1]
+Spool(path).close()
+holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+holder.execute("BEGIN IMMEDIATE")  # the opening below waits for this lock, another process's for a second
+threading.Timer(1.0, lambda: holder.execute("ROLLBACK")).start()
+errors = []
+
+def open_spool():
+    try:
+        Spool(path).close()
+    except Exception as exc:
+        errors.append(repr(exc))
+
+opener = threading.Thread(target=open_spool)
+threading.Timer(0.1, opener.start).start()
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+time.sleep(0.2)
+opener.join()
+print(errors)
+"""
+
+
+def test_a_fork_while_another_thread_opens_a_spool_leaves_both_sound(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", FORK_WHILE_OPENING, str(tmp_path / "spool.sqlite3")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -33,7 +33,7 @@ from ..settings import Settings
 
 logger = logging.getLogger("trackgate.dispatch")
 
-__all__ = ["Claimed", "DeadRow", "Spool", "default_spool_path"]
+__all__ = ["Claimed", "DeadRow", "Spool", "default_spool_path", "peek_backlog"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -90,6 +90,19 @@ def enable_wal(db: sqlite3.Connection, *, patience: float = 30.0) -> None:
             time.sleep(0.02)
 
 
+def peek_backlog(path: Path, *, timeout: float = 0.5) -> int | None:
+    """The backlog read on a read-only connection of its own that waits at most ``timeout`` (a health
+    check must not wait for a write lock); None when the file cannot be read now."""
+    try:
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout)
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return None
+
+
 def default_spool_path(settings: Settings) -> Path:
     """A file under ``platformdirs.user_cache_dir("trackgate")`` (else the XDG cache dir), one per set of
     destinations: rows name their sink, not its URL, so two apps of one user with different webhook URLs
@@ -137,7 +150,8 @@ class Spool:
         # in its own thread) would leave the child SQLite's record of a lock no process holds, and the
         # child's own connection would wait on it for ever.
         with self._lock:
-            _open_spools.add(self)
+            with _registry_lock:  # a fork holds it: a spool is in its list, or added after the fork
+                _open_spools.add(self)
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front,
             # so two processes never both read "free" rows and then both claim them).
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
@@ -366,17 +380,23 @@ class Spool:
 # Every use of a Spool's connection holds its lock, so holding all of them across fork() means no thread of
 # ours is inside SQLite at that moment.
 _open_spools: weakref.WeakSet[Spool] = weakref.WeakSet()
+_registry_lock = threading.Lock()
+_held_for_fork: list[Spool] = []
 
 
 def _hold_all_for_fork() -> None:
-    for spool in sorted(_open_spools, key=id):
+    _registry_lock.acquire()
+    _held_for_fork[:] = sorted(_open_spools, key=id)
+    for spool in _held_for_fork:
         spool._lock.acquire()
 
 
 def _release_all_after_fork() -> None:
-    for spool in _open_spools:
-        if spool._lock.locked():
-            spool._lock.release()
+    # Exactly the locks taken above: one a thread took meanwhile (a spool it was opening) is that thread's.
+    for spool in _held_for_fork:
+        spool._lock.release()
+    _held_for_fork.clear()
+    _registry_lock.release()
 
 
 if hasattr(os, "register_at_fork"):

@@ -35,7 +35,7 @@ from ..settings import Settings
 from .backoff import retry_delay
 from .registry import create_sinks
 from .sink import Rejected, RetryLater, Sink
-from .spool import Claimed, Spool, default_spool_path
+from .spool import Claimed, Spool, default_spool_path, peek_backlog
 
 if TYPE_CHECKING:  # imported in the worker thread: `import trackgate` stays light
     import aiohttp
@@ -104,6 +104,7 @@ class Dispatcher:
         self.spool_path = Path(settings.spool_path) if settings.spool_path else default_spool_path(settings)
         self._max_bytes = settings.spool_max_mb * 1024 * 1024
         self._exit_hooked = False
+        self._write_through = False  # started during interpreter exit: every event goes to the spool at once
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -132,7 +133,7 @@ class Dispatcher:
         event.snapshot()
         if self._pid != os.getpid():
             self._after_fork()
-        if self._state != "running" or self.settings.spool_sync:
+        if self._state != "running" or self.settings.spool_sync or self._write_through:
             self._submit_slow(event)
             return
         queue = self._queue
@@ -154,7 +155,7 @@ class Dispatcher:
                 logger.error("trackgate: the event dispatcher did not start: %s", exc)
             except Exception as exc:
                 swallow("starting the event dispatcher", exc)
-        if self._state == "running" and not self.settings.spool_sync:
+        if self._state == "running" and not self.settings.spool_sync and not self._write_through:
             self.submit(event)
             return
         # Spool-sync mode, or a dispatcher that cannot run (interpreter exit): commit it here.
@@ -193,10 +194,11 @@ class Dispatcher:
                 return self
             sinks = create_sinks(self.settings)
             if not self._hook_exit():
-                # The interpreter is exiting (an atexit handler records something): no thread may start now,
-                # and one started anyway would be killed with its queue. submit() writes to the spool itself.
-                self._state = "final"
-                return self
+                # The interpreter is exiting: the main thread has returned, other threads may still be at work
+                # and exit handlers still to run, or may be running (one that records something). A worker
+                # may still deliver, but could be killed with its queue: submit() writes to the spool itself
+                # from now on, so that whatever happens nothing is lost.
+                self._write_through = True
             self._sink_states = {name: _SinkState(sink) for name, sink in zip(self.sink_names, sinks, strict=True)}
             loop = asyncio.new_event_loop()
             ready = threading.Event()
@@ -247,9 +249,10 @@ class Dispatcher:
             self._reset_process_state()
 
     def _hook_exit(self) -> bool:
-        """Make sure the exit drain runs; False when the interpreter is already exiting."""
+        """Make sure the exit drain runs (if exit handlers are not running already); False when the
+        interpreter is exiting."""
         if self._exit_hooked:
-            return True
+            return not self._write_through
         # threading's exit hooks run before concurrent.futures refuses new work (aiohttp resolves names in
         # an executor, the store writes from one), so the last batches can still go out; atexit is the
         # fallback. They run last registered first, and concurrent.futures registers its own when it is first
@@ -262,7 +265,9 @@ class Dispatcher:
                 register(self._at_exit)
             else:  # pragma: no cover - CPython has it
                 atexit.register(self._at_exit)
-        except RuntimeError:  # "can't register atexit after shutdown"
+        except RuntimeError:  # "can't register atexit after shutdown": threading's hooks have run
+            atexit.register(self._at_exit)  # runs unless exit handlers are running already
+            self._exit_hooked = True
             return False
         self._exit_hooked = True
         return True
@@ -293,6 +298,14 @@ class Dispatcher:
         if spool is None and self.spool_path.exists():
             spool = self._open_spool()
         return (spool.backlog() if spool is not None else 0) + len(self._queue)
+
+    def peek_backlog(self) -> int | None:
+        """``backlog()`` for a health check: read on its own read-only connection, waiting half a second at
+        most for a lock; None when the spool cannot be read now."""
+        if not self.spool_path.exists():
+            return len(self._queue)
+        spooled = peek_backlog(self.spool_path)
+        return None if spooled is None else spooled + len(self._queue)
 
     def stats(self) -> dict[str, int]:
         figures = self.counts()
