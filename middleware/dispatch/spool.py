@@ -269,7 +269,7 @@ class Spool:
     def enforce_cap(self, max_bytes: int) -> int:
         """Drop the oldest until the data fits in ``max_bytes``: dead letters first (deliveries that already
         failed for good, oldest first), then pending events. Returns how many pending events were dropped."""
-        dropped = 0
+        dropped = dead_dropped = 0
         with self._lock:
             while self._used_bytes() > max_bytes:
                 dead = int(self._db.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
@@ -277,9 +277,7 @@ class Spool:
                     cut = max(1, dead // 20)
                     with self._transaction():
                         self._db.execute("DELETE FROM dead WHERE n IN (SELECT n FROM dead ORDER BY n LIMIT ?)", (cut,))
-                    logger.warning(
-                        "trackgate: the spool is full (TRACKGATE_SPOOL_MAX_MB); dropped %d dead letter(s)", cut
-                    )
+                    dead_dropped += cut
                     continue
                 with self._transaction():
                     total, newest = self._db.execute("SELECT COUNT(*), MAX(seq) FROM events").fetchone()
@@ -295,6 +293,10 @@ class Spool:
                     self._db.execute("DELETE FROM deliveries WHERE seq <= ?", (last,))
                     self._db.execute("DELETE FROM events WHERE seq <= ?", (last,))
                 dropped += count
+        if dead_dropped:
+            logger.warning(
+                "trackgate: the spool is full (TRACKGATE_SPOOL_MAX_MB); dropped %d dead letter(s)", dead_dropped
+            )
         return dropped
 
     # --- reading ---------------------------------------------------------------------------------------
