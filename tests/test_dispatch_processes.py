@@ -75,6 +75,16 @@ def drain_in_this_process(spool: Path, url: str) -> Dispatcher:
     return Dispatcher(Settings(sinks="webhook", webhook_url=url, spool_path=str(spool))).start()
 
 
+def assert_all_delivered_after_a_restart(spool: Path, hook: WebhookReceiver, count: int) -> None:
+    """A dispatcher started on the spool here (the next start) delivers ``count`` events in all, once each."""
+    restarted = drain_in_this_process(spool, hook.url)
+    try:
+        assert hook.wait_delivered(count, 60)
+        assert len(hook.unique()) == count
+    finally:
+        restarted.drain(5)
+
+
 @pytest.mark.timeout(90)
 def test_events_spooled_before_a_sigkill_are_delivered_after_restart(
     hook: WebhookReceiver, tmp_path: Path
@@ -93,12 +103,7 @@ def test_events_spooled_before_a_sigkill_are_delivered_after_restart(
     assert process.returncode == -signal.SIGKILL
     assert Spool(spool).backlog() == 300
     hook.up()
-    restarted = drain_in_this_process(spool, hook.url)
-    try:
-        assert hook.wait_delivered(300, 60)
-        assert len(hook.unique()) == 300
-    finally:
-        restarted.drain(5)
+    assert_all_delivered_after_a_restart(spool, hook, 300)
 
 
 @pytest.mark.timeout(120)
@@ -162,12 +167,7 @@ def test_sigterm_with_the_sink_down_leaves_the_rest_spooled_for_the_next_start(
     assert process.returncode == 0
     assert Spool(spool).backlog() == 40
     hook.up()
-    restarted = drain_in_this_process(spool, hook.url)
-    try:
-        assert hook.wait_delivered(40, 60)
-        assert len(hook.unique()) == 40
-    finally:
-        restarted.drain(5)
+    assert_all_delivered_after_a_restart(spool, hook, 40)
 
 
 OUTAGE_EVENTS = 200_000  # bench/dispatch_outage.py runs the full 1,000,000 (about 45 s; too long for CI)
@@ -269,12 +269,7 @@ def test_events_submitted_from_an_exit_handler_are_spooled_for_the_next_start(
     )
     assert result.returncode == 0, result.stderr.decode(errors="replace")
     assert Spool(spool).backlog() + len(hook.unique()) == 5  # spooled, unless the late worker sent them
-    restarted = drain_in_this_process(spool, hook.url)
-    try:
-        assert hook.wait_delivered(5, 30)
-        assert len(hook.unique()) == 5
-    finally:
-        restarted.drain(5)
+    assert_all_delivered_after_a_restart(spool, hook, 5)
 
 
 # A server loop in a non-daemon thread that outlives the main thread: its events are delivered as they come,
