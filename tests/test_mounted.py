@@ -15,13 +15,14 @@ ENV = {"TRACKGATE_SECRET_KEY": "mounted-key", "TRACKGATE_SINKS": "console", "TRA
 ON_BOTH_SERVERS = pytest.mark.parametrize(
     ("kind", "app"),
     [
-        pytest.param("uvicorn", "apps_mounted:asgi_app", id="starlette-mount-uvicorn", marks=pytest.mark.server),
-        pytest.param("gunicorn", "apps_mounted:wsgi_app", id="dispatcher-middleware-gunicorn", marks=pytest.mark.server),
+        pytest.param("uvicorn", "apps_mounted:asgi_app", id="starlette-mount-uvicorn"),
+        pytest.param("gunicorn", "apps_mounted:wsgi_app", id="dispatcher-middleware-gunicorn"),
     ],
 )
 
 
 @ON_BOTH_SERVERS
+@pytest.mark.server
 def test_links_of_a_mounted_app_come_back_through_it(kind: str, app: str) -> None:
     with serve(kind, app, env=ENV) as base, httpx.Client(timeout=10) as client:
         page = client.get(base + "/shop/page").text
@@ -39,6 +40,7 @@ def test_links_of_a_mounted_app_come_back_through_it(kind: str, app: str) -> Non
 
 
 @ON_BOTH_SERVERS
+@pytest.mark.server
 def test_a_page_view_records_the_url_the_browser_asked_for(kind: str, app: str) -> None:
     """Servers hand the app a percent-decoded path; the page's URL is the encoded one again (a decoded "?"
     would start a query, a decoded "%" make no URL at all)."""
