@@ -12,8 +12,9 @@ from typing import Any
 import aiohttp
 import yarl
 
-from trackgate.dispatch.sink import RetryLater, raise_for_status
+from trackgate.dispatch.sink import Rejected, RetryLater, raise_for_status
 
+_BODY_DROPPING = (301, 302, 303)
 DEFAULT_TIMEOUT = 10.0  # seconds for one whole exchange; a stuck receiver must not hold a batch forever
 
 
@@ -32,13 +33,15 @@ async def exchange(
     ``encoded=True`` sends the URL exactly as given (a query already encoded the way the receiver wants)."""
     target: Any = yarl.URL(url, encoded=True) if encoded else url
     try:
-        # A POST is never redirected: aiohttp would follow a 301/302/303 as a GET without the body (the event
-        # lost, yet the 200 at the end counted as delivered). Its 3xx is the answer, a dead letter.
         async with session.request(
-            method, target, headers=headers, data=data, timeout=aiohttp.ClientTimeout(total=timeout),
-            allow_redirects=method == "GET",
+            method, target, headers=headers, data=data, timeout=aiohttp.ClientTimeout(total=timeout)
         ) as response:
             body = await response.read()
+            # A 301, 302 or 303 turns a POST into a GET without the body (aiohttp follows it so, as browsers
+            # do): the event never arrived, whatever the last answer says. 307 and 308 keep the body.
+            dropped = next((r.status for r in response.history if r.status in _BODY_DROPPING), None)
+            if method != "GET" and dropped is not None:
+                raise Rejected(f"HTTP {dropped}: the receiver redirects, and a {dropped} drops the body", dropped, "")
             raise_for_status(response.status, response.headers, body.decode("utf-8", "replace"))
             return response.status, body
     except (TimeoutError, aiohttp.ClientError) as exc:

@@ -107,6 +107,8 @@ def _event(data: Any) -> Event:
 
 class SQLiteStore:
     transient_errors: tuple[type[Exception], ...] = (sqlite3.OperationalError,)
+    # What one event can cause (text that cannot be encoded, a number too large): that event is refused.
+    event_errors: tuple[type[Exception], ...] = (UnicodeError, ValueError, OverflowError, sqlite3.DataError)
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -171,6 +173,8 @@ class PostgresStore:
             self._psycopg.InterfaceError,
             StoreUnavailable,
         )
+        # What one event can cause (a value a column's type refuses, text it cannot hold): that event is refused.
+        self.event_errors: tuple[type[Exception], ...] = (UnicodeError, ValueError, self._psycopg.DataError)
         self._lock = threading.Lock()
         self._conn: Any = None
 
@@ -267,29 +271,31 @@ class StoreSink:
             raise
         except Exception as exc:  # a folder that cannot be made, a read-only file, a locked one: wait
             raise RetryLater(f"event store cannot be opened: {type(exc).__name__}: {exc}") from exc
-        transient = getattr(store, "transient_errors", ())
+        refused = getattr(store, "event_errors", ())
         try:
             await asyncio.to_thread(store.insert, events)
-        except transient as exc:
-            raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
-        except Exception as exc:
-            # The store refuses something in the batch (text it cannot hold...): find which events, so that
-            # they alone go to the dead letters and the rest is stored.
+        except refused as exc:
+            # Something in the batch the store cannot hold (text it cannot encode, a value its type refuses):
+            # find which events, so that they alone go to the dead letters and the rest is stored.
             if len(events) == 1:
                 raise Rejected(f"the event store refused it: {type(exc).__name__}: {exc}") from exc
-            return await self._one_by_one(store, events, transient)
+            return await self._one_by_one(store, events, refused)
+        except Exception as exc:
+            # Anything else is the store's (down, a privilege, a table of another shape): every event waits
+            # for it to be fixed, none is blamed.
+            raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
         return Outcome()
 
     @staticmethod
-    async def _one_by_one(store: EventStore, events: Sequence[Event], transient: Any) -> Outcome:
+    async def _one_by_one(store: EventStore, events: Sequence[Event], refused: Any) -> Outcome:
         rejected: dict[str, str] = {}
         for event in events:
             try:
                 await asyncio.to_thread(store.insert, [event])
-            except transient as exc:
-                raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
-            except Exception as exc:
+            except refused as exc:
                 rejected[event.id] = f"the event store refused it: {type(exc).__name__}: {exc}"
+            except Exception as exc:
+                raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
         return Outcome(rejected)
 
     async def aclose(self) -> None:

@@ -246,6 +246,11 @@ async def test_a_postgres_role_that_may_only_insert_uses_the_existing_table(empt
         sink = StoreSink(url)
         async with aiohttp.ClientSession() as session:
             assert await sink.send(session, sample(2)) == Outcome()
+            # Without INSERT it is the store's problem, not the events': they wait, none is dead-lettered.
+            with psycopg.connect(empty_postgres, autocommit=True) as admin:
+                admin.execute(f"REVOKE INSERT ON {TABLE} FROM tg_insert_only")
+            with pytest.raises(RetryLater, match="InsufficientPrivilege"):
+                await sink.send(session, sample(3, start=1_800_000_000.0))
         await sink.aclose()
     finally:
         with psycopg.connect(empty_postgres, autocommit=True) as admin:

@@ -104,7 +104,6 @@ class Dispatcher:
         self.spool_path = Path(settings.spool_path) if settings.spool_path else default_spool_path(settings)
         self._max_bytes = settings.spool_max_mb * 1024 * 1024
         self._exit_hooked = False
-        self._write_through = False  # started during interpreter exit: every event goes to the spool at once
         self._reset_process_state()
 
     def _reset_process_state(self) -> None:
@@ -133,7 +132,7 @@ class Dispatcher:
         event.snapshot()
         if self._pid != os.getpid():
             self._after_fork()
-        if self._state != "running" or self.settings.spool_sync or self._write_through:
+        if self._state != "running" or self.settings.spool_sync:
             self._submit_slow(event)
             return
         queue = self._queue
@@ -155,7 +154,7 @@ class Dispatcher:
                 logger.error("trackgate: the event dispatcher did not start: %s", exc)
             except Exception as exc:
                 swallow("starting the event dispatcher", exc)
-        if self._state == "running" and not self.settings.spool_sync and not self._write_through:
+        if self._state == "running" and not self.settings.spool_sync:
             self.submit(event)
             return
         # Spool-sync mode, or a dispatcher that cannot run (interpreter exit): commit it here.
@@ -194,11 +193,13 @@ class Dispatcher:
                 return self
             sinks = create_sinks(self.settings)
             if not self._hook_exit():
-                # The interpreter is exiting: the main thread has returned, other threads may still be at work
-                # and exit handlers still to run, or may be running (one that records something). A worker
-                # may still deliver, but could be killed with its queue: submit() writes to the spool itself
-                # from now on, so that whatever happens nothing is lost.
-                self._write_through = True
+                # The interpreter is exiting (the main thread has returned; other threads or exit handlers
+                # record something). Python refuses new thread pools now, which the sinks need (aiohttp's name
+                # lookups, the store's writes), and a worker would be killed with its queue: submit() writes
+                # to the spool itself, and the next start delivers.
+                self._state = "final"
+                logger.info("trackgate: first used while the interpreter exits; events are spooled for the next start")
+                return self
             self._sink_states = {name: _SinkState(sink) for name, sink in zip(self.sink_names, sinks, strict=True)}
             loop = asyncio.new_event_loop()
             ready = threading.Event()
@@ -252,7 +253,7 @@ class Dispatcher:
         """Make sure the exit drain runs (if exit handlers are not running already); False when the
         interpreter is exiting."""
         if self._exit_hooked:
-            return not self._write_through
+            return True
         # threading's exit hooks run before concurrent.futures refuses new work (aiohttp resolves names in
         # an executor, the store writes from one), so the last batches can still go out; atexit is the
         # fallback. They run last registered first, and concurrent.futures registers its own when it is first
@@ -265,9 +266,7 @@ class Dispatcher:
                 register(self._at_exit)
             else:  # pragma: no cover - CPython has it
                 atexit.register(self._at_exit)
-        except RuntimeError:  # "can't register atexit after shutdown": threading's hooks have run
-            atexit.register(self._at_exit)  # runs unless exit handlers are running already
-            self._exit_hooked = True
+        except RuntimeError:  # "can't register atexit after shutdown"
             return False
         self._exit_hooked = True
         return True
