@@ -45,16 +45,24 @@ _WEB_DECODERS = {
     "shift_jis": "cp932",
     "big5": "big5hkscs",
 }
-def _windows_1252_holes(error: UnicodeError) -> tuple[str, int]:
+_HOLES = frozenset((0x81, 0x8D, 0x8F, 0x90, 0x9D))
+
+
+def _windows_1252_holes(error: UnicodeError) -> tuple[str | bytes, int]:
     """The five bytes windows-1252 leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D) are the code points of the
-    same number in the Encoding Standard's windows-1252, where Python's cp1252 fails on them."""
-    if not isinstance(error, UnicodeDecodeError):
-        raise error
-    return "".join(map(chr, error.object[error.start : error.end])), error.end
+    same number in the Encoding Standard's windows-1252, both ways, where Python's cp1252 fails on them.
+    Encoding anything else it cannot: a character reference, as a browser encodes a URL's query."""
+    if isinstance(error, UnicodeDecodeError):
+        return "".join(map(chr, error.object[error.start : error.end])), error.end
+    if isinstance(error, UnicodeEncodeError):
+        text = error.object[error.start : error.end]
+        return b"".join(bytes((ord(c),)) if ord(c) in _HOLES else f"&#{ord(c)};".encode() for c in text), error.end
+    raise error
 
 
 codecs.register_error("trackgate.windows-1252", _windows_1252_holes)
 DECODE_ERRORS = {"cp1252": "trackgate.windows-1252"}  # how to decode in a codec, when not "strict"
+ENCODE_ERRORS = {"cp1252": "trackgate.windows-1252"}  # ... and to encode a URL's query, if not xmlcharrefreplace
 
 # Every byte below 0x80 must mean its ASCII character, both ways, for a bytewise scan to be right.
 _ASCII_PROBE = "".join(map(chr, range(0x80)))

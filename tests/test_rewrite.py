@@ -276,6 +276,7 @@ def test_charset_labels_are_read_as_browsers_read_them(label: str, byte: bytes, 
         ("shift_jis", "https://x.org/s?q=日本", "https://x.org/s?q=%93%FA%96%7B"),
         ("windows-1252", "https://x.org/café?q=café#café", "https://x.org/café?q=caf%E9#café"),
         ("windows-1252", "https://x.org/?q=日", "https://x.org/?q=%26%2326085%3B"),  # not in windows-1252
+        ("windows-1252", "https://x.org/?q=\x81é", "https://x.org/?q=%81%E9"),  # one of its five undefined bytes
         ("utf-8", "https://x.org/?q=café", "https://x.org/?q=café"),  # the redirect encodes it as UTF-8
     ],
 )
@@ -497,10 +498,24 @@ def test_in_xhtml_cdata_is_a_section_everywhere() -> None:
         ("<svg><svg><foreignObject><script>s='<a href=\"https://in.org/\">'</script></foreignObject></svg></svg>", []),
         ("<svg><desc><script>s='<a href=\"https://in.org/\">'</script></desc></svg>", []),
         ("<div><svg><path d='M0 0'></div><script>s='<a href=\"https://in.org/\">'</script>", []),
+        ("<body><svg><script><!-- </script><a href='https://in.org/'> --></script></svg></body>", []),
+        # Title and the like hold markup in SVG; a foreignObject holds HTML (a script, a bogus CDATA).
+        ("<body><svg><title>icon</svg><a href='https://x.org/'>x</a></body>", ["https://x.org/"]),
+        ("<body><svg><textarea><a href='https://x.org/'>x</a></textarea></svg></body>", ["https://x.org/"]),
+        (
+            "<body><svg><foreignObject><script>var s='<![CDATA[';</script></foreignObject></svg>"
+            "<a href='https://x.org/'>x</a></body>",
+            ["https://x.org/"],
+        ),
+        (
+            "<body><svg><foreignObject><p><![CDATA[x]></p></foreignObject></svg><a href='https://x.org/'>x</a></body>",
+            ["https://x.org/"],
+        ),
     ],
     ids=[
         "svg-script-self-closed", "math-style-self-closed", "svg-script-cdata", "foreign-object-script",
-        "nested-svg-foreign-object", "svg-desc", "svg-closed-by-the-tree-builder",
+        "nested-svg-foreign-object", "svg-desc", "svg-closed-by-the-tree-builder", "svg-script-comment",
+        "svg-title-markup", "svg-textarea-markup", "foreign-object-script-cdata-string", "foreign-object-bogus-cdata",
     ],
 )
 def test_foreign_content_scripts_and_styles(doc: str, tracked: list[str]) -> None:
@@ -509,6 +524,10 @@ def test_foreign_content_scripts_and_styles(doc: str, tracked: list[str]) -> Non
     assert [url for url, _ in links.clicked] == tracked
     if "<body>" in doc:
         assert PIXEL in out and out.endswith("</body>")
+    assert_a_real_parser_sees_the_tracked_links(doc)
+    data = doc.encode()
+    rewriter = HtmlRewriter(FakeLinks(), charset="utf-8")
+    assert b"".join(rewriter.feed(data[i : i + 1]) for i in range(len(data))) + rewriter.close() == out.encode()
 
 
 @pytest.mark.parametrize(
