@@ -62,7 +62,7 @@ _TAG_TAIL = rb"(?:[" + _WS + rb"/]++|[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+" + 
 _RAW_TEXT = rb"script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
 _DOCTYPE = rb"![dD][oO][cC][tT][yY][pP][eE]"
 _INTERESTING = (
-    rb"(?i:a|area|/?body|/?svg|/?math|/?foreignobject|html|"
+    rb"(?i:a|area|/?body|/?svg|/?math|html|"
     + _RAW_TEXT
     + rb")["
     + _WS
@@ -123,10 +123,10 @@ _RAW_TEXT_ENDS = {
 # The old document.write('<script ...></script>') inside <!-- --> depends on it.
 _SCRIPT_MARKS = re.compile(rb"<!--|-->|<(/?)script[" + _WS + rb"/>]", re.IGNORECASE)
 _SCRIPT_MARK_BYTES = len(b"</script ") - 1  # a mark cut by the chunk's end is kept back this much
-# A script or style inside SVG or MathML: its text ends at its end tag, unless in a CDATA section or comment.
+# The same elements inside SVG or MathML: their text ends at their end tag, unless inside a CDATA section.
 _FOREIGN_RAW_ENDS = {
-    name: re.compile(rb"<!\[CDATA\[|\]\]>|<!--|-->|</" + name + rb"[" + _WS + rb"/>]", re.IGNORECASE)
-    for name in (b"script", b"style")
+    name: re.compile(rb"<!\[CDATA\[|\]\]>|</" + name + rb"[" + _WS + rb"/>]", re.IGNORECASE)
+    for name in _RAW_TEXT.split(b"|")
 }
 _FOREIGN_RAW_PATTERNS = frozenset(_FOREIGN_RAW_ENDS.values())
 _CDATA_OPEN_BYTES = len(b"<![CDATA[") - 1
@@ -190,13 +190,11 @@ class HtmlRewriter:
         self._passthrough = False
         self._buffer = b""
         self._until: re.Pattern[bytes] | None = None  # inside a comment, CDATA or raw text: where it ends
-        # Open <svg> and <math> elements, and <foreignObject> elements in them (HTML again): in SVG or MathML
-        # "<![CDATA[" is a CDATA section, title or textarea text is markup, and a script's or style's text
-        # is read to its end tag past CDATA sections and comments (a self-closed <script/> has none). (Counted
-        # from their tags alone; the tree builder's other ways out of foreign content are not followed.)
+        # Open <svg> and <math> elements: inside them "<![CDATA[" is a CDATA section, a self-closed <script/>
+        # is a whole element, and a script's or style's text may hold CDATA sections. (Counted from their
+        # tags alone; the tree builder's other ways out of foreign content are not followed.)
         self._foreign = 0
-        self._html_in_foreign = 0
-        self._raw_cdata = self._raw_comment = False  # where a foreign script's or style's text is
+        self._raw_cdata = False  # inside a CDATA section of such a script's or style's text
         self._xml = xml  # XHTML read as XML: "<![CDATA[" is a section everywhere
         # page_title: the pixel carries the document's <title> (links.open_url(metadata, title=...)), which a
         # page view reports (Matomo's action_name). Its bytes are collected while inside it, bounded.
@@ -345,7 +343,7 @@ class HtmlRewriter:
             return start + 2
         if cdata:  # <![CDATA[: a section ending at "]]>" in SVG or MathML, a bogus comment ending at ">" in HTML
             self._emit(text[position : start + 9])
-            if self._in_foreign() or self._xml:
+            if self._foreign or self._xml:
                 self._enter(_CDATA_END, 2)
             else:
                 self._enter(_BOGUS_COMMENT_END, 0)
@@ -389,21 +387,16 @@ class HtmlRewriter:
                 self._tail = None
             elif name in _FOREIGN and self._foreign:
                 self._foreign -= 1
-            elif name == b"foreignobject" and self._html_in_foreign:
-                self._html_in_foreign -= 1
             return
         if name in _FOREIGN:
             if not _self_closing(tag):  # <svg/> is a whole element
                 self._foreign += 1
-        elif name == b"foreignobject":
-            if self._foreign and not _self_closing(tag):
-                self._html_in_foreign += 1
-        elif self._in_foreign():
-            # A script's or style's text runs to its end tag, past what CDATA sections and comments hold; a
-            # self-closed one has none; title, textarea and the like hold markup here.
-            if name in _FOREIGN_RAW_ENDS and not _self_closing(tag):
-                self._enter(_FOREIGN_RAW_ENDS[name], _CDATA_OPEN_BYTES)
-                self._raw_cdata = self._raw_comment = False
+        elif self._foreign and name in _RAW_TEXT_ENDS:
+            # In SVG or MathML a self-closed <script/> (or <style/>, <title/>) has no text at all; an open one's
+            # text runs to its end tag, CDATA sections skipped, which hold what a script must not end on.
+            if not _self_closing(tag):
+                self._enter(_FOREIGN_RAW_ENDS[name], max(_CDATA_OPEN_BYTES, len(name) + 2))
+                self._raw_cdata = False
         elif name == b"body":
             if self._pixel_at == "start" and not self._pixel_done:
                 self._emit(self._pixel())
@@ -455,7 +448,7 @@ class HtmlRewriter:
 
     def _in_foreign_raw(self, buffer: bytes, position: int, final: bool) -> tuple[int, bool]:
         """Like _in_script, for a script's or style's text in SVG or MathML: an end tag inside a CDATA
-        section or a comment is text."""
+        section is text."""
         pattern = self._until
         assert pattern is not None
         size = len(buffer)
@@ -466,25 +459,16 @@ class HtmlRewriter:
                 self._emit(buffer[position : size - keep])
                 return size - keep, False
             mark, start = found.group(0), found.start()
-            after = found.end()
-            if self._raw_cdata:
-                self._raw_cdata = mark != b"]]>"
-            elif self._raw_comment:
-                self._raw_comment = mark != b"-->"
-            elif mark == b"<![CDATA[":
+            if mark == b"<![CDATA[":
                 self._raw_cdata = True
-            elif mark == b"<!--":
-                self._raw_comment = True
-                after = start + 2  # its dashes may also be those of a "-->" ("<!-->")
-            elif mark[:2] == b"</":
+            elif mark == b"]]>":
+                self._raw_cdata = False
+            elif not self._raw_cdata:
                 self._emit(buffer[position:start])
                 self._until = None
                 return start, True  # the end tag is read as any tag
-            self._emit(buffer[position:after])
-            position = after
-
-    def _in_foreign(self) -> bool:
-        return self._foreign > self._html_in_foreign
+            self._emit(buffer[position : found.end()])
+            position = found.end()
 
     def _start_walking(self, buffer: bytes, position: int) -> int:
         """An unfinished tag longer than MAX_HELD streams through from here while the walker follows it."""

@@ -498,24 +498,23 @@ def test_in_xhtml_cdata_is_a_section_everywhere() -> None:
         ("<svg><svg><foreignObject><script>s='<a href=\"https://in.org/\">'</script></foreignObject></svg></svg>", []),
         ("<svg><desc><script>s='<a href=\"https://in.org/\">'</script></desc></svg>", []),
         ("<div><svg><path d='M0 0'></div><script>s='<a href=\"https://in.org/\">'</script>", []),
-        ("<body><svg><script><!-- </script><a href='https://in.org/'> --></script></svg></body>", []),
-        # Title and the like hold markup in SVG; a foreignObject holds HTML (a script, a bogus CDATA).
-        ("<body><svg><title>icon</svg><a href='https://x.org/'>x</a></body>", ["https://x.org/"]),
-        ("<body><svg><textarea><a href='https://x.org/'>x</a></textarea></svg></body>", ["https://x.org/"]),
+        # Raw text stays text however the count of open <svg> errs (a textarea's is form content).
         (
-            "<body><svg><foreignObject><script>var s='<![CDATA[';</script></foreignObject></svg>"
+            "<body><form><svg><p>hi</p><textarea name=t><a href='https://in.org/'>x</a></textarea></form>"
             "<a href='https://x.org/'>x</a></body>",
             ["https://x.org/"],
         ),
         (
-            "<body><svg><foreignObject><p><![CDATA[x]></p></foreignObject></svg><a href='https://x.org/'>x</a></body>",
+            "<body><div><svg><path d='M0 0'></div><script>var open = '<!--';</script>"
+            "<a href='https://x.org/'>x</a></body>",
             ["https://x.org/"],
         ),
+        ("<math><foreignObject><script><![CDATA[ s=\"</script><a href='https://in.org/'>\"; ]]></script></math>", []),
     ],
     ids=[
         "svg-script-self-closed", "math-style-self-closed", "svg-script-cdata", "foreign-object-script",
-        "nested-svg-foreign-object", "svg-desc", "svg-closed-by-the-tree-builder", "svg-script-comment",
-        "svg-title-markup", "svg-textarea-markup", "foreign-object-script-cdata-string", "foreign-object-bogus-cdata",
+        "nested-svg-foreign-object", "svg-desc", "svg-closed-by-the-tree-builder", "textarea-after-svg-breakout",
+        "comment-mark-in-a-script-after-svg", "math-foreign-object-script-cdata",
     ],
 )
 def test_foreign_content_scripts_and_styles(doc: str, tracked: list[str]) -> None:
