@@ -14,7 +14,6 @@ import yarl
 
 from trackgate.dispatch.sink import Rejected, RetryLater, raise_for_status
 
-_BODY_DROPPING = (301, 302, 303)
 DEFAULT_TIMEOUT = 10.0  # seconds for one whole exchange; a stuck receiver must not hold a batch forever
 
 
@@ -33,15 +32,19 @@ async def exchange(
     ``encoded=True`` sends the URL exactly as given (a query already encoded the way the receiver wants)."""
     target: Any = yarl.URL(url, encoded=True) if encoded else url
     try:
+        # A POST is not redirected: a 301/302/303 would turn it into a GET without the body (the event lost,
+        # yet the last 200 counted as delivered), and a 307/308 would send the body (a token, a signature)
+        # wherever the receiver points, in a loop if it loops. The answer is a dead letter naming the target.
+        follow = method == "GET"
         async with session.request(
-            method, target, headers=headers, data=data, timeout=aiohttp.ClientTimeout(total=timeout)
+            method, target, headers=headers, data=data, timeout=aiohttp.ClientTimeout(total=timeout),
+            allow_redirects=follow,
         ) as response:
             body = await response.read()
-            # A 301, 302 or 303 turns a POST into a GET without the body (aiohttp follows it so, as browsers
-            # do): the event never arrived, whatever the last answer says. 307 and 308 keep the body.
-            dropped = next((r.status for r in response.history if r.status in _BODY_DROPPING), None)
-            if method != "GET" and dropped is not None:
-                raise Rejected(f"HTTP {dropped}: the receiver redirects, and a {dropped} drops the body", dropped, "")
+            if not follow and 300 <= response.status < 400:
+                where = _origin(response.headers.get("Location", "?"))
+                raise Rejected(f"HTTP {response.status}: the receiver redirects to {where}; use that URL",
+                               response.status, "")
             raise_for_status(response.status, response.headers, body.decode("utf-8", "replace"))
             return response.status, body
     except (TimeoutError, aiohttp.ClientError) as exc:

@@ -271,31 +271,37 @@ class StoreSink:
             raise
         except Exception as exc:  # a folder that cannot be made, a read-only file, a locked one: wait
             raise RetryLater(f"event store cannot be opened: {type(exc).__name__}: {exc}") from exc
+        transient = getattr(store, "transient_errors", ())
         refused = getattr(store, "event_errors", ())
         try:
             await asyncio.to_thread(store.insert, events)
-        except refused as exc:
-            # Something in the batch the store cannot hold (text it cannot encode, a value its type refuses):
-            # find which events, so that they alone go to the dead letters and the rest is stored.
-            if len(events) == 1:
-                raise Rejected(f"the event store refused it: {type(exc).__name__}: {exc}") from exc
-            return await self._one_by_one(store, events, refused)
-        except Exception as exc:
-            # Anything else is the store's (down, a privilege, a table of another shape): every event waits
-            # for it to be fixed, none is blamed.
+        except transient as exc:
             raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:
+            if len(events) == 1:
+                if isinstance(exc, refused):  # something one event can cause: text or a value it cannot hold
+                    raise Rejected(f"the event store refused it: {type(exc).__name__}: {exc}") from exc
+                raise RetryLater(f"event store failed: {type(exc).__name__}: {exc}") from exc
+            # Find which events the store refuses, so that they alone go to the dead letters and the rest
+            # is stored; when it refuses every one, it is the store's problem (a privilege, a table of
+            # another shape), and every event waits for it to be fixed.
+            return await self._one_by_one(store, events, transient)
         return Outcome()
 
     @staticmethod
-    async def _one_by_one(store: EventStore, events: Sequence[Event], refused: Any) -> Outcome:
+    async def _one_by_one(store: EventStore, events: Sequence[Event], transient: Any) -> Outcome:
         rejected: dict[str, str] = {}
+        last: Exception | None = None
         for event in events:
             try:
                 await asyncio.to_thread(store.insert, [event])
-            except refused as exc:
-                rejected[event.id] = f"the event store refused it: {type(exc).__name__}: {exc}"
-            except Exception as exc:
+            except transient as exc:
                 raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
+            except Exception as exc:
+                rejected[event.id] = f"the event store refused it: {type(exc).__name__}: {exc}"
+                last = exc
+        if last is not None and len(rejected) == len(events):
+            raise RetryLater(f"event store refuses every event: {type(last).__name__}: {last}") from last
         return Outcome(rejected)
 
     async def aclose(self) -> None:

@@ -85,6 +85,9 @@ class Event:
         it holds (an app reusing one for its next event). Raises ``TypeError`` at once for what cannot be
         stored (a tuple as a dictionary key, a cycle), rather than the event failing later in the worker."""
         if self._json is None:
+            problem = _wrong_field(self)
+            if problem is not None:
+                raise TypeError(f"trackgate: event {self.kind} {self.name!r} cannot be stored: {problem}")
             try:
                 text = self.to_json()
             except (TypeError, ValueError, RecursionError) as exc:
@@ -125,6 +128,29 @@ _set_field = object.__setattr__  # how a frozen dataclass's own __init__ sets it
 # NaN and Infinity are not JSON (RFC 8259): strict receivers and PostgreSQL's json refuse them, so an event
 # holding one cannot be stored, and snapshot() says so in the caller.
 _encode = compact_encoder(ensure_ascii=True, allow_nan=False, default=str)
+
+
+_TEXT_FIELDS = ("name", "id")
+_OPTIONAL_TEXT_FIELDS = ("visitor", "user_id", "url", "referrer", "title", "user_agent", "ip", "language")
+
+
+def _wrong_field(event: Event) -> str | None:
+    """What is not of its field's type (an app's int as a name, None as a time): sinks and stores rely on it."""
+    for name in _TEXT_FIELDS:
+        if type(getattr(event, name)) is not str:
+            return f"{name} must be text, not {type(getattr(event, name)).__name__}"
+    for name in _OPTIONAL_TEXT_FIELDS:
+        value = getattr(event, name)
+        if value is not None and type(value) is not str:
+            return f"{name} must be text or None, not {type(value).__name__}"
+    if type(event.timestamp) not in (int, float):
+        return f"timestamp must be a number, not {type(event.timestamp).__name__}"
+    if event.revenue is not None and type(event.revenue) not in (int, float):
+        return f"revenue must be a number or None, not {type(event.revenue).__name__}"
+    for name in ("metadata", "properties"):
+        if not isinstance(getattr(event, name), Mapping):
+            return f"{name} must be a mapping, not {type(getattr(event, name)).__name__}"
+    return None
 
 
 def _plain(value: Any) -> Any:

@@ -261,3 +261,36 @@ def _drop_role(admin: Any, role: str) -> None:
     if admin.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
         admin.execute(f"DROP OWNED BY {role}")  # its privileges, which would keep the role
         admin.execute(f"DROP ROLE {role}")
+
+
+def test_an_event_whose_fields_are_of_the_wrong_type_cannot_be_submitted() -> None:
+    for event in (Event("custom", name=42), Event("custom", visitor=b"x"), Event("custom", timestamp=None)):  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="cannot be stored"):
+            event.snapshot()
+
+
+class _PickyStore:
+    """A store of the app's own that refuses one event with a plain Exception (or, picky=True, all)."""
+
+    def __init__(self, *, refuse_all: bool = False) -> None:
+        self.rows: list[str] = []
+        self.refuse_all = refuse_all
+
+    def insert(self, events: Any) -> int:
+        if self.refuse_all or any(event.name == "bad" for event in events):
+            raise Exception("no")  # what any store of ones own may raise
+        self.rows += [event.name for event in events]
+        return len(events)
+
+    def close(self) -> None:
+        return None
+
+
+async def test_a_store_refusing_one_event_dead_letters_it_and_refusing_all_makes_them_wait() -> None:
+    good, bad = sample(2), Event("custom", name="bad")
+    picky = _PickyStore()
+    async with aiohttp.ClientSession() as session:
+        outcome = await StoreSink(store=picky).send(session, [good[0], bad, good[1]])  # type: ignore[arg-type]
+        assert list(outcome.rejected) == [bad.id] and picky.rows == ["e0", "e1"]
+        with pytest.raises(RetryLater, match="refuses every event"):
+            await StoreSink(store=_PickyStore(refuse_all=True)).send(session, sample(3))  # type: ignore[arg-type]
