@@ -285,13 +285,14 @@ class StoreSink:
             # Find which events the store refuses, so that they alone go to the dead letters and the rest
             # is stored; when it refuses every one, it is the store's problem (a privilege, a table of
             # another shape), and every event waits for it to be fixed.
-            return await self._one_by_one(store, events, transient)
+            return await self._one_by_one(store, events, transient, refused)
         return Outcome()
 
     @staticmethod
-    async def _one_by_one(store: EventStore, events: Sequence[Event], transient: Any) -> Outcome:
+    async def _one_by_one(store: EventStore, events: Sequence[Event], transient: Any, refused: Any) -> Outcome:
         rejected: dict[str, str] = {}
-        last: Exception | None = None
+        stored = 0
+        unexplained: Exception | None = None  # an error no single event is known to cause
         for event in events:
             try:
                 await asyncio.to_thread(store.insert, [event])
@@ -299,9 +300,12 @@ class StoreSink:
                 raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
             except Exception as exc:
                 rejected[event.id] = f"the event store refused it: {type(exc).__name__}: {exc}"
-                last = exc
-        if last is not None and len(rejected) == len(events):
-            raise RetryLater(f"event store refuses every event: {type(last).__name__}: {last}") from last
+                if not isinstance(exc, refused):
+                    unexplained = exc
+            else:
+                stored += 1
+        if unexplained is not None and not stored:
+            raise RetryLater(f"event store refuses every event: {type(unexplained).__name__}: {unexplained}")
         return Outcome(rejected)
 
     async def aclose(self) -> None:

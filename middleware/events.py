@@ -137,15 +137,15 @@ _OPTIONAL_TEXT_FIELDS = ("visitor", "user_id", "url", "referrer", "title", "user
 def _wrong_field(event: Event) -> str | None:
     """What is not of its field's type (an app's int as a name, None as a time): sinks and stores rely on it."""
     for name in _TEXT_FIELDS:
-        if type(getattr(event, name)) is not str:
+        if not isinstance(getattr(event, name), str):  # (a StrEnum, a str subclass of the app's: text)
             return f"{name} must be text, not {type(getattr(event, name)).__name__}"
     for name in _OPTIONAL_TEXT_FIELDS:
         value = getattr(event, name)
-        if value is not None and type(value) is not str:
+        if value is not None and not isinstance(value, str):
             return f"{name} must be text or None, not {type(value).__name__}"
-    if type(event.timestamp) not in (int, float):
+    if not isinstance(event.timestamp, int | float):  # (a Decimal would come back from JSON as text)
         return f"timestamp must be a number, not {type(event.timestamp).__name__}"
-    if event.revenue is not None and type(event.revenue) not in (int, float):
+    if event.revenue is not None and not isinstance(event.revenue, int | float):
         return f"revenue must be a number or None, not {type(event.revenue).__name__}"
     for name in ("metadata", "properties"):
         if not isinstance(getattr(event, name), Mapping):

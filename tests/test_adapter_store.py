@@ -294,3 +294,24 @@ async def test_a_store_refusing_one_event_dead_letters_it_and_refusing_all_makes
         assert list(outcome.rejected) == [bad.id] and picky.rows == ["e0", "e1"]
         with pytest.raises(RetryLater, match="refuses every event"):
             await StoreSink(store=_PickyStore(refuse_all=True)).send(session, sample(3))  # type: ignore[arg-type]
+
+
+async def test_a_batch_of_events_each_refused_for_its_own_content_is_dead_lettered(tmp_path: Path) -> None:
+    bad = [Event("custom", name="x\ud800"), Event("custom", name="y\ud800")]  # lone surrogates, both
+    sink = StoreSink(f"sqlite:///{tmp_path / 'events.sqlite3'}")
+    async with aiohttp.ClientSession() as session:
+        outcome = await sink.send(session, bad)
+    await sink.aclose()
+    assert sorted(outcome.rejected) == sorted(event.id for event in bad)
+
+
+def test_text_of_a_str_subclass_is_text() -> None:
+    import enum
+
+    class Goal(enum.StrEnum):
+        SIGNUP = "signup"
+
+    class UserId(str):
+        pass
+
+    Event("conversion", name=Goal.SIGNUP, user_id=UserId("42"), timestamp=True).snapshot()  # type: ignore[arg-type]
