@@ -143,10 +143,13 @@ def _wrong_field(event: Event) -> str | None:
         value = getattr(event, name)
         if value is not None and not isinstance(value, str):
             return f"{name} must be text or None, not {type(value).__name__}"
-    if not isinstance(event.timestamp, int | float):  # (a Decimal would come back from JSON as text)
-        return f"timestamp must be a number, not {type(event.timestamp).__name__}"
-    if event.revenue is not None and not isinstance(event.revenue, int | float):
-        return f"revenue must be a number or None, not {type(event.revenue).__name__}"
+    # (Typed as numbers, but an app may pass anything; a Decimal would come back from JSON as text.)
+    timestamp: object = event.timestamp
+    if not isinstance(timestamp, int | float):
+        return f"timestamp must be a number, not {type(timestamp).__name__}"
+    revenue: object = event.revenue
+    if revenue is not None and not isinstance(revenue, int | float):
+        return f"revenue must be a number or None, not {type(revenue).__name__}"
     for name in ("metadata", "properties"):
         if not isinstance(getattr(event, name), Mapping):
             return f"{name} must be a mapping, not {type(getattr(event, name)).__name__}"
