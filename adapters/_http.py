@@ -42,9 +42,9 @@ async def exchange(
         ) as response:
             body = await response.read()
             if not follow and 300 <= response.status < 400:
-                where = _origin(response.headers.get("Location", "?"))
-                raise Rejected(f"HTTP {response.status}: the receiver redirects to {where}; use that URL",
-                               response.status, "")
+                location = response.headers.get("Location")
+                where = f"redirects to {_origin(location)}; use that URL" if location else "redirects nowhere"
+                raise Rejected(f"HTTP {response.status}: the receiver {where}", response.status, "")
             raise_for_status(response.status, response.headers, body.decode("utf-8", "replace"))
             return response.status, body
     except (TimeoutError, aiohttp.ClientError) as exc:

@@ -151,6 +151,12 @@ async def test_a_redirected_post_is_a_dead_letter_naming_where_it_points(
     assert [r.method for r in hook.received] == ["POST"]  # one request, nothing sent on
 
 
+async def test_a_redirect_without_a_location_says_so(hook: WebhookReceiver, session: aiohttp.ClientSession) -> None:
+    hook.fail(302, times=1)  # type: ignore[arg-type]
+    with pytest.raises(Rejected, match="HTTP 302: the receiver redirects nowhere"):
+        await WebhookSink(hook.url, secret=WEBHOOK_SECRET).send(session, [Event("pageview")])
+
+
 def test_a_failing_urls_user_name_and_password_stay_out_of_the_log() -> None:
     from trackgate.adapters._http import _origin
 
