@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime
 import functools
+import ipaddress
+import math
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -38,6 +40,9 @@ PAGE_LINK_CACHE_SIZE = 4096
 # (browsers read "\" as "/", Python does not: the two would disagree about the host).
 _SAFE_URL = re.compile(r"(?i)https?://[^\x00-\x20\x7f-\x9f\\/?#@]+(?:[/?#][^\x00-\x1f\x7f-\x9f\\]*)?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# The common case, checked by the pattern alone: an ASCII host name without a port.
+_PLAIN_HOST = re.compile(r"(?i)https?://[a-z0-9._-]+(?:[/?#]|\Z)")
+_HOST_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 # Characters left as they are when a Unicode destination is turned into an ASCII Location header.
 _URL_SAFE_CHARS = "!#$%&'()*+,-./:;=?@[]_~"
 
@@ -52,9 +57,33 @@ def check_url(url: str) -> str:
         raise BadURL(repr(url), "not a string")
     if len(url) > MAX_URL_CHARS:
         raise BadURL(url, f"longer than {MAX_URL_CHARS} characters")
-    if _SAFE_URL.fullmatch(url):
-        return url
-    raise BadURL(url, _why_unsafe(url))
+    if not _SAFE_URL.fullmatch(url):
+        raise BadURL(url, _why_unsafe(url))
+    if not _PLAIN_HOST.match(url):  # a port, an IP literal or a Unicode host: read it as the redirect will
+        ascii_host(url)
+    return url
+
+
+def ascii_host(url: str) -> str:
+    """The host of a URL as the Location header spells it (IDNA, which applies NFKC), or ``BadURL`` when
+    that is no host name: a fullwidth "\\" (U+FF3C) becomes "\\" there, which browsers read as "/", so the
+    redirect would go to another host than the one checked. Also for what urlsplit refuses (a bad port)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 — raises ValueError for a port out of range or not a number
+        host = parts.hostname or ""
+        spelled = host if host.isascii() else host.encode("idna").decode("ascii")
+    except (ValueError, UnicodeError):
+        raise BadURL(url, "invalid host") from None
+    if _HOST_NAME.fullmatch(spelled):
+        return spelled
+    if ":" in spelled:
+        try:
+            ipaddress.IPv6Address(spelled)
+        except ValueError:
+            raise BadURL(url, "invalid host") from None
+        return spelled
+    raise BadURL(url, "invalid host")
 
 
 def _why_unsafe(url: str) -> str:
@@ -78,14 +107,10 @@ def location_header(url: str) -> str:
     if url.isascii() and " " not in url:
         return url
     parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        ascii_host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        ascii_host = quote(host, safe="")
-    if ":" in ascii_host:  # IPv6 literal
-        ascii_host = f"[{ascii_host}]"
-    netloc = ascii_host if parts.port is None else f"{ascii_host}:{parts.port}"
+    host = ascii_host(url)  # (checked when the link was made and read: it is a host name)
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
     rest = url[len(parts.scheme) + 3 + len(parts.netloc) :]
     return f"{parts.scheme}://{netloc}{quote(rest, safe=_URL_SAFE_CHARS)}"
 
@@ -151,14 +176,18 @@ def _expires_at(expires_in: float | datetime.timedelta | None) -> int | None:
     if expires_in is None:
         return None
     seconds = expires_in.total_seconds() if isinstance(expires_in, datetime.timedelta) else expires_in
-    if seconds <= 0:
-        raise ValueError(f"expires_in must be positive, got {expires_in!r}")
-    return int(time.time() + seconds)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"expires_in must be a positive number of seconds, got {expires_in!r}")
+    return math.ceil(time.time() + seconds)  # rounded up: a link never expires before its time
 
 
 def _host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
-    """Exact host names, or ``.example.org`` / ``*.example.org`` for a domain and its subdomains."""
-    host = (urlsplit(url).hostname or "").lower()
+    """Exact host names, or ``.example.org`` / ``*.example.org`` for a domain and its subdomains (the host
+    as the redirect will spell it)."""
+    try:
+        host = ascii_host(url).lower().rstrip(".")
+    except BadURL:
+        return False
     for entry in map(str.lower, allowed):
         if entry.startswith(("*.", ".")):
             domain = entry.lstrip("*.")

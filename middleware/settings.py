@@ -272,7 +272,9 @@ def _coerce(name: str, field: dataclasses.Field[Any], value: Any) -> Any:
     if isinstance(value, list):
         value = tuple(value)
     if isinstance(field.default, tuple) and isinstance(value, tuple) and all(isinstance(v, str) for v in value):
-        return value
+        # As the environment's comma-separated list reads: items stripped, blank ones dropped (a rotation
+        # written ("new", os.environ.get("OLD", "")) must not add an empty key, with which anyone signs).
+        return tuple(item.strip() for item in value if item.strip())
     if value is None and field.default is None:
         return None
     if isinstance(field.default, bool) or (field.default is None and isinstance(value, bool)):

@@ -190,7 +190,7 @@ class TokenCodec:
 
     def dumps(self, data: Mapping[str, Any], purpose: Purpose, *, expires_at: int | None = None) -> str:
         """A URL-safe token for ``data`` (a JSON-serialisable mapping); ``TypeError`` if it is not one, and
-        ``ValueError`` if it holds the key the token's expiry is kept under."""
+        ``ValueError`` if it holds the key the token's expiry is kept under, or is too large to be read back."""
         if _EXPIRES in data:
             raise ValueError(f"the key {_EXPIRES!r} is reserved for the token's expiry")
         if expires_at is not None:
@@ -203,16 +203,22 @@ class TokenCodec:
         Lets a caller that makes many tokens sharing a part (an email's metadata on every link) encode
         that part once.
         """
+        if len(raw) > _MAX_PAYLOAD_BYTES:  # loads() would refuse it: a link that could never be read back
+            raise ValueError(f"a link's data must be at most {_MAX_PAYLOAD_BYTES} bytes of JSON, not {len(raw)}")
         if self._ciphers:
             nonce = os.urandom(_NONCE_BYTES)
             sealed = self._ciphers[0].encrypt(nonce, _pack(raw), self._aads[purpose])
-            return base64_encode(nonce + sealed).decode()
-        # A leading "." marks a zlib payload, as in itsdangerous's URLSafeSerializer.
-        packed = _pack(raw)
-        body = base64_encode(packed) if packed[:1] == b"{" else b"." + base64_encode(packed)
-        mac = self._macs[purpose][0].copy()
-        mac.update(body)
-        return (body + b"." + _signature_text(mac.digest())).decode()
+            token = base64_encode(nonce + sealed).decode()
+        else:
+            # A leading "." marks a zlib payload, as in itsdangerous's URLSafeSerializer.
+            packed = _pack(raw)
+            body = base64_encode(packed) if packed[:1] == b"{" else b"." + base64_encode(packed)
+            mac = self._macs[purpose][0].copy()
+            mac.update(body)
+            token = (body + b"." + _signature_text(mac.digest())).decode()
+        if len(token) > MAX_TOKEN_CHARS:
+            raise ValueError(f"a link's token would be {len(token)} characters, past the {MAX_TOKEN_CHARS} read back")
+        return token
 
     def loads(self, token: str, purpose: Purpose, *, now: float | None = None) -> dict[str, Any]:
         """The data of an authentic token for ``purpose``; raises only ``BadToken`` and its subclasses."""

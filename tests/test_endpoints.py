@@ -242,6 +242,13 @@ class TestLegacyLinks:
         assert rec(_facts(_pytracking_click("//evil.example/x")))[0] == 404
         assert [e.url for e in rec.events] == ["https://shop.example/sale", "https://shop.example/x"]
 
+    def test_a_legacy_link_to_a_disguised_host_is_a_404_not_a_redirect_or_a_500(self) -> None:
+        # A fullwidth backslash: IDNA's NFKC makes it "\\" in the Location, and browsers end the host there.
+        rec = _Recorder(_settings(legacy_pytracking=True, redirect_allowed_hosts=".partner.example"))
+        for url in ("https://evil.example\uff3c.partner.example/", "https://[x.partner.example/"):
+            assert rec(_facts(_pytracking_click(url)))[0] == 404
+        assert rec.events == []
+
     def test_legacy_open_pixels_record_opens(self) -> None:
         rec = _Recorder(_settings(legacy_pytracking=True))
         link = pytracking.get_open_tracking_url({"r": 2}, base_open_tracking_url=BASE + "/_tg/o/")

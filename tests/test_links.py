@@ -450,3 +450,67 @@ class TestCommandLine:
         result = self.run("link", "https://e.org/", base_url=None)
         assert result.returncode == 1
         assert "TRACKGATE_BASE_URL" in result.stderr
+
+
+# --- hosts as the redirect spells them -------------------------------------------------------------------
+
+# IDNA applies NFKC: a fullwidth "\" (or "/") becomes an ASCII one in the Location header, which browsers
+# read as the end of the host: https://evil.example\.partner.example/ goes to evil.example.
+DISGUISED_HOSTS = [
+    "https://evil.example\uff3c.partner.example/",
+    "https://evil.example\ufe68.partner.example/",
+    "https://evil.example\uff0f.partner.example/",
+    "https://\xa0.partner.example/",
+    "https://[x.partner.example/",
+    "https://a.partner.example:99999/\u00e9",
+    "https://a.example:99999/",
+]
+
+
+@pytest.mark.parametrize("url", DISGUISED_HOSTS)
+def test_a_host_the_redirect_would_spell_otherwise_is_refused(url: str) -> None:
+    with pytest.raises(BadURL, match="invalid host"):
+        LINKS.click_url(url)
+
+
+@pytest.mark.parametrize("url", DISGUISED_HOSTS)
+def test_a_legacy_link_to_such_a_host_is_a_bad_token_never_a_redirect_or_an_error(url: str) -> None:
+    legacy = TrackingLinks(
+        Settings.from_environ({}, secret_key="k", base_url=BASE, legacy_pytracking=True,
+                              redirect_allowed_hosts=".partner.example")
+    )
+    token = base64.urlsafe_b64encode(json.dumps({"url": url}).encode()).decode()
+    with pytest.raises(BadToken):
+        legacy.decode_token(token, "click")
+
+
+def test_unicode_hosts_ports_and_ip_literals_still_make_links() -> None:
+    for url, location in [
+        ("https://b\u00fccher.example/x", "https://xn--bcher-kva.example/x"),
+        ("http://localhost:8000/a", "http://localhost:8000/a"),
+        ("https://[::1]:8443/\u00e9", "https://[::1]:8443/%C3%A9"),
+    ]:
+        result = LINKS.decode(LINKS.click_url(url))
+        assert (result.tracked_url, location_header(result.tracked_url or "")) == (url, location)
+
+
+def test_blank_keys_given_in_code_are_dropped_as_the_environment_drops_them() -> None:
+    settings = Settings.from_environ({}, secret_key=("new", "", "  "))
+    assert settings.signing_keys == ("new",)
+    with pytest.raises(ConfigError, match="TRACKGATE_SECRET_KEY"):
+        Settings.from_environ({}, env="production", secret_key=("",))
+
+
+def test_a_link_too_large_to_be_read_back_is_refused_when_made() -> None:
+    with pytest.raises(ValueError, match=r"read back|at most"):
+        LINKS.click_url("https://a.example/", {"blob": base64.b64encode(os.urandom(12_500)).decode()})
+    with pytest.raises(ValueError, match="at most"):
+        LINKS.click_url("https://a.example/", {"blob": "a" * 70_000})
+
+
+def test_a_short_lifetime_is_never_cut_short_and_odd_ones_are_refused() -> None:
+    link = LINKS.click_url("https://a.example/", expires_in=0.3)
+    assert LINKS.decode(link).tracked_url == "https://a.example/"  # not expired the moment it is made
+    for odd in (float("inf"), float("nan"), -1):
+        with pytest.raises(ValueError, match="positive number of seconds"):
+            LINKS.click_url("https://a.example/", expires_in=odd)
