@@ -1,5 +1,5 @@
-"""Two rules of the HTML standard the rewriter needs: how an attribute value's character references are
-decoded, and which character encoding a document declares (BOM, Content-Type, ``<meta>`` prescan)."""
+"""The rules of the HTML standard the rewriter needs: how character references are decoded (in an attribute
+value, in text), and which character encoding a document declares (BOM, Content-Type, ``<meta>`` prescan)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,23 @@ def decode_attribute(value: str) -> str:
     if "&" not in value.replace("&amp;", ""):  # the common case in URLs
         return value.replace("&amp;", "&")
     return _REFERENCE.sub(_decode_one, value)
+
+
+# A character reference in text, as html.unescape finds them.
+_TEXT_REFERENCE = re.compile(r"&(?:#[xX]([0-9a-fA-F]+);?|#([0-9]+);?|[^\t\n\f <&#;]{1,32};?)")
+
+
+def decode_text(text: str) -> str:
+    """Text content as a browser reads it (a title's): each reference decoded once (what it gives is never
+    read again: "&#38;amp;" is "&amp;"), numeric ones by the standard's rules (html.unescape calls int() on
+    any number of digits, which raises past 4,300)."""
+    return _TEXT_REFERENCE.sub(_decode_text_reference, text) if "&" in text else text
+
+
+def _decode_text_reference(match: re.Match[str]) -> str:
+    if match[1] is not None or match[2] is not None:
+        return numeric_reference(match[1], match[2])
+    return html.unescape(match[0])  # a named one (the longest known name it starts with, as in text)
 
 
 def numeric_reference(hex_digits: str | None, digits: str | None) -> str:

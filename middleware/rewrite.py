@@ -14,7 +14,6 @@ raw-text elements (script, style, textarea, title, ...) are never mistaken for m
 from __future__ import annotations
 
 import functools
-import html
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, Protocol, cast, overload
@@ -26,7 +25,7 @@ from .htmlchars import (
     ENCODE_ERRORS,
     PRESCAN_BYTES,
     decode_attribute,
-    numeric_reference,
+    decode_text,
     sniff_charset,
 )
 from .tagwalk import BOGUS, NAME, walk
@@ -645,20 +644,8 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 def _title_text(raw: bytes, codec: str) -> str | None:
     """A title as document.title reads it: character references decoded, whitespace collapsed."""
-    text = " ".join(_TEXT_REFERENCE.sub(_text_reference, raw.decode(codec, "replace")).split())[:_TITLE_CHARS]
+    text = " ".join(decode_text(raw.decode(codec, "replace")).split())[:_TITLE_CHARS]
     return text or None
-
-
-# A character reference in text, as html.unescape finds them; each is decoded once (what it gives is never read
-# again: "&#38;amp;" is "&amp;"), numeric ones by the standard's rules (html.unescape calls int() on any
-# number of digits, which raises past 4,300).
-_TEXT_REFERENCE = re.compile(r"&(?:#[xX]([0-9a-fA-F]+);?|#([0-9]+);?|[^\t\n\f <&#;]{1,32};?)")
-
-
-def _text_reference(match: re.Match[str]) -> str:
-    if match[1] is not None or match[2] is not None:
-        return numeric_reference(match[1], match[2])
-    return html.unescape(match[0])  # a named one (the longest known name it starts with, as in text)
 
 
 def _unquote(value: bytes) -> bytes:
