@@ -19,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple, Protocol
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import SplitResult, quote, urljoin, urlsplit
 
 from .errors import BadToken, BadURL, ConfigError, TokenExpired
 from .events import new_event_id
@@ -70,6 +70,14 @@ def ascii_host(url: str) -> str:
     redirect would go to another host than the one checked. Also for what urlsplit refuses (a bad port)."""
     try:
         parts = urlsplit(url)
+    except ValueError:  # what urlsplit refuses ("[x")
+        raise BadURL(url, "invalid host") from None
+    return _spelled_host(parts, url)
+
+
+def _spelled_host(parts: SplitResult, url: str) -> str:
+    """ascii_host for a URL already split."""
+    try:
         parts.port  # noqa: B018 — raises ValueError for a port out of range or not a number
         host = parts.hostname or ""
         spelled = host if host.isascii() else host.encode("idna").decode("ascii")
@@ -107,7 +115,7 @@ def location_header(url: str) -> str:
     if url.isascii() and " " not in url:
         return url
     parts = urlsplit(url)
-    host = ascii_host(url)  # (checked when the link was made and read: it is a host name)
+    host = _spelled_host(parts, url)  # (checked when the link was made and read: it is a host name)
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     netloc = host if parts.port is None else f"{host}:{parts.port}"
