@@ -290,10 +290,7 @@ class HtmlRewriter:
             if self._until is not None:
                 found = self._until.search(buffer, position)
                 if found is None:
-                    # Emit all but a possible partial end marker; keep scanning inside next time.
-                    keep = 0 if final else min(self._keep, size - position)
-                    self._emit_inside(buffer[position : size - keep])
-                    position = size - keep
+                    position = self._emit_to_the_end(buffer, position, final)
                     break
                 self._emit_inside(buffer[position : found.start()])
                 position = found.start()
@@ -415,14 +412,11 @@ class HtmlRewriter:
         """Emit a script's text from ``position``; returns where its end tag starts and True (the script is
         left), or where the unread rest starts (a possibly cut mark, kept for the next chunk) and False."""
         state = self._script_state
-        size = len(buffer)
         while True:
             found = _SCRIPT_MARKS.search(buffer, position)
             if found is None:
-                keep = 0 if final else min(_SCRIPT_MARK_BYTES, size - position)
-                self._emit(buffer[position : size - keep])
                 self._script_state = state
-                return size - keep, False
+                return self._emit_to_the_end(buffer, position, final), False
             mark, start = found.group(0), found.start()
             if mark == b"<!--":
                 if state == _SCRIPT_DATA:
@@ -450,13 +444,10 @@ class HtmlRewriter:
         section is text."""
         pattern = self._until
         assert pattern is not None
-        size = len(buffer)
         while True:
             found = pattern.search(buffer, position)
             if found is None:
-                keep = 0 if final else min(self._keep, size - position)
-                self._emit(buffer[position : size - keep])
-                return size - keep, False
+                return self._emit_to_the_end(buffer, position, final), False
             mark, start = found.group(0), found.start()
             if mark == b"<![CDATA[":
                 self._raw_cdata = True
@@ -512,6 +503,14 @@ class HtmlRewriter:
         out = b"".join(self._out)
         self._out.clear()
         return out
+
+    def _emit_to_the_end(self, buffer: bytes, position: int, final: bool) -> int:
+        """Inside a comment, CDATA or raw text: emit the rest of the buffer but for what may be the start of
+        its end mark, cut by the chunk's end (``_keep`` bytes, read again with the next chunk); returns where
+        that unread rest starts."""
+        end = len(buffer) - (0 if final else min(self._keep, len(buffer) - position))
+        self._emit_inside(buffer[position:end])
+        return end
 
     def _emit_inside(self, data: bytes) -> None:
         """Emit text inside a comment, CDATA or raw text; keep the start of the document's title."""
