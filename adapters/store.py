@@ -29,7 +29,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from trackgate import ConfigError, Event, Settings
-from trackgate.dispatch.sink import Outcome, Rejected, RetryLater
+from trackgate.dispatch.sink import Outcome, RetryLater
 from trackgate.dispatch.spool import enable_wal
 
 __all__ = ["EventStore", "PostgresStore", "SQLiteStore", "StoreSink", "create_sink", "default_store_url", "open_store"]
@@ -277,11 +277,7 @@ class StoreSink:
             await asyncio.to_thread(store.insert, events)
         except transient as exc:
             raise RetryLater(f"event store unavailable: {type(exc).__name__}: {exc}") from exc
-        except Exception as exc:
-            if len(events) == 1:
-                if isinstance(exc, refused):  # something one event can cause: text or a value it cannot hold
-                    raise Rejected(f"the event store refused it: {type(exc).__name__}: {exc}") from exc
-                raise RetryLater(f"event store failed: {type(exc).__name__}: {exc}") from exc
+        except Exception:
             # Find which events the store refuses, so that they alone go to the dead letters and the rest
             # is stored; when it refuses every one, it is the store's problem (a privilege, a table of
             # another shape), and every event waits for it to be fixed.

@@ -38,10 +38,10 @@ def spool(tmp_path: Path) -> Spool:
 def test_an_event_leaves_the_spool_only_when_every_sink_confirmed(spool: Spool) -> None:
     spool.add(events(3), ["a", "b"])
     claimed = spool.claim("a", 10, lease=60, owner="me")
-    spool.done("a", [row.seq for row in claimed])
+    spool.done("a", [row.seq for row in claimed], owner="me")
     assert spool.backlog() == 3  # "b" has not confirmed yet
     assert spool.pending("a") == 0
-    spool.done("b", [row.seq for row in spool.claim("b", 10, lease=60, owner="me")])
+    spool.done("b", [row.seq for row in spool.claim("b", 10, lease=60, owner="me")], owner="me")
     assert spool.backlog() == 0
 
 

@@ -210,19 +210,13 @@ class Spool:
             claimed.append(Claimed(seq, attempts, event))
         return claimed
 
-    def done(self, sink: str, seqs: Iterable[int], *, owner: str | None = None) -> None:
-        """Delete confirmed deliveries; with ``owner``, only those still leased by it (a row whose lease ran
-        out and that another process claimed is that process's to confirm)."""
+    def done(self, sink: str, seqs: Iterable[int], *, owner: str) -> None:
+        """Delete confirmed deliveries still leased by ``owner`` (a row whose lease ran out and that another
+        process claimed is that process's to confirm)."""
         with self._lock, self._transaction():
-            if owner is None:
-                self._db.executemany(
-                    "DELETE FROM deliveries WHERE seq = ? AND sink = ?", ((seq, sink) for seq in seqs)
-                )
-            else:
-                self._db.executemany(
-                    "DELETE FROM deliveries WHERE seq = ? AND sink = ? AND owner = ?",
-                    ((seq, sink, owner) for seq in seqs),
-                )
+            self._db.executemany(
+                "DELETE FROM deliveries WHERE seq = ? AND sink = ? AND owner = ?", ((seq, sink, owner) for seq in seqs)
+            )
 
     def reschedule(self, sink: str, seqs: Iterable[int], *, at: float, owner: str) -> int:
         """Release our lease and make the rows due again at ``at``; returns how many were still ours."""
