@@ -41,7 +41,6 @@ import datetime
 import importlib
 import json
 import re
-import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
@@ -287,28 +286,13 @@ class Client:
         self.trk_scheme = trk_scheme
         self.background = background
         self.timeout = timeout
-        self._http: Any = None
-        self._http_lock = threading.Lock()
-
-    @property
-    def http(self) -> Any:
-        """The ``urllib3.PoolManager`` (made on first use: background clients never need one)."""
-        if self._http is None:
-            with self._http_lock:  # one pool for every thread, or close() would miss the others' connections
-                if self._http is None:
-                    try:
-                        import urllib3
-                    except ImportError:  # pragma: no cover - depends on the environment
-                        raise ImportError(
-                            "blocking KISSmetrics calls need urllib3: pip install 'trackgate[kissmetrics]'"
-                        ) from None
-                    self._http = urllib3.PoolManager()
-        return self._http
+        # The urllib3.PoolManager, made here as py-KISSmetrics makes it (a background client needs none).
+        self.http: Any = None if background else _pool_manager()
 
     def close(self) -> None:
         """Close the kept-alive connections (a later call opens new ones)."""
-        if self._http is not None:
-            self._http.clear()
+        if self.http is not None:
+            self.http.clear()
 
     def __enter__(self) -> Client:
         return self
@@ -370,6 +354,8 @@ class Client:
         return _ACCEPTED
 
     def _get(self, path: str, query: str) -> KissmetricsReply:
+        if self.http is None:  # a background client turned blocking
+            self.http = _pool_manager()
         url = urllib.parse.urlunsplit((self.trk_scheme, self.trk_host, path, query, ""))  # as py-KISSmetrics
         response: KissmetricsReply = self.http.request("GET", url, timeout=self.timeout)
         return response
@@ -380,6 +366,14 @@ def _as_py_kissmetrics_sends(properties: Mapping[str, Any] | None) -> dict[str, 
     so that a background call stores the same values as a blocking one (the sink's own format for other
     events writes ``true`` and JSON, and leaves None out)."""
     return {name: value if type(value) in _PLAIN_TYPES else str(value) for name, value in (properties or {}).items()}
+
+
+def _pool_manager() -> Any:
+    try:
+        import urllib3
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("blocking KISSmetrics calls need urllib3: pip install 'trackgate[kissmetrics]'") from None
+    return urllib3.PoolManager()
 
 
 def _when(timestamp: Any) -> float:
