@@ -67,7 +67,7 @@ def open_store(url: str | None = None) -> EventStore:
     """The store a ``TRACKGATE_STORE_URL`` names (the default SQLite file when None)."""
     url = url or default_store_url()
     if url.startswith("sqlite://"):
-        path = url.removeprefix("sqlite://").removeprefix("/")  # sqlite:///rel, sqlite:////abs
+        path = _sqlite_path(url)
         if not path:
             raise ConfigError("TRACKGATE_STORE_URL", url, "expected sqlite:///<path>")
         return SQLiteStore(path)
@@ -75,6 +75,10 @@ def open_store(url: str | None = None) -> EventStore:
         return PostgresStore(url)
     scheme = url.split(":", 1)[0] if ":" in url else url[:20]
     raise ConfigError("TRACKGATE_STORE_URL", f"{scheme}:...", "expected sqlite:///<path> or postgresql://...")
+
+
+def _sqlite_path(url: str) -> str:
+    return url.removeprefix("sqlite://").removeprefix("/")  # sqlite:///rel, sqlite:////abs
 
 
 def _row(event: Event) -> _Row:
@@ -256,6 +260,13 @@ class StoreSink:
     def __init__(self, url: str | None = None, *, store: EventStore | None = None) -> None:
         self.url = url
         self._store = store
+
+    def missing(self) -> str | None:
+        """The path of a SQLite store that does not exist yet (a reader must not make it), else None."""
+        url = self.url or default_store_url()
+        if url.startswith("sqlite://") and not Path(_sqlite_path(url)).exists():
+            return _sqlite_path(url)
+        return None
 
     @property
     def store(self) -> EventStore:

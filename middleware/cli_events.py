@@ -9,7 +9,6 @@ import json
 import sqlite3
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from .settings import Settings
@@ -137,12 +136,11 @@ def _tail(args: argparse.Namespace) -> int:
 
     settings = Settings()
     sink = factory_for("store")(settings)
-    url = getattr(sink, "url", None) or ""
-    if url.startswith("sqlite://"):
-        path = url.removeprefix("sqlite://").removeprefix("/")
-        if not Path(path).exists():  # a mistyped TRACKGATE_STORE_URL must not look like an empty store
-            print(f"trackgate: no event store at {path} (is TRACKGATE_STORE_URL right?)", file=sys.stderr)
-            return 1
+    missing = getattr(sink, "missing", None)
+    path = missing() if missing is not None else None
+    if path is not None:  # a mistyped TRACKGATE_STORE_URL must not look like an empty store
+        print(f"trackgate: no event store at {path} (is TRACKGATE_STORE_URL right?)", file=sys.stderr)
+        return 1
     try:
         holder = getattr(sink, "store", sink)
         tail = getattr(holder, "tail", None)
