@@ -66,3 +66,25 @@ async def _constant_start(scope: dict[str, Any], receive: Any, send: Any) -> Non
 
 
 constant_start_app = trackgate.ASGIMiddleware(_constant_start, emit=_drop)
+
+
+def _consent_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """/grant and /withdraw call set_consent, as a cookie banner's endpoints would."""
+    if environ.get("PATH_INFO") in ("/grant", "/withdraw"):
+        trackgate.set_consent(environ, environ["PATH_INFO"] == "/grant")
+    return _plain_wsgi(environ, start_response)
+
+
+consent_wsgi_app = trackgate.WSGIMiddleware(_consent_wsgi, emit=_drop, consent="required")
+
+
+async def _consent_grant(request: Request) -> JSONResponse:
+    trackgate.set_consent(request, request.url.path == "/grant")
+    return JSONResponse(_describe(trackgate.get_visitor(request)))
+
+
+consent_asgi_app = trackgate.ASGIMiddleware(
+    Starlette(routes=[Route("/grant", _consent_grant), Route("/withdraw", _consent_grant)]),
+    emit=_drop,
+    consent="required",
+)

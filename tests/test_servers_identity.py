@@ -70,3 +70,17 @@ def test_an_app_reusing_one_start_message_never_hands_a_visitor_anothers_cookie(
     assert len(first) == 1 and len(second) == 1
     assert _parts(first[0])[1] != _parts(second[0])[1]  # each new visitor its own code
     assert returning == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "app"),
+    [("uvicorn", "apps_identity:consent_asgi_app"), ("gunicorn", "apps_identity:consent_wsgi_app")],
+    ids=["asgi-uvicorn", "wsgi-gunicorn"],
+)
+def test_consent_granted_to_a_code_from_an_email_and_withdrawn_under_gpc(kind: str, app: str) -> None:
+    with serve(kind, app, env={"TRACKGATE_SECRET_KEY": "server-key"}) as base:
+        granted = get(base + "/grant?tg_vid=from.email-7")
+        assert [_parts(c)[:2] for c in granted.headers.get_list("set-cookie")] == [("tg_vid", "from.email-7")]
+        withdrawn = get(base + "/withdraw", headers={"Cookie": "tg_vid=from.email-7", "Sec-GPC": "1"})
+        [deleted] = withdrawn.headers.get_list("set-cookie")
+        assert _parts(deleted)[1] == "" and _parts(deleted)[2]["max-age"] == "0"
