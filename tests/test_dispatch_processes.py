@@ -5,10 +5,12 @@ from __future__ import annotations
 import collections
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from sinks import WebhookReceiver
 
 from trackgate import Event, Settings
 from trackgate.dispatch import Dispatcher
-from trackgate.dispatch.spool import Spool
+from trackgate.dispatch.spool import Spool, peek_backlog
 
 pytestmark = pytest.mark.server
 
@@ -342,3 +344,38 @@ def test_health_does_not_wait_for_a_spool_another_process_holds_locked(tmp_path:
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+@pytest.mark.timeout(90)
+def test_a_spool_deleted_under_a_running_server_loses_no_event(hook: WebhookReceiver, tmp_path: Path) -> None:
+    # `rm -rf ~/.cache/trackgate` (or a cache cleaner) while uvicorn runs, during an outage of the sink: the
+    # events already spooled and those recorded afterwards all wait in a file at the spool's path.
+    cache = tmp_path / "cache"
+    spool = cache / "spool.sqlite3"
+    hook.down()
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--factory", "dispatch_apps:asgi_app", "--host", "127.0.0.1",
+         "--port", str(port), "--log-level", "warning"],
+        env=environment(spool, hook.url, TRACKGATE_SHUTDOWN_TIMEOUT="1"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_until_serving(port, process)
+        assert httpx.get(f"http://127.0.0.1:{port}/?n=10", timeout=10).text == "ok"
+        deadline = time.monotonic() + 20
+        while peek_backlog(spool) != 10:
+            assert time.monotonic() < deadline, "the events were never spooled"
+            time.sleep(0.05)
+        shutil.rmtree(cache)
+        assert httpx.get(f"http://127.0.0.1:{port}/?n=5", timeout=10).text == "ok"
+        output = stop(process)
+        assert process.returncode in (0, -signal.SIGTERM), output
+        assert "moved its 10 event(s)" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert peek_backlog(spool) == 15
+    hook.up()
+    assert_all_delivered_after_a_restart(spool, hook, 15)

@@ -123,6 +123,65 @@ def test_sequence_numbers_are_never_reused_and_confirmations_only_count_for_the_
     assert spool.backlog() == 0
 
 
+def _delete_spool_files(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def test_a_spool_file_deleted_while_in_use_keeps_every_event(spool: Spool) -> None:
+    # A cache cleaner (or rm -rf ~/.cache) deletes the file under a running process: the rows live on only in
+    # the open connection, and would go with the process.
+    spool.add(events(3, prefix="old"), ["a", "b"])
+    in_flight = spool.claim("a", 1, lease=60, owner="me")
+    buried = spool.claim("b", 1, lease=60, owner="me")
+    spool.bury("b", [(buried[0].seq, "HTTP 400", 400, "no")], owner="me")
+    _delete_spool_files(spool.path)
+    spool.add(events(2, prefix="new"), ["a", "b"])
+    assert spool.path.exists()
+    reopened = Spool(spool.path)  # what the next process finds
+    assert reopened.backlog() == 5
+    claimed = reopened.claim("a", 10, lease=60, owner="next")
+    # The lease was let go with the move: that event goes out again (at least once), none is lost.
+    assert [row.event.name for row in claimed] == ["old0", "old1", "old2", "new0", "new1"]
+    assert [(row.sink, row.reason) for row in reopened.dead()] == [("b", "HTTP 400")]
+    # The send that was in flight from the deleted file confirms a number no row of the new file has.
+    spool.done("a", [row.seq for row in in_flight], owner="me")
+    assert reopened.pending("a") == 5
+
+
+def test_a_spool_file_deleted_while_idle_is_made_again_at_the_next_look(spool: Spool) -> None:
+    spool.add(events(2), ["a"])
+    _delete_spool_files(spool.path)
+    assert spool.backlog() == 2  # drain() ends with this call: the rows are in a file again
+    assert Spool(spool.path).backlog() == 2
+
+
+def test_processes_sharing_a_deleted_spool_move_each_row_once(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    first, second = Spool(path), Spool(path)
+    first.add(events(3, prefix="f"), ["a"])
+    second.add(events(2, prefix="s"), ["a"])
+    _delete_spool_files(path)
+    first.add(events(1, prefix="g"), ["a"])  # moves every row of the shared file, and makes the new one
+    second.add(events(1, prefix="t"), ["a"])  # finds the new file: nothing left to move
+    names = sorted(row.event.name for row in Spool(path).claim("a", 100, lease=60, owner="x"))
+    assert names == ["f0", "f1", "f2", "g0", "s0", "s1", "t0"]
+
+
+def test_a_deleted_spool_whose_wal_is_left_stays_on_the_open_file(
+    spool: Spool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A new file beside the old one's -wal would read that WAL as its own: the open file is kept instead,
+    # and the log says what will happen.
+    spool.add(events(2), ["a"])
+    spool.path.unlink()
+    assert Path(f"{spool.path}-wal").exists()
+    spool.add(events(1), ["a"])
+    assert not spool.path.exists()
+    assert spool.backlog() == 3
+    assert "its -wal/-shm files were not" in caplog.text
+
+
 def test_rows_leased_by_a_killed_process_are_reclaimed(spool: Spool) -> None:
     spool.add(events(2), ["a"])
     dead_child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -16,6 +16,7 @@ write themselves (``TRACKGATE_SPOOL_SYNC``, or a worker that has fallen far behi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -34,6 +35,11 @@ from ..settings import Settings
 logger = logging.getLogger("trackgate.dispatch")
 
 __all__ = ["Claimed", "DeadRow", "Spool", "default_spool_path", "peek_backlog"]
+
+# A new file's first sequence number is its creation time in milliseconds times this: numbers then grow
+# across the files a path has held (a deleted one's never reach a later one's, short of a million events a
+# second since it was made), so a confirmation for a row of a deleted file never matches a row of the new one.
+_FIRST_SEQ_PER_MS = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -144,23 +150,126 @@ class DeadRow:
 class Spool:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._stuck_logged = False
         # Opened under the lock too: a fork() while another thread is in here (the dispatcher opens its spool
         # in its own thread) would leave the child SQLite's record of a lock no process holds, and the
         # child's own connection would wait on it for ever.
         with self._lock:
             with _registry_lock:  # a fork holds it: a spool is in its list, or added after the fork
                 _open_spools.add(self)
-            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front,
-            # so two processes never both read "free" rows and then both claim them).
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            enable_wal(self._db)
-            # NORMAL in WAL mode: a commit survives the process being killed; only a power cut may lose the tail.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            # One transaction, so processes opening a new file at once do not trip over each other.
-            self._db.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+            self._db, self._file = self._connect()
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+
+    def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        """A connection to the file at the path (made if missing), and which file that is."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front,
+        # so two processes never both read "free" rows and then both claim them).
+        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        try:
+            enable_wal(db)
+            # NORMAL in WAL mode: a commit survives the process being killed; only a power cut may lose the tail.
+            db.execute("PRAGMA synchronous=NORMAL")
+            # One transaction, so processes opening a new file at once do not trip over each other. A new
+            # file numbers its rows from its creation time (see _FIRST_SEQ_PER_MS): a send still in flight
+            # from a file deleted meanwhile can then never confirm a row of the new one.
+            first_seq = int(time.time() * 1000) * _FIRST_SEQ_PER_MS
+            seed = f"INSERT OR IGNORE INTO counters (name, value) VALUES ('seq', {first_seq});"
+            db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}{seed}COMMIT;")
+            found = os.stat(self.path)
+        except BaseException:
+            db.close()
+            raise
+        return db, (found.st_dev, found.st_ino)
+
+    def _follow_the_path(self) -> None:
+        """(Under the lock.) When the file at the path is no longer the one open (deleted, by a cache
+        cleaner or by hand, or deleted and made again by another process), move every row into the file
+        at the path: the deleted one lives only as long as this connection, and events in it would be
+        lost when the process ends."""
+        try:
+            found = os.stat(self.path)
+            current: tuple[int, int] | None = (found.st_dev, found.st_ino)
+        except FileNotFoundError:
+            current = None
+        if current == self._file:
+            return
+        if current is None and any(Path(f"{self.path}{suffix}").exists() for suffix in ("-wal", "-shm")):
+            # Only the database file went: a new one beside the old one's WAL would read that WAL as its
+            # own. The rows stay in the open file, which is no worse than not noticing.
+            if not self._stuck_logged:
+                logger.error(
+                    "trackgate: the spool file %s was deleted but its -wal/-shm files were not; events keep "
+                    "going into the deleted file and are lost when this process ends", self.path,
+                )
+                self._stuck_logged = True
+            return
+        old, old_file = self._db, self._file
+        try:
+            self._db, self._file = self._connect()
+        except (OSError, sqlite3.Error) as exc:
+            if not self._stuck_logged:
+                logger.error("trackgate: the spool file %s was deleted and cannot be made again: %s", self.path, exc)
+                self._stuck_logged = True
+            return
+        self._stuck_logged = False
+        try:
+            moved = self._move_rows_from(old)
+        except sqlite3.Error as exc:  # the new file cannot take them: stay on the old one
+            self._db.close()
+            self._db, self._file = old, old_file  # (the next use tries again)
+            logger.error("trackgate: could not move the spool's rows to the new file %s: %s", self.path, exc)
+            return
+        old.close()
+        self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+        logger.warning(
+            "trackgate: the spool file %s was deleted or replaced while in use; moved its %d event(s) to the "
+            "file now at that path", self.path, moved,
+        )
+
+    def _move_rows_from(self, old: sqlite3.Connection) -> int:
+        """Copy the old file's rows into the current one, then empty the old one (so another process still
+        using it does not move them a second time). Returns how many events moved."""
+        now = time.time()
+        old.execute("BEGIN IMMEDIATE")
+        try:
+            events = old.execute("SELECT seq, id, body FROM events ORDER BY seq").fetchall()
+            deliveries = old.execute("SELECT seq, sink, ready_at, attempts, owner FROM deliveries").fetchall()
+            dead = old.execute(
+                "SELECT event_id, sink, body, reason, status, response, attempts, failed_at FROM dead ORDER BY n"
+            ).fetchall()
+            with self._transaction():
+                first = self._allocate(len(events))
+                renumbered = {seq: first + i for i, (seq, _, _) in enumerate(events)}
+                self._db.executemany(
+                    "INSERT INTO events (seq, id, body) VALUES (?, ?, ?)",
+                    ((renumbered[seq], event_id, body) for seq, event_id, body in events),
+                )
+                # Leases are let go: a send in flight confirms a number the new file does not use, so its
+                # events go out again (at least once, as after a crash).
+                self._db.executemany(
+                    "INSERT INTO deliveries (seq, sink, ready_at, attempts) VALUES (?, ?, ?, ?)",
+                    (
+                        (renumbered[seq], sink, min(ready_at, now) if owner is not None else ready_at, attempts)
+                        for seq, sink, ready_at, attempts, owner in deliveries
+                        if seq in renumbered
+                    ),
+                )
+                self._db.executemany(
+                    "INSERT INTO dead (event_id, sink, body, reason, status, response, attempts, failed_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    dead,
+                )
+            old.execute("DELETE FROM deliveries")
+            old.execute("DELETE FROM events")
+            old.execute("DELETE FROM dead")
+            old.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                old.execute("ROLLBACK")
+            raise
+        return len(events)
 
     # --- writing ---------------------------------------------------------------------------------------
     def add(self, events: Sequence[Event], sinks: Sequence[str]) -> int:
@@ -169,35 +278,39 @@ class Spool:
             return 0
         rows = [(event.id, event.to_json()) for event in events]
         now = time.time()
-        with self._lock, self._transaction():
-            first = self._allocate(len(rows))
-            self._db.executemany(
-                "INSERT INTO events (seq, id, body) VALUES (?, ?, ?)",
-                ((first + i, event_id, body) for i, (event_id, body) in enumerate(rows)),
-            )
-            for sink in sinks:
+        with self._lock:
+            self._follow_the_path()
+            with self._transaction():
+                first = self._allocate(len(rows))
                 self._db.executemany(
-                    "INSERT INTO deliveries (seq, sink, ready_at) VALUES (?, ?, ?)",
-                    ((first + i, sink, now) for i in range(len(rows))),
+                    "INSERT INTO events (seq, id, body) VALUES (?, ?, ?)",
+                    ((first + i, event_id, body) for i, (event_id, body) in enumerate(rows)),
                 )
+                for sink in sinks:
+                    self._db.executemany(
+                        "INSERT INTO deliveries (seq, sink, ready_at) VALUES (?, ?, ?)",
+                        ((first + i, sink, now) for i in range(len(rows))),
+                    )
         return len(rows)
 
     def claim(self, sink: str, limit: int, *, lease: float, owner: str) -> list[Claimed]:
         """Lease up to ``limit`` due deliveries of ``sink``, oldest first."""
         now = time.time()
-        with self._lock, self._transaction():
-            leased = self._db.execute(
-                "UPDATE deliveries SET ready_at = ?, owner = ? WHERE sink = ? AND seq IN ("
-                "SELECT seq FROM deliveries WHERE sink = ? AND ready_at <= ? ORDER BY ready_at, seq LIMIT ?"
-                ") RETURNING seq, attempts",
-                (now + lease, owner, sink, sink, now, limit),
-            ).fetchall()
-            if not leased:
-                return []
-            bodies = dict(self._db.execute(
-                f"SELECT seq, body FROM events WHERE seq IN ({','.join('?' * len(leased))})",
-                [seq for seq, _ in leased],
-            ).fetchall())
+        with self._lock:
+            self._follow_the_path()
+            with self._transaction():
+                leased = self._db.execute(
+                    "UPDATE deliveries SET ready_at = ?, owner = ? WHERE sink = ? AND seq IN ("
+                    "SELECT seq FROM deliveries WHERE sink = ? AND ready_at <= ? ORDER BY ready_at, seq LIMIT ?"
+                    ") RETURNING seq, attempts",
+                    (now + lease, owner, sink, sink, now, limit),
+                ).fetchall()
+                if not leased:
+                    return []
+                bodies = dict(self._db.execute(
+                    f"SELECT seq, body FROM events WHERE seq IN ({','.join('?' * len(leased))})",
+                    [seq for seq, _ in leased],
+                ).fetchall())
         found = sorted((seq, attempts, bodies[seq]) for seq, attempts in leased if seq in bodies)
         claimed = []
         for seq, attempts, body in found:
@@ -297,6 +410,7 @@ class Spool:
     def backlog(self) -> int:
         """Events still waiting for at least one sink."""
         with self._lock:
+            self._follow_the_path()  # (drain() ends here: the last chance to keep a deleted file's rows)
             return int(self._db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
 
     def pending(self, sink: str) -> int:
