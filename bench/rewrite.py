@@ -6,8 +6,10 @@
 For each document (a 62.7 KB email, a 500 KB page), in one run, best of alternating rounds:
 
 - ``rewrite_html`` with real signing: ``trackgate.TrackingLinks`` with a secret key, every http(s) link
-  signed (email metadata on every link, as an email sender would use it) and the open pixel;
-- ``rewrite_html`` with a link source that signs nothing, i.e. the scanner alone;
+  signed (email metadata on every link, as an email sender would use it) and the open pixel; the compiled
+  inner loop (middleware/_speedups.c) when it is built;
+- the same on the pure-Python reading (``trackgate.rewrite.fast_scan = None``: what runs without a compiler);
+- ``rewrite_html`` with click tracking off: the scanner alone (and the pixel);
 - pytracking 0.2.2 ``adapt_html`` (lxml parse + serialise, its default unsigned links);
 - the floor: ``bytes.replace(b"</body>", pixel + b"</body>")``.
 
@@ -69,12 +71,28 @@ def contenders(document: bytes) -> dict[str, Callable[[], object]]:
         base_open_tracking_url="https://t.example.org/o/", base_click_tracking_url="https://t.example.org/c/"
     )
     text = document.decode("utf-8")
+    compiled = trackgate.rewrite.fast_scan
+
+    def pure_python() -> object:
+        trackgate.rewrite.fast_scan = None
+        try:
+            return trackgate.rewrite_html(document, signed, metadata=METADATA)
+        finally:
+            trackgate.rewrite.fast_scan = compiled
+
     return {
         "trackgate": lambda: trackgate.rewrite_html(document, signed, metadata=METADATA),
-        "trackgate-scan": lambda: trackgate.rewrite_html(document, unsigned, metadata=METADATA),
+        "trackgate-python": pure_python,
+        "trackgate-scan": lambda: trackgate.rewrite_html(document, unsigned, metadata=METADATA, click_tracking=False),
         "pytracking": lambda: adapt_html(text, METADATA, configuration=configuration),
         "floor": lambda: document.replace(b"</body>", PIXEL + b"</body>"),
     }
+
+
+def _compiled() -> bool:
+    import trackgate.rewrite
+
+    return trackgate.rewrite.fast_scan is not None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds; the best of each counts")
     args = parser.parse_args(argv)
 
-    print(f"{'document':<8} {'contender':<15} {'ms/doc':>9} {'MB/s':>9}")
+    print(f"compiled inner loop: {'yes' if _compiled() else 'no (pure Python)'}")
+    print(f"{'document':<8} {'contender':<17} {'ms/doc':>9} {'MB/s':>9}")
     for name, document in documents(args.docs).items():
         works = contenders(document)
         best = dict.fromkeys(works, float("inf"))
@@ -91,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
             for label, work in works.items():
                 best[label] = min(best[label], seconds_per_call(work))
         for label, seconds in best.items():
-            print(f"{name:<8} {label:<15} {seconds * 1e3:9.3f} {len(document) / seconds / 1e6:9.1f}")
+            print(f"{name:<8} {label:<17} {seconds * 1e3:9.3f} {len(document) / seconds / 1e6:9.1f}")
         ours = best["trackgate"]
         print(
             f"{name:<8} {len(document) / 1e3:.1f} KB: trackgate is {best['pytracking'] / ours:.1f}x pytracking, "

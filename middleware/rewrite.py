@@ -30,6 +30,15 @@ from .htmlchars import (
 )
 from .tagwalk import BOGUS, NAME, walk
 
+# What _scan uses to pass over text, plain tags and links: the compiled inner loop (_speedups.c), built
+# wherever a C compiler was at hand; None: this module's own reading, which is the reference (tests set it
+# to None to compare both).
+fast_scan: Callable[..., int] | None
+try:
+    from ._speedups import scan as fast_scan
+except ImportError:  # pragma: no cover
+    fast_scan = None
+
 
 class LinkSource(Protocol):
     def click_url(self, url: str, metadata: Mapping[str, Any] | None = None) -> str: ...
@@ -174,6 +183,14 @@ class HtmlRewriter:
             else functools.partial(links.click_url, metadata=self._metadata)
         )
         self._click = click_tracking
+        # The compiled loop signs plain links itself when the link source tells it how (TrackingLinks and
+        # PageLinks do), except where the page's own host must be told apart (outbound scope).
+        click_signing = getattr(links, "click_signing", None)
+        self._signing = (
+            click_signing(self._metadata)
+            if click_signing is not None and click_tracking and not (scope == "outbound" and page_host)
+            else None
+        )
         self._pixel_at: str | None = pixel_position if open_tracking else None
         # False: only a whole document (a DOCTYPE, <html> or <body> in it) gets the pixel, not a fragment that
         # a page fetches into itself (htmx, Turbo frames, fetch()): that page was counted when it loaded.
@@ -302,6 +319,14 @@ class HtmlRewriter:
                     self._emit(found.group(0))
                     position = found.end()
                 continue
+            if fast_scan is not None and self._tail is None:
+                # Up to the next construct that needs the code below (or the end), links rewritten.
+                position = fast_scan(
+                    buffer, position, self._out, self._values, self._link_value, self._signing, self._click,
+                    _VALUE_CACHE_SIZE, MAX_HELD, self._codec == "utf_8",
+                )
+                if position >= size:
+                    break
             step = _STEP.match(buffer, position)
             if step is None:  # cannot happen (everything in the pattern is optional); read as "no construct"
                 end = position

@@ -1,0 +1,577 @@
+/* The rewriter's inner loop in C: optional, with rewrite.py's pure-Python reading as the reference.
+ *
+ * scan() reads HTML from a position exactly as rewrite.py's _STEP pattern does: it skips text, comments
+ * and every tag that changes nothing (their attributes read as the HTML tokenizer reads them, so a quoted
+ * ">" never ends a tag), and it rewrites the href of <a> and <area> in place. It stops at anything else of
+ * interest (<script>, </body>, <svg>, CDATA, a DOCTYPE...), at a construct not yet whole, and at a link
+ * that names data-trackgate: rewrite.py takes over there, and calls scan() again after it.
+ *
+ * An href value is looked up in the rewriter's cache first. A plain absolute http(s) URL (printable ASCII
+ * with "&amp;" the only character reference, UTF-8 in a UTF-8 document, a host name without port) is signed
+ * here when the rewriter passes a ClickSigning (links.py): the same JSON, zlib, base64 and HMAC as links.py's
+ * click maker, through the zlib and binascii modules and the HMAC state it hands over.
+ * Every other value is the rewriter's _link_value() to decide. A tag longer than max_held (rewrite.py's
+ * MAX_HELD) is never rewritten.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <string.h>
+
+#define COMPRESS_FROM 200        /* tokens.py's _COMPRESS_FROM: longer payloads may be zlib'd */
+#define COMPRESS_WBITS 9         /* tokens.py's _COMPRESS_WBITS */
+#define MAX_PAYLOAD_BYTES 65536  /* tokens.py's _MAX_PAYLOAD_BYTES */
+#define MAX_TOKEN_CHARS 16384    /* tokens.MAX_TOKEN_CHARS */
+#define MAX_URL_CHARS 4096       /* links.MAX_URL_CHARS */
+
+static PyObject *b2a_base64;     /* binascii.b2a_base64 */
+static PyObject *zlib_compress;  /* zlib.compress */
+static PyObject *str_copy, *str_update, *str_digest;
+
+static inline int is_ws(unsigned char c) {
+    return c == '\t' || c == '\n' || c == '\f' || c == '\r' || c == ' ';
+}
+
+static inline int is_alpha(unsigned char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+
+static inline unsigned char lower(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+}
+
+static int same_lower(const unsigned char *s, const char *word, Py_ssize_t len) {
+    for (Py_ssize_t k = 0; k < len; k++) {
+        if (lower(s[k]) != (unsigned char)word[k]) return 0;
+    }
+    return 1;
+}
+
+static Py_ssize_t find_byte(const unsigned char *s, Py_ssize_t from, Py_ssize_t n, unsigned char byte) {
+    if (from >= n) return -1;
+    const unsigned char *found = memchr(s + from, byte, (size_t)(n - from));
+    return found ? found - s : -1;
+}
+
+/* _VALUE from p: the end of an attribute value, or -1 for an unclosed quote. */
+static Py_ssize_t value_end(const unsigned char *s, Py_ssize_t p, Py_ssize_t n) {
+    if (p < n && (s[p] == '"' || s[p] == '\'')) {
+        Py_ssize_t close = find_byte(s, p + 1, n, s[p]);
+        return close < 0 ? -1 : close + 1;
+    }
+    while (p < n && !is_ws(s[p]) && s[p] != '>') p++;
+    return p;
+}
+
+/* _ASSIGN after an attribute's name: "= value", or nothing when no "=" follows (-1: an unclosed quote). */
+static Py_ssize_t assign_end(const unsigned char *s, Py_ssize_t p, Py_ssize_t n) {
+    Py_ssize_t q = p;
+    while (q < n && is_ws(s[q])) q++;
+    if (q < n && s[q] == '=') {
+        q++;
+        while (q < n && is_ws(s[q])) q++;
+        return value_end(s, q, n);
+    }
+    return p;
+}
+
+/* One attribute from its first byte (not whitespace, "/" or ">"): the name, then _ASSIGN. */
+static Py_ssize_t attribute_end(const unsigned char *s, Py_ssize_t p, Py_ssize_t n) {
+    p++;
+    while (p < n && !is_ws(s[p]) && s[p] != '/' && s[p] != '>' && s[p] != '=') p++;
+    return assign_end(s, p, n);
+}
+
+/* _TAG_TAIL from p: just past the tag's ">", or -1 when the tag is not whole. */
+static Py_ssize_t tag_tail_end(const unsigned char *s, Py_ssize_t p, Py_ssize_t n) {
+    for (;;) {
+        if (p >= n) return -1;
+        unsigned char c = s[p];
+        if (is_ws(c) || c == '/') {
+            p++;
+        } else if (c == '>') {
+            return p + 1;
+        } else {
+            p = attribute_end(s, p, n);
+            if (p < 0) return -1;
+        }
+    }
+}
+
+/* The end of a comment starting at "<!--" (s[i] == '<'): the first "--!?>" from its own dashes, or -1. */
+static Py_ssize_t comment_end(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+    Py_ssize_t j = i + 2;
+    for (;;) {
+        j = find_byte(s, j, n, '-');
+        if (j < 0 || j + 2 >= n) return -1;
+        if (s[j + 1] == '-') {
+            if (s[j + 2] == '>') return j + 3;
+            if (s[j + 2] == '!' && j + 3 < n && s[j + 3] == '>') return j + 4;
+        }
+        j++;
+    }
+}
+
+enum { PLAIN_TAG, LINK, INTERESTING };
+
+/* What the tag name at s[i + 1] (a letter, or "/" and a letter) is to _INTERESTING. */
+static int tag_kind(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+    Py_ssize_t start = i + 1;
+    int end_tag = s[start] == '/';
+    if (end_tag) start++;
+    Py_ssize_t j = start;
+    while (j < n && j - start < 10 && is_alpha(s[j])) j++;
+    if (j >= n || !(is_ws(s[j]) || s[j] == '/' || s[j] == '>')) return PLAIN_TAG;
+    Py_ssize_t len = j - start;
+    const unsigned char *name = s + start;
+    if (len == 4 && same_lower(name, "body", 4)) return INTERESTING;
+    if (len == 3 && (same_lower(name, "svg", 3))) return INTERESTING;
+    if (len == 4 && same_lower(name, "math", 4)) return INTERESTING;
+    if (end_tag) return PLAIN_TAG;
+    if ((len == 1 && lower(name[0]) == 'a') || (len == 4 && same_lower(name, "area", 4))) return LINK;
+    static const char *const others[] = {
+        "html", "script", "style", "textarea", "title", "xmp", "iframe", "noembed", "noframes", "plaintext", NULL,
+    };
+    for (const char *const *other = others; *other; other++) {
+        Py_ssize_t other_len = (Py_ssize_t)strlen(*other);
+        if (len == other_len && same_lower(name, *other, len)) return INTERESTING;
+    }
+    return PLAIN_TAG;
+}
+
+/* A link tag from its "<" (at i; name ends at name_end): where it ends (-1: not whole) and its first
+ * href's value span (*value_start = -1 when it has none), as _LINK reads it. */
+static Py_ssize_t link_end(const unsigned char *s, Py_ssize_t name_end, Py_ssize_t n, Py_ssize_t *value_start,
+                           Py_ssize_t *value_stop) {
+    Py_ssize_t p = name_end;
+    *value_start = *value_stop = -1;
+    for (;;) {
+        if (p >= n) return -1;
+        unsigned char c = s[p];
+        if (is_ws(c) || c == '/') {
+            p++;
+            continue;
+        }
+        if (c == '>') return p + 1;
+        if (p + 4 < n && same_lower(s + p, "href", 4) &&
+            (is_ws(s[p + 4]) || s[p + 4] == '/' || s[p + 4] == '>' || s[p + 4] == '=')) {
+            break;
+        }
+        p = attribute_end(s, p, n);
+        if (p < 0) return -1;
+    }
+    /* An href: its value when "=" and a whole value follow; else the tag goes on from the name. */
+    Py_ssize_t q = p + 4;
+    while (q < n && is_ws(s[q])) q++;
+    if (q < n && s[q] == '=') {
+        q++;
+        while (q < n && is_ws(s[q])) q++;
+        Py_ssize_t end = value_end(s, q, n);
+        if (end >= 0) {
+            *value_start = q;
+            *value_stop = end;
+            p = end;
+        }
+    }
+    Py_ssize_t end = tag_tail_end(s, p, n);
+    if (end < 0) *value_start = *value_stop = -1;
+    return end;
+}
+
+/* _OPT_OUT_HINT: "-trackgate" in any case within the tag. */
+static int names_opt_out(const unsigned char *s, Py_ssize_t from, Py_ssize_t to) {
+    for (Py_ssize_t k = from; k + 10 <= to; k++) {
+        if (s[k] == '-' && same_lower(s + k + 1, "trackgate", 9)) return 1;
+    }
+    return 0;
+}
+
+/* --- signing plain links ------------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *start;
+    Py_ssize_t start_len;
+    const char *tail;
+    Py_ssize_t tail_len;
+    PyObject *mac;    /* an HMAC state: copy(), update(), digest() */
+    PyObject *marks;  /* tuple of bytes: prefixes of our own tracking URLs */
+} Signing;
+
+/* base64 without padding, URL-safe, appended to out (binascii does the encoding). */
+static int put_base64(PyObject *data, char *out, Py_ssize_t *used, Py_ssize_t room) {
+    PyObject *encoded = PyObject_CallOneArg(b2a_base64, data);
+    if (!encoded) return -1;
+    const char *text = PyBytes_AS_STRING(encoded);
+    Py_ssize_t len = PyBytes_GET_SIZE(encoded);
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '=')) len--;
+    if (*used + len > room) {
+        Py_DECREF(encoded);
+        PyErr_SetString(PyExc_OverflowError, "token buffer");
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < len; k++) {
+        char c = text[k];
+        out[(*used)++] = c == '+' ? '-' : c == '/' ? '_' : c;
+    }
+    Py_DECREF(encoded);
+    return 0;
+}
+
+/* Whether rewrite.py would leave an href alone, track it, or must look closer. */
+enum { LEAVE, SIGN, ASK };
+
+/* The href's text as rewrite.py reads it, into url (room for raw_len bytes): the value with "&amp;" decoded,
+ * UTF-8 kept as it is in a UTF-8 document. ASK for anything else that needs reading: another character
+ * reference, whitespace or controls (stripped or dropped there), backslashes and quotes (escaped in JSON),
+ * merge tags, bytes of another charset. */
+static int read_href(const unsigned char *raw, Py_ssize_t raw_len, int utf8, unsigned char *url, Py_ssize_t *len) {
+    Py_ssize_t used = 0;
+    int wide = 0;
+    for (Py_ssize_t k = 0; k < raw_len; k++) {
+        unsigned char c = raw[k];
+        if (c == '&') {
+            if (k + 5 > raw_len || memcmp(raw + k, "&amp;", 5) != 0) return ASK;
+            k += 4;
+        } else if (c < 0x21 || c == 0x7f || c == '\\' || c == '"' || c == '\'') {
+            return ASK;
+        } else if (c >= 0x80) {
+            /* C1 controls (U+0080-U+009F) are no part of a destination */
+            if (!utf8 || (c == 0xc2 && k + 1 < raw_len && raw[k + 1] < 0xa0)) return ASK;
+            wide = 1;
+        }
+        url[used++] = c;
+    }
+    for (Py_ssize_t k = 0; k + 1 < used; k++) {
+        unsigned char c = url[k], d = url[k + 1];
+        if ((c == '{' && (d == '{' || d == '%')) || (c == '*' && d == '|') || (c == '%' && d == '%') ||
+            (c == '[' && d == '[')) {
+            return ASK;  /* a merge tag */
+        }
+    }
+    if (wide) {  /* only valid UTF-8 reads as it is (the rest gets windows-1252's reading there) */
+        PyObject *text = PyUnicode_DecodeUTF8((const char *)url, used, NULL);
+        if (!text) {
+            PyErr_Clear();
+            return ASK;
+        }
+        Py_DECREF(text);
+    }
+    *len = used;
+    if (used == 0 || used > MAX_URL_CHARS) return ASK;
+    Py_ssize_t host;
+    if (used >= 8 && memcmp(url, "https://", 8) == 0) {
+        host = 8;
+    } else if (used >= 7 && memcmp(url, "http://", 7) == 0) {
+        host = 7;
+    } else if ((used >= 2 && url[0] == '/' && url[1] == '/') || (used >= 7 && same_lower(url, "http://", 7)) ||
+               (used >= 8 && same_lower(url, "https://", 8))) {
+        return ASK;  /* protocol-relative, or a scheme in capitals */
+    } else {
+        return LEAVE;  /* relative, a fragment, mailto:, javascript:... */
+    }
+    /* A host name without port, user or IP literal: what links.check_url passes by its pattern alone. */
+    Py_ssize_t k = host;
+    while (k < used && (is_alpha(url[k]) || (url[k] >= '0' && url[k] <= '9') || url[k] == '.' || url[k] == '_' ||
+                        url[k] == '-')) {
+        k++;
+    }
+    if (k == host || (k < used && url[k] != '/' && url[k] != '?' && url[k] != '#')) return ASK;
+    return SIGN;
+}
+
+/* The value to write for a plain link: quote, origin and prefix, token, quote; as tokens.py makes a token
+ * (compact JSON, zlib'd when that is shorter, base64, HMAC). NULL with no exception set: rewrite.py must
+ * decide (*leave: it would leave the link as it is). */
+static PyObject *signed_value(const Signing *signing, const unsigned char *raw, Py_ssize_t raw_len, int utf8,
+                              int *leave) {
+    unsigned char mark = '"';
+    *leave = 0;
+    if (raw_len >= 2 && (raw[0] == '"' || raw[0] == '\'')) {
+        mark = raw[0];
+        raw += 1;
+        raw_len -= 2;
+    }
+    if (raw_len > MAX_URL_CHARS * 5) return NULL;
+    Py_ssize_t len = 0;
+    PyObject *payload = PyBytes_FromStringAndSize(NULL, 7 + raw_len + signing->tail_len);
+    if (!payload) return NULL;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(payload);
+    int kind = read_href(raw, raw_len, utf8, p + 6, &len);
+    if (kind != SIGN) {
+        Py_DECREF(payload);
+        *leave = kind == LEAVE;
+        return NULL;
+    }
+    const unsigned char *url = p + 6;
+    Py_ssize_t marks = PyTuple_GET_SIZE(signing->marks);
+    for (Py_ssize_t m = 0; m < marks; m++) {
+        PyObject *prefix = PyTuple_GET_ITEM(signing->marks, m);
+        Py_ssize_t prefix_len = PyBytes_GET_SIZE(prefix);
+        if (prefix_len <= len && memcmp(url, PyBytes_AS_STRING(prefix), (size_t)prefix_len) == 0) {
+            Py_DECREF(payload);
+            *leave = 1;  /* already one of our links */
+            return NULL;
+        }
+    }
+    memcpy(p, "{\"u\":\"", 6);
+    p[6 + len] = '"';
+    memcpy(p + 7 + len, signing->tail, (size_t)signing->tail_len);
+    Py_ssize_t payload_len = 7 + len + signing->tail_len;
+    if (payload_len > MAX_PAYLOAD_BYTES || _PyBytes_Resize(&payload, payload_len) < 0) {
+        Py_XDECREF(payload);
+        return NULL;  /* (tokens.py refuses it: the link stays as it is, which rewrite.py decides) */
+    }
+    PyObject *packed = NULL;
+    if (payload_len >= COMPRESS_FROM) {
+        packed = PyObject_CallFunction(zlib_compress, "Oii", payload, 9, COMPRESS_WBITS);
+        if (!packed) {
+            Py_DECREF(payload);
+            return NULL;
+        }
+        if (PyBytes_GET_SIZE(packed) >= payload_len - 1) Py_CLEAR(packed);  /* it does not pay */
+    }
+    PyObject *data = packed ? packed : payload;
+
+    /* mark, start, ".", base64 body, ".", 43 signature characters, mark */
+    Py_ssize_t room = 1 + signing->start_len + 1 + (PyBytes_GET_SIZE(data) * 4) / 3 + 4 + 1 + 44 + 1;
+    PyObject *value = PyBytes_FromStringAndSize(NULL, room);
+    PyObject *mac = NULL, *body = NULL, *digest = NULL, *done = NULL;
+    if (!value) goto fail;
+    char *out = PyBytes_AS_STRING(value);
+    Py_ssize_t used = 0;
+    out[used++] = (char)mark;
+    memcpy(out + used, signing->start, (size_t)signing->start_len);
+    used += signing->start_len;
+    Py_ssize_t body_at = used;
+    if (packed) out[used++] = '.';  /* a zlib payload, as in itsdangerous's URLSafeSerializer */
+    if (put_base64(data, out, &used, room) < 0) goto fail;
+    body = PyBytes_FromStringAndSize(out + body_at, used - body_at);
+    if (!body) goto fail;
+    mac = PyObject_CallMethodNoArgs(signing->mac, str_copy);
+    if (!mac) goto fail;
+    done = PyObject_CallMethodOneArg(mac, str_update, body);
+    if (!done) goto fail;
+    digest = PyObject_CallMethodNoArgs(mac, str_digest);
+    if (!digest) goto fail;
+    if (used + 1 > room) goto overflow;
+    out[used++] = '.';
+    if (put_base64(digest, out, &used, room) < 0) goto fail;
+    if (used + 1 > room) goto overflow;
+    out[used++] = (char)mark;
+    Py_DECREF(payload);
+    Py_XDECREF(packed);
+    Py_DECREF(body);
+    Py_DECREF(mac);
+    Py_DECREF(done);
+    Py_DECREF(digest);
+    if (used - 2 - signing->start_len > MAX_TOKEN_CHARS) {  /* tokens.py refuses it: rewrite.py decides */
+        Py_DECREF(value);
+        return NULL;
+    }
+    if (_PyBytes_Resize(&value, used) < 0) return NULL;
+    return value;
+overflow:
+    PyErr_SetString(PyExc_OverflowError, "token buffer");
+fail:
+    Py_DECREF(payload);
+    Py_XDECREF(packed);
+    Py_XDECREF(body);
+    Py_XDECREF(mac);
+    Py_XDECREF(done);
+    Py_XDECREF(digest);
+    Py_XDECREF(value);
+    return NULL;
+}
+
+/* --- the scan ----------------------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject *buffer;
+    const unsigned char *s;
+    PyObject *out;
+    Py_ssize_t emitted;  /* s[:emitted] is in out */
+} Output;
+
+static int emit_to(Output *o, Py_ssize_t to) {
+    if (to <= o->emitted) return 0;
+    PyObject *piece = PyBytes_FromStringAndSize((const char *)o->s + o->emitted, to - o->emitted);
+    if (!piece) return -1;
+    int failed = PyList_Append(o->out, piece);
+    Py_DECREF(piece);
+    o->emitted = to;
+    return failed;
+}
+
+/* The value written for an href (a new reference; b"" leaves it), as rewrite.py's _link_value gives it. */
+static PyObject *link_value(PyObject *values, PyObject *value_for, const Signing *signing, Py_ssize_t cache_limit,
+                            const unsigned char *raw, Py_ssize_t raw_len, int utf8) {
+    PyObject *key = PyBytes_FromStringAndSize((const char *)raw, raw_len);
+    if (!key) return NULL;
+    PyObject *known = PyDict_GetItemWithError(values, key);
+    if (known) {
+        Py_INCREF(known);
+        Py_DECREF(key);
+        return known;
+    }
+    if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    PyObject *value = NULL;
+    if (signing) {
+        int leave;
+        value = signed_value(signing, raw, raw_len, utf8, &leave);
+        if (!value && PyErr_Occurred()) {
+            Py_DECREF(key);
+            return NULL;
+        }
+        if (!value && leave) value = PyBytes_FromStringAndSize("", 0);
+        if (value && PyDict_GET_SIZE(values) < cache_limit && PyDict_SetItem(values, key, value) < 0) {
+            Py_DECREF(value);
+            value = NULL;
+        }
+        if (value || PyErr_Occurred()) {
+            Py_DECREF(key);
+            return value;
+        }
+    }
+    value = PyObject_CallOneArg(value_for, key);  /* (it keeps what it decides in the cache itself) */
+    Py_DECREF(key);
+    if (value && !PyBytes_Check(value)) {
+        Py_DECREF(value);
+        PyErr_SetString(PyExc_TypeError, "_link_value must return bytes");
+        return NULL;
+    }
+    return value;
+}
+
+static int read_signing(PyObject *fast, Signing *signing) {
+    PyObject *start, *tail, *mac, *marks;
+    if (!PyArg_ParseTuple(fast, "SSOO!", &start, &tail, &mac, &PyTuple_Type, &marks)) return -1;
+    Py_ssize_t count = PyTuple_GET_SIZE(marks);
+    for (Py_ssize_t m = 0; m < count; m++) {
+        if (!PyBytes_Check(PyTuple_GET_ITEM(marks, m))) {
+            PyErr_SetString(PyExc_TypeError, "marks must be bytes");
+            return -1;
+        }
+    }
+    signing->start = PyBytes_AS_STRING(start);
+    signing->start_len = PyBytes_GET_SIZE(start);
+    signing->tail = PyBytes_AS_STRING(tail);
+    signing->tail_len = PyBytes_GET_SIZE(tail);
+    signing->mac = mac;
+    signing->marks = marks;
+    return 0;
+}
+
+static PyObject *scan(PyObject *module, PyObject *args) {
+    PyObject *buffer, *out, *values, *value_for, *fast;
+    Py_ssize_t position, cache_limit, max_held;
+    int click, utf8;
+    if (!PyArg_ParseTuple(args, "SnO!O!OOpnnp", &buffer, &position, &PyList_Type, &out, &PyDict_Type, &values,
+                          &value_for, &fast, &click, &cache_limit, &max_held, &utf8)) {
+        return NULL;
+    }
+    Signing signing_storage;
+    const Signing *signing = NULL;
+    if (fast != Py_None) {
+        if (read_signing(fast, &signing_storage) < 0) return NULL;
+        signing = &signing_storage;
+    }
+    const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(buffer);
+    Py_ssize_t n = PyBytes_GET_SIZE(buffer);
+    if (position < 0 || position > n) {
+        PyErr_SetString(PyExc_ValueError, "position out of range");
+        return NULL;
+    }
+    Output o = {buffer, s, out, position};
+    Py_ssize_t i = position;
+    for (;;) {
+        i = find_byte(s, i, n, '<');
+        if (i < 0) {
+            i = n;
+            break;
+        }
+        if (i + 1 >= n) break;  /* a "<" at the end: what follows decides */
+        unsigned char c = s[i + 1];
+        Py_ssize_t end;
+        if (c == '!') {
+            if (i + 3 < n && s[i + 2] == '-' && s[i + 3] == '-') {
+                end = comment_end(s, i, n);
+            } else if ((n - i >= 9 && memcmp(s + i + 1, "![CDATA[", 8) == 0) ||
+                       (n - i >= 9 && same_lower(s + i + 1, "!doctype", 8))) {
+                break;  /* rewrite.py's to handle */
+            } else {
+                end = find_byte(s, i + 2, n, '>');
+                if (end >= 0) end++;
+            }
+        } else if (c == '?') {
+            end = find_byte(s, i + 2, n, '>');
+            if (end >= 0) end++;
+        } else if (c == '/' && !(i + 2 < n && is_alpha(s[i + 2]))) {
+            if (i + 2 >= n) break;
+            end = find_byte(s, i + 2, n, '>');
+            if (end >= 0) end++;
+        } else if (c == '/' || is_alpha(c)) {
+            int kind = tag_kind(s, i, n);
+            if (kind == INTERESTING) break;
+            Py_ssize_t name_end = i + (c == '/' ? 2 : 1);
+            while (name_end < n && !is_ws(s[name_end]) && s[name_end] != '/' && s[name_end] != '>') name_end++;
+            if (kind == PLAIN_TAG) {
+                end = tag_tail_end(s, name_end, n);
+            } else {
+                Py_ssize_t value_start, value_stop;
+                end = link_end(s, name_end, n, &value_start, &value_stop);
+                if (end >= 0 && value_start >= 0 && click && end - i <= max_held) {
+                    if (names_opt_out(s, i, end)) break;  /* rewrite.py reads data-trackgate */
+                    PyObject *value = link_value(values, value_for, signing, cache_limit, s + value_start,
+                                                 value_stop - value_start, utf8);
+                    if (!value) return NULL;
+                    if (PyBytes_GET_SIZE(value) > 0) {
+                        if (emit_to(&o, value_start) < 0 || PyList_Append(out, value) < 0) {
+                            Py_DECREF(value);
+                            return NULL;
+                        }
+                        o.emitted = value_stop;
+                    }
+                    Py_DECREF(value);
+                }
+            }
+        } else {
+            i += 1;  /* a "<" that starts nothing: text */
+            continue;
+        }
+        if (end < 0) break;  /* not whole yet, or unreadable: rewrite.py decides */
+        i = end;
+    }
+    if (emit_to(&o, i) < 0) return NULL;
+    return PyLong_FromSsize_t(i);
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_VARARGS,
+     "scan(buffer, position, out, values, value_for, signing, click, cache_limit, max_held, utf8) -> position\n\n"
+     "Emit buffer[position:] into out up to the first construct rewrite.py must handle; see rewrite.py."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "trackgate._speedups", NULL, -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    PyObject *binascii = PyImport_ImportModule("binascii");
+    if (!binascii) return NULL;
+    b2a_base64 = PyObject_GetAttrString(binascii, "b2a_base64");
+    Py_DECREF(binascii);
+    if (!b2a_base64) return NULL;
+    PyObject *zlib = PyImport_ImportModule("zlib");
+    if (!zlib) return NULL;
+    zlib_compress = PyObject_GetAttrString(zlib, "compress");
+    Py_DECREF(zlib);
+    if (!zlib_compress) return NULL;
+    str_copy = PyUnicode_InternFromString("copy");
+    str_update = PyUnicode_InternFromString("update");
+    str_digest = PyUnicode_InternFromString("digest");
+    if (!str_copy || !str_update || !str_digest) return NULL;
+    return PyModule_Create(&module_def);
+}

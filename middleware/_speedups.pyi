@@ -1,0 +1,16 @@
+from collections.abc import Callable
+from typing import Any
+
+def scan(
+    buffer: bytes,
+    position: int,
+    out: list[bytes],
+    values: dict[bytes, bytes],
+    value_for: Callable[[bytes], bytes],
+    signing: tuple[bytes, bytes, Any, tuple[bytes, ...]] | None,
+    click: bool,
+    cache_limit: int,
+    max_held: int,
+    utf8: bool,
+    /,
+) -> int: ...

@@ -1,0 +1,133 @@
+"""The compiled inner loop of the rewriter (middleware/_speedups.c) against the pure-Python reading: the same
+bytes out for any input, any chunking and every kind of link source, and the same links as the Python
+click makers sign."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_rewrite import _DOCUMENTS, FakeLinks
+
+import trackgate.rewrite
+from trackgate import HtmlRewriter, Settings, TrackingLinks, rewrite_html
+
+SETTINGS = Settings.from_environ({}, secret_key="speedups-key", base_url="https://t.example.org")
+METADATA = {"recipient": "r-1", "campaign": 7, "name": "Zoë"}
+
+# Bytes that make tags, attributes, comments and the constructs the loop hands back, in any order.
+_SOUP = st.lists(
+    st.sampled_from(
+        [
+            *["<", ">", "/", "!", "-", "?", "=", '"', "'", " ", "\n", "a", "A", "x", "&", "[", "{", "%", "*", "|"],
+            *["href", "HREF", "area", "body", "svg", "math", "script", "title", "html", "data-trackgate", "off"],
+            *["<!--", "-->", "--!>", "<![CDATA[", "]]>", "<!DOCTYPE", "https://", "http://", "//", "x.org", "é"],
+            *["<a href=", '<a href="https://s.org/p?q=1">', "<area href='http://s.org/'>", "</body>", "</a>"],
+            *["&amp;", "&amp", "\u0085", "\u00e9", "https://s.org/x?a=1&amp;b=2", "{{", "%%", "\t"],
+        ]
+    ),
+    max_size=60,
+).map("".join)
+
+
+def rewritten(doc: bytes, links: Any, *, compiled: bool, cuts: list[int] | None = None, **options: Any) -> bytes:
+    with pytest.MonkeyPatch.context() as patch:
+        if not compiled:
+            patch.setattr(trackgate.rewrite, "fast_scan", None)
+        rewriter = HtmlRewriter(links, **options)
+        edges = sorted({min(c, len(doc)) for c in cuts or []})
+        parts = [doc[a:b] for a, b in zip([0, *edges], [*edges, len(doc)], strict=True)]
+        return b"".join(rewriter.feed(part) for part in parts) + rewriter.close()
+
+
+def both_ways(doc: bytes, links: Any, cuts: list[int] | None = None, **options: Any) -> bytes:
+    options.setdefault("charset", "utf-8")
+    compiled = rewritten(doc, links, compiled=True, cuts=cuts, **options)
+    assert compiled == rewritten(doc, links, compiled=False, cuts=cuts, **options)
+    return compiled
+
+
+def sources() -> Iterator[tuple[str, Any, dict[str, Any]]]:
+    links = TrackingLinks(SETTINGS)
+    page = links.for_page("https://shop.example.org/p", "https://shop.example.org")
+    yield "fake", FakeLinks(), {}
+    yield "email", links, {"metadata": METADATA}
+    yield "email-without-metadata", links, {}
+    yield "page", page, {"page_host": "shop.example.org", "scope": "all"}
+    yield "page-outbound", page, {"page_host": "shop.example.org", "scope": "outbound"}
+    yield "page-metadata", page, {"metadata": {"list": 3}}
+
+
+SOURCES = list(sources())
+
+
+def test_the_compiled_loop_is_built() -> None:
+    # CI and the README's commands install with a C compiler; without one trackgate runs on the Python reading.
+    assert trackgate.rewrite.fast_scan is not None
+
+
+@pytest.mark.parametrize(("name", "links", "options"), SOURCES, ids=[s[0] for s in SOURCES])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=st.one_of(_DOCUMENTS, _SOUP), cuts=st.lists(st.integers(0, 400), max_size=6))
+def test_any_document_gives_the_same_bytes_both_ways(
+    name: str, links: Any, options: dict[str, Any], doc: str, cuts: list[int]
+) -> None:
+    both_ways(doc.encode(), links, cuts, **options)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.binary(max_size=200), cuts=st.lists(st.integers(0, 200), max_size=4))
+def test_any_bytes_give_the_same_bytes_both_ways(data: bytes, cuts: list[int]) -> None:
+    both_ways(data, TrackingLinks(SETTINGS), cuts, metadata=METADATA, charset="windows-1252")
+
+
+@settings(max_examples=100, deadline=None)
+@given(path=st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=190))
+def test_a_plain_link_is_signed_as_the_python_maker_signs_it(path: str) -> None:
+    # Every printable ASCII path: the loop signs it, or leaves it to the Python maker (quotes, "&", merge tags,
+    # payloads long enough to compress), and either way the link is the one clicks_for makes.
+    links = TrackingLinks(SETTINGS)
+    for quote in ('"', "'"):
+        doc = f"<a href={quote}https://s.example.org/{path}{quote}>x</a>".encode()
+        assert both_ways(doc, links, metadata=METADATA, open_tracking=False) == both_ways(
+            doc, links, metadata=METADATA, open_tracking=False, cuts=[3, 17]
+        )
+
+
+def test_the_signed_links_decode_to_their_destinations() -> None:
+    links = TrackingLinks(SETTINGS)
+    urls = [f"https://shop.example.org/item-{i}?ref=nl" for i in range(50)]
+    doc = "".join(f'<a href="{url}">{i}</a>' for i, url in enumerate(urls)).encode()
+    out = both_ways(doc, links, metadata=METADATA, open_tracking=False)
+    found = [chunk.split(b'"', 1)[0].decode() for chunk in out.split(b'href="')[1:]]
+    assert [links.decode(link).tracked_url for link in found] == urls
+    assert all(links.decode(link).metadata == METADATA for link in found)
+
+
+def test_encrypted_links_are_left_to_the_python_maker() -> None:
+    pytest.importorskip("cryptography")
+    links = TrackingLinks(SETTINGS.replace(encryption_key="speedups-encryption"))
+    assert links.click_signing(METADATA) is None
+    out = rewrite_html(b'<a href="https://s.example.org/">x</a>', links, open_tracking=False)
+    token = out.split(b"/_tg/c/")[1].split(b'"')[0].decode()
+    assert "." not in token  # sealed, not signed
+    assert links.decode(token).tracked_url == "https://s.example.org/"
+
+
+def test_the_benchmark_documents_give_the_same_bytes_both_ways(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    generator = Path(__file__).resolve().parents[2] / "shared" / "bench" / "gen_docs.py"
+    if not generator.exists():
+        pytest.skip("the benchmark document generator is not beside the project")
+    subprocess.run([sys.executable, str(generator), str(tmp_path)], check=True, capture_output=True)
+    links = TrackingLinks(SETTINGS)
+    for name in ("email.html", "page.html"):
+        doc = (tmp_path / name).read_bytes()
+        out = both_ways(doc, links, metadata=METADATA, cuts=[1000, 50_000, 333_333])
+        assert out.count(b"/_tg/c/") > 100
