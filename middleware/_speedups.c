@@ -25,6 +25,8 @@
 
 static PyObject *b2a_base64;     /* binascii.b2a_base64 */
 static PyObject *zlib_compress;  /* zlib.compress */
+static PyObject *a2b_base64;     /* binascii.a2b_base64 */
+static PyObject *compare_digest; /* hmac.compare_digest */
 static PyObject *str_copy, *str_update, *str_digest;
 
 static inline int is_ws(unsigned char c) {
@@ -219,16 +221,17 @@ static int put_base64(PyObject *data, char *out, Py_ssize_t *used, Py_ssize_t ro
 /* Whether rewrite.py would leave an href alone, track it, or must look closer. */
 enum { LEAVE, SIGN, ASK };
 
-/* The href's text as rewrite.py reads it, into url (room for raw_len bytes): the value with "&amp;" decoded,
- * UTF-8 kept as it is in a UTF-8 document. ASK for anything else that needs reading: another character
+/* The href's text as rewrite.py reads it, into url (room for raw_len bytes): the value with "&amp;" decoded
+ * (unless literal: a URL given as text), UTF-8 kept as it is in a UTF-8 document. ASK for anything else that needs reading: another character
  * reference, whitespace or controls (stripped or dropped there), backslashes and quotes (escaped in JSON),
  * merge tags, bytes of another charset. */
-static int read_href(const unsigned char *raw, Py_ssize_t raw_len, int utf8, unsigned char *url, Py_ssize_t *len) {
+static int read_href(const unsigned char *raw, Py_ssize_t raw_len, int utf8, int literal, unsigned char *url,
+                     Py_ssize_t *len) {
     Py_ssize_t used = 0;
     int wide = 0;
     for (Py_ssize_t k = 0; k < raw_len; k++) {
         unsigned char c = raw[k];
-        if (c == '&') {
+        if (c == '&' && !literal) {
             if (k + 5 > raw_len || memcmp(raw + k, "&amp;", 5) != 0) return ASK;
             k += 4;
         } else if (c < 0x21 || c == 0x7f || c == '\\' || c == '"' || c == '\'') {
@@ -282,10 +285,10 @@ static int read_href(const unsigned char *raw, Py_ssize_t raw_len, int utf8, uns
  * (compact JSON, zlib'd when that is shorter, base64, HMAC). NULL with no exception set: rewrite.py must
  * decide (*leave: it would leave the link as it is). */
 static PyObject *signed_value(const Signing *signing, const unsigned char *raw, Py_ssize_t raw_len, int utf8,
-                              int *leave) {
-    unsigned char mark = '"';
+                              int literal, int *leave) {
+    unsigned char mark = literal ? 0 : '"';  /* the quotes around the value written (none for a URL as text) */
     *leave = 0;
-    if (raw_len >= 2 && (raw[0] == '"' || raw[0] == '\'')) {
+    if (!literal && raw_len >= 2 && (raw[0] == '"' || raw[0] == '\'')) {
         mark = raw[0];
         raw += 1;
         raw_len -= 2;
@@ -295,7 +298,7 @@ static PyObject *signed_value(const Signing *signing, const unsigned char *raw, 
     PyObject *payload = PyBytes_FromStringAndSize(NULL, 7 + raw_len + signing->tail_len);
     if (!payload) return NULL;
     unsigned char *p = (unsigned char *)PyBytes_AS_STRING(payload);
-    int kind = read_href(raw, raw_len, utf8, p + 6, &len);
+    int kind = read_href(raw, raw_len, utf8, literal, p + 6, &len);
     if (kind != SIGN) {
         Py_DECREF(payload);
         *leave = kind == LEAVE;
@@ -338,7 +341,7 @@ static PyObject *signed_value(const Signing *signing, const unsigned char *raw, 
     if (!value) goto fail;
     char *out = PyBytes_AS_STRING(value);
     Py_ssize_t used = 0;
-    out[used++] = (char)mark;
+    if (mark) out[used++] = (char)mark;
     memcpy(out + used, signing->start, (size_t)signing->start_len);
     used += signing->start_len;
     Py_ssize_t body_at = used;
@@ -356,14 +359,14 @@ static PyObject *signed_value(const Signing *signing, const unsigned char *raw, 
     out[used++] = '.';
     if (put_base64(digest, out, &used, room) < 0) goto fail;
     if (used + 1 > room) goto overflow;
-    out[used++] = (char)mark;
+    if (mark) out[used++] = (char)mark;
     Py_DECREF(payload);
     Py_XDECREF(packed);
     Py_DECREF(body);
     Py_DECREF(mac);
     Py_DECREF(done);
     Py_DECREF(digest);
-    if (used - 2 - signing->start_len > MAX_TOKEN_CHARS) {  /* tokens.py refuses it: rewrite.py decides */
+    if (used - (mark ? 2 : 0) - signing->start_len > MAX_TOKEN_CHARS) {  /* tokens.py refuses it */
         Py_DECREF(value);
         return NULL;
     }
@@ -419,7 +422,7 @@ static PyObject *link_value(PyObject *values, PyObject *value_for, const Signing
     PyObject *value = NULL;
     if (signing) {
         int leave;
-        value = signed_value(signing, raw, raw_len, utf8, &leave);
+        value = signed_value(signing, raw, raw_len, utf8, 0, &leave);
         if (!value && PyErr_Occurred()) {
             Py_DECREF(key);
             return NULL;
@@ -547,7 +550,137 @@ static PyObject *scan(PyObject *module, PyObject *args) {
     return PyLong_FromSsize_t(i);
 }
 
+/* links.py's click_url for a plain URL, as text: origin, prefix and token, or None (links.py decides). */
+static PyObject *sign_click(PyObject *module, PyObject *args) {
+    PyObject *url, *fast;
+    if (!PyArg_ParseTuple(args, "UO", &url, &fast)) return NULL;
+    Signing signing;
+    if (read_signing(fast, &signing) < 0) return NULL;
+    Py_ssize_t len;
+    const char *text = PyUnicode_AsUTF8AndSize(url, &len);
+    if (!text) {  /* lone surrogates: links.py says what is wrong */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    int leave;
+    PyObject *value = signed_value(&signing, (const unsigned char *)text, len, 1, 1, &leave);
+    if (!value) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *link = PyUnicode_FromStringAndSize(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
+    Py_DECREF(value);
+    return link;
+}
+
+/* Whether links.check_url passes a URL by its patterns alone (a plain http(s) URL with a host name); False
+ * for every URL that needs its closer look, or is refused. */
+static PyObject *plain_url(PyObject *module, PyObject *url) {
+    if (!PyUnicode_Check(url)) Py_RETURN_FALSE;
+    Py_ssize_t len;
+    const char *text = PyUnicode_AsUTF8AndSize(url, &len);
+    if (!text) {
+        PyErr_Clear();
+        Py_RETURN_FALSE;
+    }
+    if (len > MAX_URL_CHARS * 4) Py_RETURN_FALSE;
+    unsigned char small[512];
+    unsigned char *copy = len <= (Py_ssize_t)sizeof small ? small : PyMem_Malloc((size_t)len + 1);
+    if (!copy) return PyErr_NoMemory();
+    Py_ssize_t used;
+    int kind = read_href((const unsigned char *)text, len, 1, 1, copy, &used);
+    if (copy != small) PyMem_Free(copy);
+    if (kind == SIGN && PyUnicode_GET_LENGTH(url) <= MAX_URL_CHARS) Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
+}
+
+/* tokens.py's reading of a signed token whose payload is not compressed: the payload when one of the keys'
+ * HMAC states (newest first) signed it, else None (tokens.py then reads it and says what is wrong). */
+static PyObject *unsign(PyObject *module, PyObject *args) {
+    PyObject *token, *macs;
+    if (!PyArg_ParseTuple(args, "UO!", &token, &PyTuple_Type, &macs)) return NULL;
+    if (!PyUnicode_IS_ASCII(token)) Py_RETURN_NONE;
+    const char *text = (const char *)PyUnicode_DATA(token);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(token);
+    if (len > MAX_TOKEN_CHARS) Py_RETURN_NONE;
+    const char *dot = NULL;
+    for (Py_ssize_t k = len - 1; k >= 0; k--) {
+        if (text[k] == '.') {
+            dot = text + k;
+            break;
+        }
+    }
+    if (!dot || dot == text || dot == text + len - 1 || text[0] == '.') Py_RETURN_NONE;  /* none, or zlib'd */
+    Py_ssize_t body_len = dot - text, signature_len = len - body_len - 1;
+    PyObject *body = PyBytes_FromStringAndSize(text, body_len);
+    if (!body) return NULL;
+    PyObject *expected = PyBytes_FromStringAndSize(dot + 1, signature_len);
+    if (!expected) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    int verified = 0;
+    for (Py_ssize_t m = 0; m < PyTuple_GET_SIZE(macs) && !verified; m++) {
+        PyObject *mac = PyObject_CallMethodNoArgs(PyTuple_GET_ITEM(macs, m), str_copy);
+        PyObject *done = mac ? PyObject_CallMethodOneArg(mac, str_update, body) : NULL;
+        PyObject *digest = done ? PyObject_CallMethodNoArgs(mac, str_digest) : NULL;
+        char signature[64];
+        Py_ssize_t signature_used = 0;
+        PyObject *made = NULL;
+        if (digest && put_base64(digest, signature, &signature_used, (Py_ssize_t)sizeof signature) == 0) {
+            made = PyBytes_FromStringAndSize(signature, signature_used);
+        }
+        PyObject *same = made ? PyObject_CallFunctionObjArgs(compare_digest, made, expected, NULL) : NULL;
+        Py_XDECREF(mac);
+        Py_XDECREF(done);
+        Py_XDECREF(digest);
+        Py_XDECREF(made);
+        if (!same) {
+            Py_DECREF(body);
+            Py_DECREF(expected);
+            return NULL;
+        }
+        verified = same == Py_True;
+        Py_DECREF(same);
+    }
+    Py_DECREF(expected);
+    if (!verified) {
+        Py_DECREF(body);
+        Py_RETURN_NONE;
+    }
+    /* URL-safe base64 without padding, as binascii reads it (tokens.py's _b64decode) */
+    PyObject *standard = PyBytes_FromStringAndSize(NULL, body_len + 3);
+    if (!standard) {
+        Py_DECREF(body);
+        return NULL;
+    }
+    char *out = PyBytes_AS_STRING(standard);
+    for (Py_ssize_t k = 0; k < body_len; k++) {
+        char c = text[k];
+        out[k] = c == '-' ? '+' : c == '_' ? '/' : c;
+    }
+    Py_ssize_t padding = (4 - body_len % 4) % 4;
+    for (Py_ssize_t k = 0; k < padding; k++) out[body_len + k] = '=';
+    Py_DECREF(body);
+    if (_PyBytes_Resize(&standard, body_len + padding) < 0) return NULL;
+    PyObject *payload = PyObject_CallOneArg(a2b_base64, standard);
+    Py_DECREF(standard);
+    if (!payload) {  /* not base64 after all: tokens.py says so */
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    return payload;
+}
+
 static PyMethodDef methods[] = {
+    {"plain_url", plain_url, METH_O,
+     "plain_url(url) -> bool\n\nWhether links.check_url passes url by its patterns alone."},
+    {"unsign", unsign, METH_VARARGS,
+     "unsign(token, macs) -> bytes | None\n\n"
+     "The payload of a signed, uncompressed token one of the HMAC states signed; None for tokens.py to read."},
+    {"sign_click", sign_click, METH_VARARGS,
+     "sign_click(url, signing) -> str | None\n\n"
+     "links.py's click link for a plain http(s) URL (signing: a ClickSigning), or None for links.py to make."},
     {"scan", scan, METH_VARARGS,
      "scan(buffer, position, out, values, value_for, signing, click, cache_limit, max_held, utf8) -> position\n\n"
      "Emit buffer[position:] into out up to the first construct rewrite.py must handle; see rewrite.py."},
@@ -562,8 +695,14 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     PyObject *binascii = PyImport_ImportModule("binascii");
     if (!binascii) return NULL;
     b2a_base64 = PyObject_GetAttrString(binascii, "b2a_base64");
+    a2b_base64 = PyObject_GetAttrString(binascii, "a2b_base64");
     Py_DECREF(binascii);
-    if (!b2a_base64) return NULL;
+    if (!b2a_base64 || !a2b_base64) return NULL;
+    PyObject *hmac = PyImport_ImportModule("hmac");
+    if (!hmac) return NULL;
+    compare_digest = PyObject_GetAttrString(hmac, "compare_digest");
+    Py_DECREF(hmac);
+    if (!compare_digest) return NULL;
     PyObject *zlib = PyImport_ImportModule("zlib");
     if (!zlib) return NULL;
     zlib_compress = PyObject_GetAttrString(zlib, "compress");

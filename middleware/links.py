@@ -27,6 +27,15 @@ from .fastjson import encode_string
 from .settings import Settings
 from .tokens import LegacyPytrackingCodec, Purpose, TokenCodec, json_text
 
+# click_url for a plain http(s) URL in C (_speedups.c), built wherever a C compiler was at hand: the same
+# link as the Python code below makes (tests compare both); None for the rest, or without the module.
+sign_click: Callable[[str, tuple[bytes, bytes, Any, tuple[bytes, ...]]], str | None] | None
+plain_url: Callable[[object], bool] | None
+try:
+    from ._speedups import plain_url, sign_click
+except ImportError:  # pragma: no cover
+    sign_click = plain_url = None
+
 MAX_URL_CHARS = 4096
 # A page view's referrer rides in its pixel's URL: a longer one is left out rather than push that URL past
 # what servers take in a request line (gunicorn's default limit is 4,094 bytes).
@@ -53,6 +62,8 @@ _SEGMENT_KIND: dict[str, Purpose] = {"c": "click", "o": "open"}
 
 def check_url(url: str) -> str:
     """``url`` if it may be a link destination, else ``BadURL`` saying why."""
+    if plain_url is not None and plain_url(url):  # the common case, in C: the patterns below would pass it
+        return url
     if not isinstance(url, str):
         raise BadURL(repr(url), "not a string")
     if len(url) > MAX_URL_CHARS:
@@ -180,13 +191,16 @@ class ClickSigning(NamedTuple):
     marks: tuple[bytes, ...]  # the prefixes of our own tracking URLs (is_tracking_url)
 
 
+_NO_METADATA_TAIL = b"}"
+
+
 def _click_signing(codec: TokenCodec, start: str, metadata: Mapping[str, Any] | None, marks: tuple[str, ...]
                    ) -> ClickSigning | None:
     mac = codec.signing_state("click")
     # Written into an attribute value as they are: nothing that would need escaping there.
     if mac is None or not all(text.isascii() for text in (start, *marks)) or any(c in start for c in "&\"'<>"):
         return None
-    tail = ',"m":' + json_text(dict(metadata)) + "}" if metadata else "}"
+    tail = ',"m":' + json_text(dict(metadata)) + "}" if metadata else _NO_METADATA_TAIL.decode()
     try:
         tail_bytes = tail.encode()
     except UnicodeEncodeError:  # lone surrogates: the Python maker reports them per link
@@ -246,6 +260,9 @@ class TrackingLinks:
         self._marks = self._tracking_marks(self.base_url)
         # lru_cache is bounded and thread-safe; keyed by (base, destination), holding only public links.
         self._page_click = functools.lru_cache(maxsize=PAGE_LINK_CACHE_SIZE)(self._make_page_click)
+        # What sign_click needs for links made here (None: the Python code makes every link).
+        plain = self.click_signing(None) if self.base_url is not None else None
+        self._plain_signing = None if plain is None else (plain.start, plain.mac)
 
     # --- making links ---------------------------------------------------------------------------------
     def click_url(
@@ -256,6 +273,15 @@ class TrackingLinks:
         expires_in: float | datetime.timedelta | None = None,
     ) -> str:
         """A link that records a click and redirects to ``url`` (``BadURL`` for unsafe destinations)."""
+        plain = self._plain_signing
+        if plain is not None and expires_in is None and sign_click is not None and type(url) is str:
+            try:
+                tail = _NO_METADATA_TAIL if not metadata else (',"m":' + json_text(dict(metadata)) + "}").encode()
+            except (TypeError, ValueError):
+                tail = b""  # metadata that cannot be a link's: the code below says so, after the URL's faults
+            link = sign_click(url, (plain[0], tail, plain[1], ())) if tail else None
+            if link is not None:
+                return link
         return self._require_base() + self.click_path(url, metadata, expires_in=expires_in)
 
     def open_url(

@@ -25,7 +25,7 @@ import os
 import re
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from itsdangerous import Signer
@@ -33,6 +33,14 @@ from itsdangerous.encoding import want_bytes
 
 from .errors import BadToken, ConfigError, ForeignToken, TokenExpired
 from .fastjson import compact_encoder, loads
+
+# Reading a plain signed token in C (_speedups.c), where it was built; tokens it does not read (compressed,
+# forged, malformed) go through the Python code below, which says what is wrong.
+unsign: Callable[[str, tuple[Any, ...]], bytes | None] | None
+try:
+    from ._speedups import unsign
+except ImportError:  # pragma: no cover
+    unsign = None
 
 try:  # the cryptography extra
     from cryptography.exceptions import InvalidTag
@@ -233,7 +241,8 @@ class TokenCodec:
         if len(token) > MAX_TOKEN_CHARS:
             raise BadToken("token too long")
         if "." in token:
-            return _check_expiry(_parse_json(self._unsign(token, purpose)), now)
+            raw = unsign(token, self._macs[purpose]) if unsign is not None else None
+            return _check_expiry(_parse_json(raw if raw is not None else self._unsign(token, purpose)), now)
         if self._ciphers:
             return _check_expiry(_parse_json(self._unseal(token, purpose)), now)
         raise BadToken("not a signed token")

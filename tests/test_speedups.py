@@ -131,3 +131,100 @@ def test_the_benchmark_documents_give_the_same_bytes_both_ways(tmp_path: Path) -
         doc = (tmp_path / name).read_bytes()
         out = both_ways(doc, links, metadata=METADATA, cuts=[1000, 50_000, 333_333])
         assert out.count(b"/_tg/c/") > 100
+
+
+# --- click_url ---------------------------------------------------------------------------------------------
+
+_URL_TEXT = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=220).map(
+        lambda rest: "https://s.example.org/" + rest
+    ),
+    st.text(max_size=40).map(lambda rest: "http://s.example.org" + rest),
+    st.sampled_from(
+        [
+            "https://s.example.org/?a=1&amp;b=2", "HTTPS://S.example.org/", "//s.example.org/", "mailto:x@y.z",
+            "https://s.example.org:8443/", "https://user@s.example.org/", "https://bücher.example/",
+            "https://s.example.org/\x85", "https://s.example.org/\ud800", "https://s.example.org/é?q=ü",
+            "https://t.example.org/_tg/c/x", "https://s.example.org/{{id}}",
+        ]
+    ),
+)
+
+
+def click_url_outcome(links: TrackingLinks, url: str, metadata: Any, *, compiled: bool) -> object:
+    with pytest.MonkeyPatch.context() as patch:
+        if not compiled:
+            patch.setattr(trackgate.links, "sign_click", None)
+        try:
+            return links.click_url(url, metadata)
+        except Exception as error:
+            return type(error), str(error)
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=_URL_TEXT, metadata=st.sampled_from([None, {}, METADATA, {"n": float("nan")}, {"x": "y" * 300}]))
+def test_click_url_is_the_same_link_or_error_both_ways(url: str, metadata: Any) -> None:
+    links = TrackingLinks(SETTINGS)
+    assert click_url_outcome(links, url, metadata, compiled=True) == click_url_outcome(
+        links, url, metadata, compiled=False
+    )
+
+
+def test_click_url_in_c_makes_links_that_decode() -> None:
+    links = TrackingLinks(SETTINGS)
+    assert trackgate.links.sign_click is not None
+    link = links.click_url("https://s.example.org/p?a=1&b=2", METADATA)
+    result = links.decode(link)
+    assert (result.tracked_url, result.metadata) == ("https://s.example.org/p?a=1&b=2", METADATA)
+
+
+# --- check_url and reading tokens -------------------------------------------------------------------------
+
+
+def check_url_outcome(url: Any, *, compiled: bool) -> object:
+    with pytest.MonkeyPatch.context() as patch:
+        if not compiled:
+            patch.setattr(trackgate.links, "plain_url", None)
+        try:
+            return trackgate.links.check_url(url)
+        except Exception as error:
+            return type(error), str(error)
+
+
+@settings(max_examples=300, deadline=None)
+@given(url=st.one_of(_URL_TEXT, st.text(max_size=30), st.integers(), st.none()))
+def test_check_url_says_the_same_both_ways(url: Any) -> None:
+    assert check_url_outcome(url, compiled=True) == check_url_outcome(url, compiled=False)
+
+
+def loads_outcome(codec: Any, token: str, purpose: Any, *, compiled: bool) -> object:
+    with pytest.MonkeyPatch.context() as patch:
+        if not compiled:
+            patch.setattr(trackgate.tokens, "unsign", None)
+        try:
+            return codec.loads(token, purpose)
+        except Exception as error:
+            return type(error), str(error)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    url=_URL_TEXT,
+    edit=st.tuples(st.integers(0, 200), st.sampled_from(["", ".", "A", "-", "_", "=", "é", "\x00", "x.y"])),
+    cut=st.integers(0, 400),
+    purpose=st.sampled_from(["click", "open"]),
+)
+def test_a_token_reads_the_same_both_ways_however_it_was_altered(
+    url: str, edit: tuple[int, str], cut: int, purpose: str
+) -> None:
+    links = TrackingLinks(SETTINGS.replace(secret_key="newest,speedups-key"))
+    try:
+        token = TrackingLinks(SETTINGS)._codec.dumps({"u": url, "m": METADATA}, "click")
+    except ValueError:
+        return
+    at, text = edit
+    for candidate in (token, token[:at] + text + token[at + 1 :], token[:cut]):
+        codec = links._codec
+        assert loads_outcome(codec, candidate, purpose, compiled=True) == loads_outcome(
+            codec, candidate, purpose, compiled=False
+        )
