@@ -43,11 +43,11 @@ def environment(spool: Path, url: str, **extra: str) -> dict[str, str]:
     }
 
 
-def gunicorn(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], str]:
+def serve(env: dict[str, str], *command: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``python -m *command`` with "{port}" in it a free port, once it serves; the process and that port."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "dispatch_apps:app", "--bind", f"127.0.0.1:{port}",
-         "--log-level", "warning", *args],
+        [sys.executable, "-m", *(part.replace("{port}", str(port)) for part in command)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
     try:
@@ -56,7 +56,22 @@ def gunicorn(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], 
         process.kill()
         process.wait()
         raise
+    return process, port
+
+
+def gunicorn(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    process, port = serve(
+        env, "gunicorn", "dispatch_apps:app", "--bind", "127.0.0.1:{port}", "--log-level", "warning", *args
+    )
     return process, f"http://127.0.0.1:{port}"
+
+
+def uvicorn_asgi_app(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
+    """uvicorn serving dispatch_apps:asgi_app (trackgate's ASGI middleware, lifespan on), and its port."""
+    return serve(
+        env, "uvicorn", "--factory", "dispatch_apps:asgi_app", "--host", "127.0.0.1", "--port", "{port}",
+        "--log-level", "warning",
+    )
 
 
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 30) -> str:
@@ -195,15 +210,8 @@ def test_a_long_outage_keeps_memory_flat_because_the_backlog_is_on_disk(tmp_path
 def test_uvicorn_lifespan_shutdown_drains_what_the_app_recorded(tmp_path: Path) -> None:
     spool = tmp_path / "spool.sqlite3"
     slow = WebhookReceiver(latency=0.2).start()
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "dispatch_apps:asgi_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=environment(spool, slow.url, TRACKGATE_SHUTDOWN_TIMEOUT="20"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    process, port = uvicorn_asgi_app(environment(spool, slow.url, TRACKGATE_SHUTDOWN_TIMEOUT="20"))
     try:
-        wait_until_serving(port, process)
         assert httpx.get(f"http://127.0.0.1:{port}/?n=40", timeout=10).text == "ok"
         output = stop(process)
         # uvicorn re-raises the signal once its shutdown (lifespan included) is complete.
@@ -353,15 +361,8 @@ def test_a_spool_deleted_under_a_running_server_loses_no_event(hook: WebhookRece
     cache = tmp_path / "cache"
     spool = cache / "spool.sqlite3"
     hook.down()
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "dispatch_apps:asgi_app", "--host", "127.0.0.1",
-         "--port", str(port), "--log-level", "warning"],
-        env=environment(spool, hook.url, TRACKGATE_SHUTDOWN_TIMEOUT="1"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    process, port = uvicorn_asgi_app(environment(spool, hook.url, TRACKGATE_SHUTDOWN_TIMEOUT="1"))
     try:
-        wait_until_serving(port, process)
         assert httpx.get(f"http://127.0.0.1:{port}/?n=10", timeout=10).text == "ok"
         deadline = time.monotonic() + 20
         while peek_backlog(spool) != 10:

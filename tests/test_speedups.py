@@ -151,23 +151,27 @@ _URL_TEXT = st.one_of(
 )
 
 
-def click_url_outcome(links: TrackingLinks, url: str, metadata: Any, *, compiled: bool) -> object:
+def outcome(call: Any, switch: tuple[Any, str], *, compiled: bool) -> object:
+    """What ``call()`` returns or raises (type and message), with the compiled function ``switch`` names (module,
+    attribute) in place or set to None."""
     with pytest.MonkeyPatch.context() as patch:
         if not compiled:
-            patch.setattr(trackgate.links, "sign_click", None)
+            patch.setattr(*switch, None)
         try:
-            return links.click_url(url, metadata)
+            return call()
         except Exception as error:
             return type(error), str(error)
+
+
+def same_both_ways(call: Any, switch: tuple[Any, str]) -> None:
+    assert outcome(call, switch, compiled=True) == outcome(call, switch, compiled=False)
 
 
 @settings(max_examples=300, deadline=None)
 @given(url=_URL_TEXT, metadata=st.sampled_from([None, {}, METADATA, {"n": float("nan")}, {"x": "y" * 300}]))
 def test_click_url_is_the_same_link_or_error_both_ways(url: str, metadata: Any) -> None:
     links = TrackingLinks(SETTINGS)
-    assert click_url_outcome(links, url, metadata, compiled=True) == click_url_outcome(
-        links, url, metadata, compiled=False
-    )
+    same_both_ways(lambda: links.click_url(url, metadata), (trackgate.links, "sign_click"))
 
 
 def test_click_url_in_c_makes_links_that_decode() -> None:
@@ -181,30 +185,10 @@ def test_click_url_in_c_makes_links_that_decode() -> None:
 # --- check_url and reading tokens -------------------------------------------------------------------------
 
 
-def check_url_outcome(url: Any, *, compiled: bool) -> object:
-    with pytest.MonkeyPatch.context() as patch:
-        if not compiled:
-            patch.setattr(trackgate.links, "plain_url", None)
-        try:
-            return trackgate.links.check_url(url)
-        except Exception as error:
-            return type(error), str(error)
-
-
 @settings(max_examples=300, deadline=None)
 @given(url=st.one_of(_URL_TEXT, st.text(max_size=30), st.integers(), st.none()))
 def test_check_url_says_the_same_both_ways(url: Any) -> None:
-    assert check_url_outcome(url, compiled=True) == check_url_outcome(url, compiled=False)
-
-
-def loads_outcome(codec: Any, token: str, purpose: Any, *, compiled: bool) -> object:
-    with pytest.MonkeyPatch.context() as patch:
-        if not compiled:
-            patch.setattr(trackgate.tokens, "unsign", None)
-        try:
-            return codec.loads(token, purpose)
-        except Exception as error:
-            return type(error), str(error)
+    same_both_ways(lambda: trackgate.links.check_url(url), (trackgate.links, "plain_url"))
 
 
 @settings(max_examples=300, deadline=None)
@@ -224,7 +208,4 @@ def test_a_token_reads_the_same_both_ways_however_it_was_altered(
         return
     at, text = edit
     for candidate in (token, token[:at] + text + token[at + 1 :], token[:cut]):
-        codec = links._codec
-        assert loads_outcome(codec, candidate, purpose, compiled=True) == loads_outcome(
-            codec, candidate, purpose, compiled=False
-        )
+        same_both_ways(lambda: links._codec.loads(candidate, purpose), (trackgate.tokens, "unsign"))  # noqa: B023
