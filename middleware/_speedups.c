@@ -424,8 +424,14 @@ static PyObject *link_value(PyObject *values, PyObject *value_for, const Signing
         int leave;
         value = signed_value(signing, raw, raw_len, utf8, 0, &leave);
         if (!value && PyErr_Occurred()) {
-            Py_DECREF(key);
-            return NULL;
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) {  /* KeyboardInterrupt, SystemExit... */
+                Py_DECREF(key);
+                return NULL;
+            }
+            /* The Python maker meets the same error and decides: it leaves the link on ValueError and
+             * TrackgateError, and raises anything else itself. */
+            PyErr_Clear();
+            leave = 0;
         }
         if (!value && leave) value = PyBytes_FromStringAndSize("", 0);
         if (value && PyDict_GET_SIZE(values) < cache_limit && PyDict_SetItem(values, key, value) < 0) {

@@ -208,6 +208,16 @@ def _click_signing(codec: TokenCodec, start: str, metadata: Mapping[str, Any] | 
     return ClickSigning(start.encode(), tail_bytes, mac, tuple(mark.encode() for mark in marks))
 
 
+# The methods whose results the compiled rewriter reproduces when it signs a link itself.
+_SIGNING_METHODS = ("click_url", "click_path", "clicks_for", "is_tracking_url", "_click_maker", "_make_page_click")
+
+
+def _own_methods(obj: Any, cls: type, names: tuple[str, ...]) -> bool:
+    """Whether ``obj`` makes links with ``cls``'s own methods: none overridden by a subclass or on the instance."""
+    attributes = getattr(obj, "__dict__", {})
+    return all(getattr(type(obj), name, None) is getattr(cls, name) and name not in attributes for name in names)
+
+
 class LinkSource(Protocol):
     """What the HTML rewriter needs to make links."""
 
@@ -353,8 +363,8 @@ class TrackingLinks:
 
     def click_signing(self, metadata: Mapping[str, Any] | None = None) -> ClickSigning | None:
         """For the compiled rewriter: how ``clicks_for(metadata)`` signs plain links (None: it cannot)."""
-        if self.base_url is None:
-            return None
+        if self.base_url is None or not _own_methods(self, TrackingLinks, _SIGNING_METHODS):
+            return None  # (a subclass that tracks differently is asked for each link)
         return _click_signing(self._codec, self.base_url + self._click_prefix, metadata, self._marks)
 
     def for_page(self, page_url: str, base_url: str, *, referrer: str | None = None) -> PageLinks:
@@ -520,6 +530,10 @@ class PageLinks:
     def click_signing(self, metadata: Mapping[str, Any] | None = None) -> ClickSigning | None:
         """For the compiled rewriter: how ``clicks_for(metadata)`` signs plain absolute links."""
         links = self._links
+        if not _own_methods(self, PageLinks, ("click_url", "clicks_for", "is_tracking_url")) or not _own_methods(
+            links, TrackingLinks, _SIGNING_METHODS
+        ):
+            return None
         return _click_signing(links._codec, self._base + links._click_prefix, metadata, self._marks)
 
     def open_url(self, metadata: Mapping[str, Any] | None = None, *, title: str | None = None) -> str:

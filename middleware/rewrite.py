@@ -399,7 +399,7 @@ class HtmlRewriter:
 
     def _after_tag(self, end_tag: bool, name: bytes, tag: bytes = b"") -> None:
         """What a tag starts or ends, once it has been emitted (links are rewritten in _handle)."""
-        if name in (b"body", b"html"):
+        if name == b"body" or (name == b"html" and not end_tag):  # (a whole </html> is passed over)
             self._document = True
         if end_tag:
             if name == b"body" and self._tail is not None:

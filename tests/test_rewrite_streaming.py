@@ -96,3 +96,10 @@ def test_a_document_ending_inside_a_tag_keeps_that_tag_s_bytes() -> None:
     out = rewrite_html(doc, FakeLinks())
     assert out.endswith("<div title=\"oops> <a href='https://y.org/'>")
     assert "https://x.org/" not in out and "o/pixel" not in out
+
+
+def test_a_long_html_end_tag_makes_no_document_whatever_the_chunking() -> None:
+    # A whole </html> is passed over; streamed in pieces it must be too, or the pixel would depend on the cuts.
+    page = b"<p>x</p></html x=\"" + BIG + b"\">"
+    outs = {chunked(page, size, pixel_in_fragments=False) for size in (997, 65536, 1 << 20)}
+    assert outs == {page}

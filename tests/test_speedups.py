@@ -209,3 +209,28 @@ def test_a_token_reads_the_same_both_ways_however_it_was_altered(
     at, text = edit
     for candidate in (token, token[:at] + text + token[at + 1 :], token[:cut]):
         same_both_ways(lambda: links._codec.loads(candidate, purpose), (trackgate.tokens, "unsign"))  # noqa: B023
+
+
+def test_a_subclass_that_tells_its_own_links_apart_is_asked_for_each_link() -> None:
+    class WithUnsubscribe(TrackingLinks):
+        def is_tracking_url(self, url: str) -> bool:
+            return super().is_tracking_url(url) or url.startswith("https://unsub.example.org/")
+
+    links = WithUnsubscribe(SETTINGS)
+    doc = b'<a href="https://unsub.example.org/x">u</a><a href="https://s.example.org/">s</a>'
+    for metadata in (None, METADATA):
+        out = both_ways(doc, links, metadata=metadata, open_tracking=False)
+        assert out.startswith(b'<a href="https://unsub.example.org/x">')
+        assert out.count(b"/_tg/c/") == 1
+    both_ways(doc, links.for_page("https://s.example.org/p", "https://s.example.org"), open_tracking=False)
+
+
+def test_a_signing_error_leaves_the_link_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Refusing:
+        def copy(self) -> Any:
+            raise ValueError("this key cannot sign now")
+
+    links = TrackingLinks(SETTINGS)
+    monkeypatch.setattr(links._codec, "_macs", {"click": (Refusing(),), "open": (Refusing(),)})
+    doc = b'<a href="https://s.example.org/p">x</a>'
+    assert both_ways(doc, links, metadata=METADATA, open_tracking=False) == doc
