@@ -124,10 +124,16 @@ class Identity:
         # A returning visitor sends the same Cookie header request after request: read each one once.
         # Bounded and thread-safe; it holds only what clients sent and what it says, never a decision.
         self._read_cookies = functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)(self._read_cookie_header)
+        # The same for the commonest request of all, a returning visitor in the default set-up: its Visitor.
+        self._returning = functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)(self._returning_visitor)
 
     def resolve(self, cookie_header: str | None, query_string: str, gpc: str | None) -> VisitorState:
         if not cookie_header and gpc is None and self._implicit and self._param_marker not in query_string:
             return VisitorState(Visitor(new_code(), True, True), "store", None)  # a first visit: nothing to read
+        if cookie_header and gpc is None and self._always_consents and not query_string:
+            returning = self._returning(cookie_header) if len(cookie_header) <= COOKIE_CACHE_MAX_CHARS else None
+            if returning is not None:  # a returning visit: one look-up
+                return VisitorState(returning, None, returning.code, returning.code)
         cookies = known = None
         if cookie_header and (
             self._only_interesting in cookie_header
@@ -189,6 +195,14 @@ class Identity:
             samesite=settings.cookie_samesite.capitalize(),
             sync_expires=False,  # Max-Age alone: every browser in use honours it
         )
+
+    def _returning_visitor(self, header: str) -> Visitor | None:
+        """The visitor a Cookie header names when consent is implicit and nothing else in the request counts
+        (no query string, no Sec-GPC); None for any other header (none, or two different codes)."""
+        if self._only_interesting is None or self._only_interesting not in header:
+            return None
+        known = self._read_cookies(header)[1]
+        return Visitor(known, False, True) if known else None
 
     def _read_cookie_header(self, header: str) -> tuple[Mapping[str, str], str | None]:
         """The cookies (read-only: shared by every request sending this header) and the valid visitor code."""
