@@ -556,20 +556,37 @@ static PyObject *scan(PyObject *module, PyObject *args) {
     return PyLong_FromSsize_t(i);
 }
 
+/* A str's UTF-8: its own bytes when it is ASCII, else a new bytes object in *encoded (PyUnicode_AsUTF8 would
+ * keep a copy on the string for its lifetime). -1, no exception set, for lone surrogates. */
+static int utf8_of(PyObject *text, PyObject **encoded, const char **data, Py_ssize_t *len) {
+    if (PyUnicode_IS_ASCII(text)) {
+        *data = (const char *)PyUnicode_DATA(text);
+        *len = PyUnicode_GET_LENGTH(text);
+        return 0;
+    }
+    *encoded = PyUnicode_AsUTF8String(text);
+    if (!*encoded) {
+        PyErr_Clear();
+        return -1;
+    }
+    *data = PyBytes_AS_STRING(*encoded);
+    *len = PyBytes_GET_SIZE(*encoded);
+    return 0;
+}
+
 /* links.py's click_url for a plain URL, as text: origin, prefix and token, or None (links.py decides). */
 static PyObject *sign_click(PyObject *module, PyObject *args) {
     PyObject *url, *fast;
-    if (!PyArg_ParseTuple(args, "UO", &url, &fast)) return NULL;
+    if (!PyArg_ParseTuple(args, "UO!", &url, &PyTuple_Type, &fast)) return NULL;
     Signing signing;
     if (read_signing(fast, &signing) < 0) return NULL;
+    PyObject *encoded = NULL;
+    const char *text;
     Py_ssize_t len;
-    const char *text = PyUnicode_AsUTF8AndSize(url, &len);
-    if (!text) {  /* lone surrogates: links.py says what is wrong */
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
+    if (utf8_of(url, &encoded, &text, &len) < 0) Py_RETURN_NONE;  /* lone surrogates: links.py says so */
     int leave;
     PyObject *value = signed_value(&signing, (const unsigned char *)text, len, 1, 1, &leave);
+    Py_XDECREF(encoded);
     if (!value) {
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
@@ -582,21 +599,22 @@ static PyObject *sign_click(PyObject *module, PyObject *args) {
 /* Whether links.check_url passes a URL by its patterns alone (a plain http(s) URL with a host name); False
  * for every URL that needs its closer look, or is refused. */
 static PyObject *plain_url(PyObject *module, PyObject *url) {
-    if (!PyUnicode_Check(url)) Py_RETURN_FALSE;
+    if (!PyUnicode_Check(url) || PyUnicode_GET_LENGTH(url) > MAX_URL_CHARS) Py_RETURN_FALSE;
+    PyObject *encoded = NULL;
+    const char *text;
     Py_ssize_t len;
-    const char *text = PyUnicode_AsUTF8AndSize(url, &len);
-    if (!text) {
-        PyErr_Clear();
-        Py_RETURN_FALSE;
-    }
-    if (len > MAX_URL_CHARS * 4) Py_RETURN_FALSE;
+    if (utf8_of(url, &encoded, &text, &len) < 0) Py_RETURN_FALSE;
     unsigned char small[512];
     unsigned char *copy = len <= (Py_ssize_t)sizeof small ? small : PyMem_Malloc((size_t)len + 1);
-    if (!copy) return PyErr_NoMemory();
+    if (!copy) {
+        Py_XDECREF(encoded);
+        return PyErr_NoMemory();
+    }
     Py_ssize_t used;
     int kind = read_href((const unsigned char *)text, len, 1, 1, copy, &used);
     if (copy != small) PyMem_Free(copy);
-    if (kind == SIGN && PyUnicode_GET_LENGTH(url) <= MAX_URL_CHARS) Py_RETURN_TRUE;
+    Py_XDECREF(encoded);
+    if (kind == SIGN) Py_RETURN_TRUE;
     Py_RETURN_FALSE;
 }
 
@@ -633,6 +651,14 @@ static PyObject *unsign(PyObject *module, PyObject *args) {
         char signature[64];
         Py_ssize_t signature_used = 0;
         PyObject *made = NULL;
+        if (digest && PyBytes_Check(digest) && PyBytes_GET_SIZE(digest) != 32) {  /* not SHA-256: tokens.py reads it */
+            Py_DECREF(digest);
+            Py_DECREF(done);
+            Py_DECREF(mac);
+            Py_DECREF(body);
+            Py_DECREF(expected);
+            Py_RETURN_NONE;
+        }
         if (digest && put_base64(digest, signature, &signature_used, (Py_ssize_t)sizeof signature) == 0) {
             made = PyBytes_FromStringAndSize(signature, signature_used);
         }

@@ -284,9 +284,17 @@ class TrackingLinks:
     ) -> str:
         """A link that records a click and redirects to ``url`` (``BadURL`` for unsafe destinations)."""
         plain = self._plain_signing
-        if plain is not None and expires_in is None and sign_click is not None and type(url) is str:
+        if (
+            plain is not None
+            and expires_in is None
+            and sign_click is not None
+            and plain_url is not None
+            and (metadata is None or type(metadata) is dict)  # read twice below when C declines: no iterators
+            and type(url) is str
+            and plain_url(url)  # check_url passes it: the metadata's faults are the first either way
+        ):
             try:
-                tail = _NO_METADATA_TAIL if not metadata else (',"m":' + json_text(dict(metadata)) + "}").encode()
+                tail = _NO_METADATA_TAIL if not metadata else (',"m":' + json_text(metadata) + "}").encode()
             except (TypeError, ValueError):
                 tail = b""  # metadata that cannot be a link's: the code below says so, after the URL's faults
             link = sign_click(url, (plain[0], tail, plain[1], ())) if tail else None

@@ -234,3 +234,19 @@ def test_a_signing_error_leaves_the_link_both_ways(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(links._codec, "_macs", {"click": (Refusing(),), "open": (Refusing(),)})
     doc = b'<a href="https://s.example.org/p">x</a>'
     assert both_ways(doc, links, metadata=METADATA, open_tracking=False) == doc
+
+
+def test_click_url_reads_metadata_once_and_after_the_urls_faults() -> None:
+    links = TrackingLinks(SETTINGS)
+
+    class Exploding(dict):  # type: ignore[type-arg]
+        def items(self) -> Any:
+            raise KeyError("exploding metadata")
+
+    cases = [
+        ("HTTPS://s.example.org/", lambda: iter([("r", "r-42")])),  # an iterator: read twice, it would be empty
+        ("https://s.example.org/", lambda: iter([("big", "x" * 70_000)])),
+        ("javascript:alert(1)", lambda: {"n": Exploding(a=1)}),  # the URL's fault comes first
+    ]
+    for url, metadata in cases:
+        same_both_ways(lambda: links.click_url(url, metadata()), (trackgate.links, "sign_click"))  # noqa: B023
