@@ -1,5 +1,6 @@
 """The wheel a user installs: built from the source tree, installed into a fresh virtual environment, it
-holds only the ``trackgate`` package (with py.typed) and imports from site-packages."""
+holds only the ``trackgate`` package (with py.typed and the compiled inner loop) and imports from
+site-packages."""
 
 from __future__ import annotations
 
@@ -47,20 +48,22 @@ def test_installed_wheel_imports_from_site_packages(wheel: Path, tmp_path: Path)
         timeout=90,
     )
     probe = (
-        "import importlib.util, trackgate, trackgate.adapters\n"
+        "import importlib.util, trackgate, trackgate.adapters, trackgate._speedups\n"
         "print(trackgate.__file__)\n"
         "print(trackgate.adapters.__file__)\n"
         "print(importlib.util.find_spec('middleware'))\n"
         "print(importlib.util.find_spec('adapters'))\n"
+        "print(trackgate._speedups.__file__)\n"
     )
     # Run from the venv folder so that the source tree is not on sys.path by accident.
     result = subprocess.run(
         [str(python), "-I", "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
     )
-    package, adapters, middleware, top_adapters = result.stdout.splitlines()
+    package, adapters, middleware, top_adapters, compiled = result.stdout.splitlines()
     site = str(venv / "lib")
     assert package.startswith(site) and "site-packages" in package
     assert adapters.startswith(site)
+    assert compiled.startswith(site)  # the rewriter's compiled inner loop, built with the wheel
     assert str(ROOT) not in package + adapters
     assert middleware == "None"
     assert top_adapters == "None"
