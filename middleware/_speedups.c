@@ -11,7 +11,7 @@
  * here when the rewriter passes a ClickSigning (links.py): the same JSON, zlib, base64 and HMAC as links.py's
  * click maker, through the zlib and binascii modules and the HMAC state it hands over.
  * Every other value is the rewriter's _link_value() to decide. A tag longer than max_held (rewrite.py's
- * MAX_HELD) is never rewritten.
+ * MAX_HELD) is never rewritten; in the outbound scope a link to the page's own host (own_host) stays.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -196,6 +196,8 @@ typedef struct {
     Py_ssize_t tail_len;
     PyObject *mac;    /* an HMAC state: copy(), update(), digest() */
     PyObject *marks;  /* tuple of bytes: prefixes of our own tracking URLs */
+    const char *own_host;  /* outbound scope: the page's own host, in lower case (its links stay); or NULL */
+    Py_ssize_t own_host_len;
 } Signing;
 
 /* base64 without padding, URL-safe, appended to out (binascii does the encoding). */
@@ -312,6 +314,15 @@ static PyObject *signed_value(const Signing *signing, const unsigned char *raw, 
         if (prefix_len <= len && memcmp(url, PyBytes_AS_STRING(prefix), (size_t)prefix_len) == 0) {
             Py_DECREF(payload);
             *leave = 1;  /* already one of our links */
+            return NULL;
+        }
+    }
+    if (signing->own_host) {  /* rewrite.py's outbound scope: a link to the page's own host stays */
+        Py_ssize_t start = url[4] == 's' ? 8 : 7, end = start;
+        while (end < len && url[end] != '/' && url[end] != '?' && url[end] != '#') end++;
+        if (end - start == signing->own_host_len && same_lower(url + start, signing->own_host, end - start)) {
+            Py_DECREF(payload);
+            *leave = 1;
             return NULL;
         }
     }
@@ -469,21 +480,31 @@ static int read_signing(PyObject *fast, Signing *signing) {
     signing->tail_len = PyBytes_GET_SIZE(tail);
     signing->mac = mac;
     signing->marks = marks;
+    signing->own_host = NULL;
+    signing->own_host_len = 0;
     return 0;
 }
 
 static PyObject *scan(PyObject *module, PyObject *args) {
-    PyObject *buffer, *out, *values, *value_for, *fast;
+    PyObject *buffer, *out, *values, *value_for, *fast, *own_host;
     Py_ssize_t position, cache_limit, max_held;
     int click, utf8;
-    if (!PyArg_ParseTuple(args, "SnO!O!OOpnnp", &buffer, &position, &PyList_Type, &out, &PyDict_Type, &values,
-                          &value_for, &fast, &click, &cache_limit, &max_held, &utf8)) {
+    if (!PyArg_ParseTuple(args, "SnO!O!OOpnnpO", &buffer, &position, &PyList_Type, &out, &PyDict_Type, &values,
+                          &value_for, &fast, &click, &cache_limit, &max_held, &utf8, &own_host)) {
         return NULL;
     }
     Signing signing_storage;
     const Signing *signing = NULL;
     if (fast != Py_None) {
         if (read_signing(fast, &signing_storage) < 0) return NULL;
+        if (own_host != Py_None) {
+            if (!PyBytes_Check(own_host)) {
+                PyErr_SetString(PyExc_TypeError, "own_host must be bytes or None");
+                return NULL;
+            }
+            signing_storage.own_host = PyBytes_AS_STRING(own_host);
+            signing_storage.own_host_len = PyBytes_GET_SIZE(own_host);
+        }
         signing = &signing_storage;
     }
     const unsigned char *s = (const unsigned char *)PyBytes_AS_STRING(buffer);
@@ -714,7 +735,8 @@ static PyMethodDef methods[] = {
      "sign_click(url, signing) -> str | None\n\n"
      "links.py's click link for a plain http(s) URL (signing: a ClickSigning), or None for links.py to make."},
     {"scan", scan, METH_VARARGS,
-     "scan(buffer, position, out, values, value_for, signing, click, cache_limit, max_held, utf8) -> position\n\n"
+     "scan(buffer, position, out, values, value_for, signing, click, cache_limit, max_held, utf8, own_host)"
+     " -> position\n\n"
      "Emit buffer[position:] into out up to the first construct rewrite.py must handle; see rewrite.py."},
     {NULL, NULL, 0, NULL},
 };

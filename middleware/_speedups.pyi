@@ -12,6 +12,7 @@ def scan(
     cache_limit: int,
     max_held: int,
     utf8: bool,
+    own_host: bytes | None,
     /,
 ) -> int: ...
 

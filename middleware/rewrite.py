@@ -183,12 +183,17 @@ class HtmlRewriter:
             else functools.partial(links.click_url, metadata=self._metadata)
         )
         self._click = click_tracking
+        self._outbound_only = scope == "outbound"
+        self._page_host = _host_and_port("//" + page_host) if page_host else None
         # The compiled loop signs plain links itself when the link source tells it how (TrackingLinks and
-        # PageLinks do), except where the page's own host must be told apart (outbound scope).
+        # PageLinks do). In the outbound scope it tells the page's own host apart when that is a plain host
+        # name (links to a port are its to hand back); with a port of the page's own, the code below does it.
+        own = self._page_host if self._outbound_only else None
+        self._own_host = own[0].encode() if own is not None and own[1] is None and own[0].isascii() else None
         click_signing = getattr(links, "click_signing", None)
         self._signing = (
             click_signing(self._metadata)
-            if click_signing is not None and click_tracking and not (scope == "outbound" and page_host)
+            if click_signing is not None and click_tracking and (own is None or self._own_host is not None)
             else None
         )
         self._pixel_at: str | None = pixel_position if open_tracking else None
@@ -196,10 +201,8 @@ class HtmlRewriter:
         # a page fetches into itself (htmx, Turbo frames, fetch()): that page was counted when it loaded.
         self._pixel_in_fragments = pixel_in_fragments
         self._document = False
-        self._outbound_only = scope == "outbound"
         # A protocol-relative link (//host/path) takes the document's scheme: the page's, or https in an email.
         self._relative_prefix = scheme + ":"
-        self._page_host = _host_and_port("//" + page_host) if page_host else None
         self._declared = charset
         self._codec: str | None = None
         self._decided = False  # charset known (or the document passes through untouched)
@@ -323,7 +326,7 @@ class HtmlRewriter:
                 # Up to the next construct that needs the code below (or the end), links rewritten.
                 position = fast_scan(
                     buffer, position, self._out, self._values, self._link_value, self._signing, self._click,
-                    _VALUE_CACHE_SIZE, MAX_HELD, self._codec == "utf_8",
+                    _VALUE_CACHE_SIZE, MAX_HELD, self._codec == "utf_8", self._own_host,
                 )
                 if position >= size:
                     break

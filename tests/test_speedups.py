@@ -28,6 +28,7 @@ _SOUP = st.lists(
             *["<!--", "-->", "--!>", "<![CDATA[", "]]>", "<!DOCTYPE", "https://", "http://", "//", "x.org", "é"],
             *["<a href=", '<a href="https://s.org/p?q=1">', "<area href='http://s.org/'>", "</body>", "</a>"],
             *["&amp;", "&amp", "\u0085", "\u00e9", "https://s.org/x?a=1&amp;b=2", "{{", "%%", "\t"],
+            *["https://shop.example.org/p", "http://SHOP.example.org", "https://shop.example.org.", ":8080"],
         ]
     ),
     max_size=60,
@@ -59,6 +60,8 @@ def sources() -> Iterator[tuple[str, Any, dict[str, Any]]]:
     yield "email-without-metadata", links, {}
     yield "page", page, {"page_host": "shop.example.org", "scope": "all"}
     yield "page-outbound", page, {"page_host": "shop.example.org", "scope": "outbound"}
+    yield "page-outbound-port", page, {"page_host": "shop.example.org:8080", "scope": "outbound"}
+    yield "page-outbound-default-port", page, {"page_host": "SHOP.example.org:80", "scope": "outbound"}
     yield "page-metadata", page, {"metadata": {"list": 3}}
 
 
