@@ -28,7 +28,8 @@ _DIGITS = b"0123456789abcdefghijklmnopqrstuvwxyz"
 _BYTE_TO_DIGIT = bytes(_DIGITS[b % 36] if b < 252 else 0 for b in range(256))
 _UNEVEN_BYTES = bytes(range(252, 256))
 _VALID_CODE = re.compile(r"[A-Za-z0-9._:-]{1,255}\Z")
-# Cookie headers remembered, and the longest one remembered: at most about 4 MB, whatever clients send.
+# Cookie headers remembered (by each of two caches), and the longest one remembered: at most about 8 MB in
+# all, whatever clients send.
 COOKIE_CACHE_SIZE = 1024
 COOKIE_CACHE_MAX_CHARS = 4096
 _REFUSALS = frozenset({"", "0", "false", "no", "off", "denied", "deny", "reject", "rejected"})
@@ -212,8 +213,13 @@ class Identity:
             return cookies, None
         # Two different codes under one name (a parent-domain cookie, an injection attempt): trust neither.
         # The fast parser keeps only the last value; werkzeug's keeps them all.
-        if header.count(self._cookie_name + "=") > 1 and len(set(parse_cookie(header).getlist(self._cookie_name))) != 1:
-            return cookies, _TWO_CODES
+        if header.count(self._cookie_name + "=") > 1:
+            try:
+                values = set(parse_cookie(header).getlist(self._cookie_name))
+            except UnicodeDecodeError:  # werkzeug reads values as UTF-8: another, undecodable value is there
+                return cookies, _TWO_CODES
+            if len(values) != 1:
+                return cookies, _TWO_CODES
         return cookies, code
 
     def _code_from_query(self, query_string: str) -> str | None:

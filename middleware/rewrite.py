@@ -184,7 +184,9 @@ class HtmlRewriter:
         )
         self._click = click_tracking
         self._outbound_only = scope == "outbound"
-        self._page_host = _host_and_port("//" + page_host) if page_host else None
+        # (The Host's port is the page's scheme's default when it is 443 on https, as a link's is on its own.)
+        page_scheme = scheme if scheme in ("http", "https") else "http"
+        self._page_host = _host_and_port(f"{page_scheme}://{page_host}") if page_host else None
         # The compiled loop signs plain links itself when the link source tells it how (TrackingLinks and
         # PageLinks do). In the outbound scope it tells the page's own host apart when that is a plain host
         # name (links to a port are its to hand back); with a port of the page's own, the code below does it.

@@ -137,6 +137,14 @@ def test_outbound_scope_keeps_links_to_the_page_s_own_host() -> None:
     assert track("https://x.org/") in out
 
 
+@pytest.mark.parametrize(("scheme", "host"), [("https", "shop.example:443"), ("http", "shop.example:80")])
+def test_a_host_with_its_schemes_default_port_is_the_page_s_own(scheme: str, host: str) -> None:
+    doc = f'<a href="{scheme}://shop.example/a">in</a><a href="https://x.org/">out</a>'
+    out = rewrite(doc, scope="outbound", page_host=host, scheme=scheme)
+    assert f'<a href="{scheme}://shop.example/a">' in out
+    assert track("https://x.org/") in out
+
+
 def test_metadata_reaches_every_link() -> None:
     links = FakeLinks()
     rewrite_html('<a href="https://x.org/">', links, metadata={"recipient": "a@example.org"}, open_tracking=False)

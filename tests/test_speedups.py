@@ -61,7 +61,7 @@ def sources() -> Iterator[tuple[str, Any, dict[str, Any]]]:
     yield "page", page, {"page_host": "shop.example.org", "scope": "all"}
     yield "page-outbound", page, {"page_host": "shop.example.org", "scope": "outbound"}
     yield "page-outbound-port", page, {"page_host": "shop.example.org:8080", "scope": "outbound"}
-    yield "page-outbound-default-port", page, {"page_host": "SHOP.example.org:80", "scope": "outbound"}
+    yield "page-outbound-default-port", page, dict(page_host="SHOP.example.org:80", scope="outbound", scheme="http")
     yield "page-metadata", page, {"metadata": {"list": 3}}
 
 

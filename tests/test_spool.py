@@ -182,6 +182,38 @@ def test_a_deleted_spool_whose_wal_is_left_stays_on_the_open_file(
     assert "its -wal/-shm files were not" in caplog.text
 
 
+def test_a_deleted_spool_whose_wal_another_process_reuses_keeps_its_rows(spool: Spool) -> None:
+    # rm spool.sqlite3 (the -wal and -shm left), then a new process opens the path: its new file shares the old
+    # -shm, and a second connection of ours beside it would see our rows vanish. We stay on our file.
+    spool.add(events(5, prefix="a"), ["s"])
+    spool.path.unlink()
+    spool.add(events(2, prefix="b"), ["s"])
+    # (SQLite may refuse the other process the new file beside a foreign WAL: its events then wait in memory.)
+    subprocess.run(
+        [sys.executable, "-c", "import sys\nfrom trackgate import Event\nfrom trackgate.dispatch.spool import Spool\n"
+         "Spool(sys.argv[1]).add([Event('custom', name='c')], ['s'])", str(spool.path)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert spool.path.exists()
+    spool.add(events(1, prefix="d"), ["s"])
+    assert spool.backlog() == 8
+    assert sorted(row.event.name for row in spool.claim("s", 100, lease=60, owner="me")) == [
+        "a0", "a1", "a2", "a3", "a4", "b0", "b1", "d0"
+    ]
+
+
+def test_a_spool_folder_turned_into_a_file_keeps_the_open_spool_working(spool: Spool) -> None:
+    spool.add(events(2), ["s"])
+    _delete_spool_files(spool.path)
+    spool.path.parent.rmdir()
+    spool.path.parent.write_text("not a folder")
+    spool.add(events(1), ["s"])  # logged once; the rows wait in the open file
+    assert spool.backlog() == 3
+    spool.path.parent.unlink()
+    assert spool.backlog() == 3  # the folder can be made again: the rows move there
+    assert Spool(spool.path).backlog() == 3
+
+
 def test_rows_leased_by_a_killed_process_are_reclaimed(spool: Spool) -> None:
     spool.add(events(2), ["a"])
     dead_child = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -246,6 +246,26 @@ def test_invalid_cookie_values_get_a_fresh_code_and_no_injection(
     assert not any(k.lower() == "evil" or "evil" in v for k, v in headers)
 
 
+@pytest.mark.parametrize("path", ["/", "/_tg/health"])
+def test_a_second_visitor_cookie_in_another_charset_gets_a_fresh_code(path: str) -> None:
+    # werkzeug reads cookie values as UTF-8: with a Latin-1 "é" beside a valid code, which code was meant
+    # cannot be told, and reading them must fail neither the page nor the endpoints (which read it too).
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = _scope(path, headers=[(b"cookie", b"tg_vid=\xe9; tg_vid=abc123")])
+    asyncio.run(trackgate.ASGIMiddleware(asgi_app, secret_key="k", emit=_no_events)(scope, receive, send))
+    assert sent[0]["status"] == 200
+    if path == "/":
+        seen = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+        assert CODE.match(seen["code"]) and seen["is_new"] is True
+
+
 # --- consent and Global Privacy Control ----------------------------------------------------------------
 
 

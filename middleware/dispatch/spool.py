@@ -159,6 +159,7 @@ class Spool:
             with _registry_lock:  # a fork holds it: a spool is in its list, or added after the fork
                 _open_spools.add(self)
             self._db, self._file = self._connect()
+            self._sidecars = self._sidecar_ids()
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
 
     def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
@@ -183,6 +184,17 @@ class Spool:
             raise
         return db, (found.st_dev, found.st_ino)
 
+    def _sidecar_ids(self) -> set[tuple[int, int]]:
+        """Which -wal/-shm files are at the path now (their device and inode)."""
+        found = set()
+        for suffix in ("-wal", "-shm"):
+            try:
+                st = os.stat(f"{self.path}{suffix}")
+            except OSError:
+                continue
+            found.add((st.st_dev, st.st_ino))
+        return found
+
     def _follow_the_path(self) -> None:
         """(Under the lock.) When the file at the path is no longer the one open (deleted, by a cache
         cleaner or by hand, or deleted and made again by another process), move every row into the file
@@ -191,11 +203,13 @@ class Spool:
         try:
             found = os.stat(self.path)
             current: tuple[int, int] | None = (found.st_dev, found.st_ino)
-        except FileNotFoundError:
+        except OSError:  # gone, or a folder on the way is gone, no folder or not searchable any more
             current = None
         if current == self._file:
             return
-        if current is None and any(Path(f"{self.path}{suffix}").exists() for suffix in ("-wal", "-shm")):
+        if (current is None and any(Path(f"{self.path}{suffix}").exists() for suffix in ("-wal", "-shm"))) or (
+            self._sidecar_ids() & self._sidecars
+        ):
             # Only the database file went: a new one beside the old one's WAL would read that WAL as its
             # own. The rows stay in the open file, which is no worse than not noticing.
             if not self._stuck_logged:
@@ -222,6 +236,7 @@ class Spool:
             logger.error("trackgate: could not move the spool's rows to the new file %s: %s", self.path, exc)
             return
         old.close()
+        self._sidecars = self._sidecar_ids()
         self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         logger.warning(
             "trackgate: the spool file %s was deleted or replaced while in use; moved its %d event(s) to the "
@@ -261,14 +276,21 @@ class Spool:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     dead,
                 )
-            old.execute("DELETE FROM deliveries")
-            old.execute("DELETE FROM events")
-            old.execute("DELETE FROM dead")
-            old.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 old.execute("ROLLBACK")
             raise
+        # The rows are in the new file now: failing to empty the old one must not send us back to it (the
+        # next use would copy them all a second time). Another process still on it may move them again.
+        try:
+            old.execute("DELETE FROM deliveries")
+            old.execute("DELETE FROM events")
+            old.execute("DELETE FROM dead")
+            old.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                old.execute("ROLLBACK")
+            logger.error("trackgate: could not empty the deleted spool file after moving its rows: %s", exc)
         return len(events)
 
     # --- writing ---------------------------------------------------------------------------------------
