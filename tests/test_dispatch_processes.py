@@ -380,3 +380,30 @@ def test_a_spool_deleted_under_a_running_server_loses_no_event(hook: WebhookRece
     assert peek_backlog(spool) == 15
     hook.up()
     assert_all_delivered_after_a_restart(spool, hook, 15)
+
+
+@pytest.mark.timeout(60)
+def test_a_spool_deleted_while_every_sink_waits_is_noticed_without_traffic(
+    hook: WebhookReceiver, tmp_path: Path
+) -> None:
+    # The only sink asked to come back in an hour (Retry-After), no new events: nothing claims or adds, yet the
+    # deleted file's rows must be in a file again before a kill could take them.
+    cache = tmp_path / "cache"
+    spool = cache / "spool.sqlite3"
+    hook.fail(429, retry_after=3600)
+    dispatcher = drain_in_this_process(spool, hook.url)
+    try:
+        for n in range(5):
+            dispatcher.submit(Event("custom", name=f"waiting-{n}"))
+        deadline = time.monotonic() + 20
+        while len(hook.received) < 5 or peek_backlog(spool) != 5:
+            assert time.monotonic() < deadline, "the events were never spooled and tried"
+            time.sleep(0.05)
+        shutil.rmtree(cache)
+        deadline = time.monotonic() + 10
+        while peek_backlog(spool) != 5:
+            assert time.monotonic() < deadline, "the deleted spool's rows never came back to its path"
+            time.sleep(0.1)
+        assert len(hook.received) == 5  # (the sink was not asked again: the file was watched, not claimed)
+    finally:
+        dispatcher.drain(0)

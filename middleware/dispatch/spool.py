@@ -195,6 +195,11 @@ class Spool:
             found.add((st.st_dev, st.st_ino))
         return found
 
+    def follow_the_path(self) -> None:
+        """Move the rows to the file at the path if the open one was deleted (see _follow_the_path)."""
+        with self._lock:
+            self._follow_the_path()
+
     def _follow_the_path(self) -> None:
         """(Under the lock.) When the file at the path is no longer the one open (deleted, by a cache
         cleaner or by hand, or deleted and made again by another process), move every row into the file

@@ -357,7 +357,10 @@ class Dispatcher:
 
         self._poke = poke
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SEND_TIMEOUT))
-        tasks = [asyncio.create_task(self._intake(), name="trackgate-intake")]
+        tasks = [
+            asyncio.create_task(self._intake(), name="trackgate-intake"),
+            asyncio.create_task(self._watch_spool_file(), name="trackgate-spool-file"),
+        ]
         tasks += [
             asyncio.create_task(self._pump(name, state, session), name=f"trackgate-{name}")
             for name, state in self._sink_states.items()
@@ -377,6 +380,16 @@ class Dispatcher:
                 except Exception:
                     logger.exception("trackgate: closing sink %s failed", name)
             await session.close()
+
+    async def _watch_spool_file(self) -> None:
+        """Look at the spool's file now and then: one deleted while nothing else uses the spool (no traffic,
+        every sink in backoff) must be noticed before the process ends, or its rows go with it."""
+        while True:
+            await asyncio.sleep(IDLE_POLL)
+            try:
+                self._open_spool().follow_the_path()
+            except Exception as exc:  # (the intake and the pumps report what is wrong with the spool)
+                logger.debug("trackgate: looking at the spool file failed: %s", exc)
 
     def _reclaim(self) -> None:
         """Rows leased by processes that are gone are due again (the first start after a kill)."""
