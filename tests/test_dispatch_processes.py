@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -86,6 +87,13 @@ def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: f
     if process.stdout:
         process.stdout.close()
     return output
+
+
+def wait_for(condition: Any, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
 
 
 def drain_in_this_process(spool: Path, url: str) -> Dispatcher:
@@ -364,10 +372,7 @@ def test_a_spool_deleted_under_a_running_server_loses_no_event(hook: WebhookRece
     process, port = uvicorn_asgi_app(environment(spool, hook.url, TRACKGATE_SHUTDOWN_TIMEOUT="1"))
     try:
         assert httpx.get(f"http://127.0.0.1:{port}/?n=10", timeout=10).text == "ok"
-        deadline = time.monotonic() + 20
-        while peek_backlog(spool) != 10:
-            assert time.monotonic() < deadline, "the events were never spooled"
-            time.sleep(0.05)
+        wait_for(lambda: peek_backlog(spool) == 10, 20, "the events were never spooled")
         shutil.rmtree(cache)
         assert httpx.get(f"http://127.0.0.1:{port}/?n=5", timeout=10).text == "ok"
         output = stop(process)
@@ -395,15 +400,9 @@ def test_a_spool_deleted_while_every_sink_waits_is_noticed_without_traffic(
     try:
         for n in range(5):
             dispatcher.submit(Event("custom", name=f"waiting-{n}"))
-        deadline = time.monotonic() + 20
-        while len(hook.received) < 5 or peek_backlog(spool) != 5:
-            assert time.monotonic() < deadline, "the events were never spooled and tried"
-            time.sleep(0.05)
+        wait_for(lambda: len(hook.received) == 5 and peek_backlog(spool) == 5, 20, "never spooled and tried")
         shutil.rmtree(cache)
-        deadline = time.monotonic() + 10
-        while peek_backlog(spool) != 5:
-            assert time.monotonic() < deadline, "the deleted spool's rows never came back to its path"
-            time.sleep(0.1)
+        wait_for(lambda: peek_backlog(spool) == 5, 10, "the deleted spool's rows never came back to its path")
         assert len(hook.received) == 5  # (the sink was not asked again: the file was watched, not claimed)
     finally:
         dispatcher.drain(0)
