@@ -79,6 +79,16 @@ CREATE TABLE IF NOT EXISTS dead (
 """
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """Which file is at ``path`` (device and inode), or None: gone, or a folder on the way is gone, is no
+    folder, or may not be searched."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 def enable_wal(db: sqlite3.Connection, *, patience: float = 30.0) -> None:
     """Put the database in WAL mode (once per file; it stays so). Switching needs the file to itself, and
     SQLite answers "locked" at once rather than through the busy timeout when another process is opening it
@@ -178,22 +188,17 @@ class Spool:
             first_seq = int(time.time() * 1000) * _FIRST_SEQ_PER_MS
             seed = f"INSERT OR IGNORE INTO counters (name, value) VALUES ('seq', {first_seq});"
             db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}{seed}COMMIT;")
-            found = os.stat(self.path)
+            found = _file_id(self.path)
+            if found is None:
+                raise FileNotFoundError(self.path)
         except BaseException:
             db.close()
             raise
-        return db, (found.st_dev, found.st_ino)
+        return db, found
 
     def _sidecar_ids(self) -> set[tuple[int, int]]:
-        """Which -wal/-shm files are at the path now (their device and inode)."""
-        found = set()
-        for suffix in ("-wal", "-shm"):
-            try:
-                st = os.stat(f"{self.path}{suffix}")
-            except OSError:
-                continue
-            found.add((st.st_dev, st.st_ino))
-        return found
+        """Which -wal/-shm files are at the path now."""
+        return {found for suffix in ("-wal", "-shm") if (found := _file_id(Path(f"{self.path}{suffix}")))}
 
     def follow_the_path(self) -> None:
         """Move the rows to the file at the path if the open one was deleted (see _follow_the_path)."""
@@ -205,16 +210,11 @@ class Spool:
         cleaner or by hand, or deleted and made again by another process), move every row into the file
         at the path: the deleted one lives only as long as this connection, and events in it would be
         lost when the process ends."""
-        try:
-            found = os.stat(self.path)
-            current: tuple[int, int] | None = (found.st_dev, found.st_ino)
-        except OSError:  # gone, or a folder on the way is gone, no folder or not searchable any more
-            current = None
+        current = _file_id(self.path)
         if current == self._file:
             return
-        if (current is None and any(Path(f"{self.path}{suffix}").exists() for suffix in ("-wal", "-shm"))) or (
-            self._sidecar_ids() & self._sidecars
-        ):
+        sidecars = self._sidecar_ids()
+        if (current is None and sidecars) or sidecars & self._sidecars:
             # Only the database file went: a new one beside the old one's WAL would read that WAL as its
             # own. The rows stay in the open file, which is no worse than not noticing.
             if not self._stuck_logged:
