@@ -200,7 +200,7 @@ class Identity:
     def _returning_visitor(self, header: str) -> Visitor | None:
         """The visitor a Cookie header names when consent is implicit and nothing else in the request counts
         (no query string, no Sec-GPC); None for any other header (none, or two different codes)."""
-        if self._only_interesting is None or self._only_interesting not in header:
+        if self._cookie_name not in header:
             return None
         known = self._read_cookies(header)[1]
         return Visitor(known, False, True) if known else None
