@@ -200,12 +200,9 @@ def _click_signing(codec: TokenCodec, start: str, metadata: Mapping[str, Any] | 
     # Written into an attribute value as they are: nothing that would need escaping there.
     if mac is None or not all(text.isascii() for text in (start, *marks)) or any(c in start for c in "&\"'<>"):
         return None
-    tail = ',"m":' + json_text(dict(metadata)) + "}" if metadata else _NO_METADATA_TAIL.decode()
-    try:
-        tail_bytes = tail.encode()
-    except UnicodeEncodeError:  # lone surrogates: the Python maker reports them per link
-        return None
-    return ClickSigning(start.encode(), tail_bytes, mac, tuple(mark.encode() for mark in marks))
+    # (json_text's text is valid UTF-8: metadata it cannot take raised already, as clicks_for raises.)
+    tail = (',"m":' + json_text(dict(metadata)) + "}").encode() if metadata else _NO_METADATA_TAIL
+    return ClickSigning(start.encode(), tail, mac, tuple(mark.encode() for mark in marks))
 
 
 # The methods whose results the compiled rewriter reproduces when it signs a link itself.
