@@ -20,6 +20,7 @@ from starlette.requests import cookie_parser
 from werkzeug.http import dump_cookie, parse_cookie
 
 from .batches import Batches
+from .consent import ConsentCookie
 from .settings import Settings
 
 _CODE_LENGTH = 16
@@ -32,9 +33,6 @@ _VALID_CODE = re.compile(r"[A-Za-z0-9._:-]{1,255}\Z")
 # all, whatever clients send.
 COOKIE_CACHE_SIZE = 1024
 COOKIE_CACHE_MAX_CHARS = 4096
-_REFUSALS = frozenset({"", "0", "false", "no", "off", "denied", "deny", "reject", "rejected"})
-
-
 class Visitor(NamedTuple):
     """Who made this request. A named tuple: one is made per request, and it is the cheapest frozen record."""
 
@@ -112,16 +110,15 @@ class Identity:
         self._cookie_name = settings.cookie_name
         self._param = settings.visitor_param
         self._param_marker = settings.visitor_param + "="
-        name, _, value = (settings.consent_cookie or "").partition("=")
-        self._consent_cookie_name = name or None
-        self._consent_cookie_value = value or None
-        self._interesting = tuple(n for n in (self._cookie_name, self._consent_cookie_name) if n)
+        self._consent_cookie = ConsentCookie(settings.consent_cookie) if settings.consent_cookie else None
+        consent_name = self._consent_cookie.name if self._consent_cookie is not None else None
+        self._interesting = tuple(n for n in (self._cookie_name, consent_name) if n)
         self._only_interesting = self._interesting[0] if len(self._interesting) == 1 else None
         self._suffixes: dict[bool, str] = {}
         self._implicit = settings.consent == "implicit"
         # Consent that nothing in a request can take away but Sec-GPC (the default set-up): decided without
         # reading anything else.
-        self._always_consents = self._implicit and self._consent_cookie_name is None
+        self._always_consents = self._implicit and self._consent_cookie is None
         # A returning visitor sends the same Cookie header request after request: read each one once.
         # Bounded and thread-safe; it holds only what clients sent and what it says, never a decision.
         self._read_cookies = functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)(self._read_cookie_header)
@@ -234,14 +231,13 @@ class Identity:
         settings = self._settings
         if settings.respect_gpc and gpc is not None and gpc.strip() == "1":
             return False
-        if self._consent_cookie_name is not None and cookies is not None:
-            value = cookies.get(self._consent_cookie_name)
-            if value is not None:
-                if self._consent_cookie_value is not None:
-                    return value == self._consent_cookie_value
-                return value.strip().lower() not in _REFUSALS
+        if self._consent_cookie is not None and cookies is not None:
+            value = cookies.get(self._consent_cookie.name)
+            decided = None if value is None else self._consent_cookie.decide(value)
+            if decided is not None:
+                return decided
         if settings.consent == "implicit":
             return True
         # Required consent without a consent cookie: the visitor cookie itself is only ever stored after a
         # grant, so holding one means consent was given (unless a consent cookie is configured and absent).
-        return holds_code and self._consent_cookie_name is None
+        return holds_code and self._consent_cookie is None

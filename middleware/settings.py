@@ -30,10 +30,13 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw]?)\s*$")
 _UNRESERVED = r"[A-Za-z0-9._~-]+"
 _PATH_PREFIX = re.compile(rf"(?:/{_UNRESERVED})+")
 _QUERY_NAME = re.compile(_UNRESERVED)
-# A cookie name is an RFC 6265 token; a consent cookie may name the value that grants (cookie octets).
+# A cookie name is an RFC 6265 token; a consent cookie may name the value that grants (cookie octets), or the
+# category of a consent manager's cookie that must be granted (":" is no token character: never a name's).
 _COOKIE_NAME_CHARS = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _COOKIE_NAME = re.compile(_COOKIE_NAME_CHARS)
-_CONSENT_COOKIE = re.compile(_COOKIE_NAME_CHARS + r"(?:=[!#$%&'()*+./:<>?@\[\]^_`{|}~0-9A-Za-z-]+)?")
+_CONSENT_COOKIE = re.compile(
+    _COOKIE_NAME_CHARS + r"(?:=[!#$%&'()*+./:<>?@\[\]^_`{|}~0-9A-Za-z-]+|:[A-Za-z0-9_.-]+)?"
+)
 # Letters of any script: werkzeug writes an internationalised domain in its IDNA spelling.
 _DOMAIN = re.compile(r"\.?[\w-]+(?:\.[\w-]+)*")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -214,7 +217,12 @@ class Settings:
             ("TRACKGATE_COOKIE_NAME", self.cookie_name, _COOKIE_NAME, "a cookie name (letters, digits, -_.)"),
             ("TRACKGATE_VISITOR_PARAM", self.visitor_param, _QUERY_NAME, "a query parameter (letters, digits, -_.~)"),
             ("TRACKGATE_COOKIE_DOMAIN", self.cookie_domain, _DOMAIN, "a domain like example.org or .example.org"),
-            ("TRACKGATE_CONSENT_COOKIE", self.consent_cookie, _CONSENT_COOKIE, "a cookie name, or name=value"),
+            (
+                "TRACKGATE_CONSENT_COOKIE",
+                self.consent_cookie,
+                _CONSENT_COOKIE,
+                "a cookie name, name=value or name:category",
+            ),
         ):
             # Each goes into a Set-Cookie header or a link as it is: a ";" or a space would break either.
             if value is not None and not shape.fullmatch(value):

@@ -84,3 +84,22 @@ def test_consent_granted_to_a_code_from_an_email_and_withdrawn_under_gpc(kind: s
         withdrawn = get(base + "/withdraw", headers={"Cookie": "tg_vid=from.email-7", "Sec-GPC": "1"})
         [deleted] = withdrawn.headers.get_list("set-cookie")
         assert _parts(deleted)[1] == "" and _parts(deleted)[2]["max-age"] == "0"
+
+
+@pytest.mark.parametrize(("kind", "app"), SERVERS, ids=["asgi-uvicorn", "wsgi-gunicorn"])
+def test_a_consent_managers_cookie_grants_only_its_category(kind: str, app: str) -> None:
+    # Cookiebot's cookie as a browser sends it after "allow necessary and marketing only", then after "allow all".
+    declined = "{stamp:%27TPRNuY4Z%27%2Cnecessary:true%2Cpreferences:true%2Cstatistics:false%2Cmarketing:true%2Cver:1}"
+    accepted = declined.replace("statistics:false", "statistics:true")
+    env = {
+        "TRACKGATE_SECRET_KEY": "server-key",
+        "TRACKGATE_CONSENT": "required",
+        "TRACKGATE_CONSENT_COOKIE": "CookieConsent:statistics",
+    }
+    with serve(kind, app, env=env) as base:
+        refused = get(base + "/", headers={"Cookie": f"CookieConsent={declined}"})
+        granted = get(base + "/", headers={"Cookie": f"CookieConsent={accepted}"})
+    assert refused.json()["consent"] is False and refused.headers.get_list("set-cookie") == []
+    assert granted.json()["consent"] is True
+    [stored] = granted.headers.get_list("set-cookie")
+    assert _parts(stored)[:2] == ("tg_vid", granted.json()["code"])
