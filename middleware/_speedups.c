@@ -640,7 +640,8 @@ static PyObject *plain_url(PyObject *module, PyObject *url) {
 }
 
 /* tokens.py's reading of a signed token whose payload is not compressed: the payload when one of the keys'
- * HMAC states (newest first) signed it, else None (tokens.py then reads it and says what is wrong). */
+ * HMAC states (newest first) signed it, False when none did, else None (tokens.py then reads it and says
+ * what is wrong). */
 static PyObject *unsign(PyObject *module, PyObject *args) {
     PyObject *token, *macs;
     if (!PyArg_ParseTuple(args, "UO!", &token, &PyTuple_Type, &macs)) return NULL;
@@ -697,9 +698,9 @@ static PyObject *unsign(PyObject *module, PyObject *args) {
         Py_DECREF(same);
     }
     Py_DECREF(expected);
-    if (!verified) {
+    if (!verified) {  /* every key tried: tokens.py says so without trying them all again (a forgery) */
         Py_DECREF(body);
-        Py_RETURN_NONE;
+        Py_RETURN_FALSE;
     }
     /* URL-safe base64 without padding, as binascii reads it (tokens.py's _b64decode) */
     PyObject *standard = PyBytes_FromStringAndSize(NULL, body_len + 3);
@@ -729,8 +730,9 @@ static PyMethodDef methods[] = {
     {"plain_url", plain_url, METH_O,
      "plain_url(url) -> bool\n\nWhether links.check_url passes url by its patterns alone."},
     {"unsign", unsign, METH_VARARGS,
-     "unsign(token, macs) -> bytes | None\n\n"
-     "The payload of a signed, uncompressed token one of the HMAC states signed; None for tokens.py to read."},
+     "unsign(token, macs) -> bytes | bool | None\n\n"
+     "The payload of a signed, uncompressed token one of the HMAC states signed; False when none signed it;\n"
+     "None for tokens.py to read."},
     {"sign_click", sign_click, METH_VARARGS,
      "sign_click(url, signing) -> str | None\n\n"
      "links.py's click link for a plain http(s) URL (signing: a ClickSigning), or None for links.py to make."},

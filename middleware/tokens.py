@@ -36,7 +36,7 @@ from .fastjson import compact_encoder, loads
 
 # Reading a plain signed token in C (_speedups.c), where it was built; tokens it does not read (compressed,
 # forged, malformed) go through the Python code below, which says what is wrong.
-unsign: Callable[[str, tuple[Any, ...]], bytes | None] | None
+unsign: Callable[[str, tuple[Any, ...]], bytes | bool | None] | None
 try:
     from ._speedups import unsign
 except ImportError:  # pragma: no cover
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
 
 Purpose = Literal["click", "open"]
 PURPOSES: tuple[Purpose, ...] = ("click", "open")
+_FOREIGN = {purpose: f"signature does not match any key for {purpose} links" for purpose in PURPOSES}
 SALT_PREFIX = "trackgate."
 
 # Longer than any token we make (4096-char URL plus generous metadata); refuse before doing any work.
@@ -200,7 +201,7 @@ class TokenCodec:
         """The newest key's HMAC state for ``purpose`` (copy it, update the copy with the token's body,
         take its digest), for code that signs plain tokens itself (_speedups.c); None when tokens are
         encrypted."""
-        return None if self._ciphers else self._macs[purpose][0]
+        return None if self._ciphers else self._macs_for(purpose)[0]
 
     def dumps(self, data: Mapping[str, Any], purpose: Purpose, *, expires_at: int | None = None) -> str:
         """A URL-safe token for ``data`` (a JSON-serialisable mapping); ``TypeError`` if it is not one, and
@@ -217,6 +218,7 @@ class TokenCodec:
         Lets a caller that makes many tokens sharing a part (an email's metadata on every link) encode
         that part once.
         """
+        macs = self._macs_for(purpose)
         if len(raw) > _MAX_PAYLOAD_BYTES:  # loads() would refuse it: a link that could never be read back
             raise ValueError(f"a link's data must be at most {_MAX_PAYLOAD_BYTES} bytes of JSON, not {len(raw)}")
         if self._ciphers:
@@ -227,7 +229,7 @@ class TokenCodec:
             # A leading "." marks a zlib payload, as in itsdangerous's URLSafeSerializer.
             packed = _pack(raw)
             body = base64_encode(packed) if packed[:1] == b"{" else b"." + base64_encode(packed)
-            mac = self._macs[purpose][0].copy()
+            mac = macs[0].copy()
             mac.update(body)
             token = (body + b"." + _signature_text(mac.digest())).decode()
         if len(token) > MAX_TOKEN_CHARS:
@@ -235,17 +237,28 @@ class TokenCodec:
         return token
 
     def loads(self, token: str, purpose: Purpose, *, now: float | None = None) -> dict[str, Any]:
-        """The data of an authentic token for ``purpose``; raises only ``BadToken`` and its subclasses."""
+        """The data of an authentic token for ``purpose``; raises only ``BadToken`` and its subclasses (and
+        ``ValueError`` for a purpose that is not one of ``PURPOSES``)."""
+        macs = self._macs_for(purpose)
         if not isinstance(token, str) or not token:
             raise BadToken("empty token")
         if len(token) > MAX_TOKEN_CHARS:
             raise BadToken("token too long")
         if "." in token:
-            raw = unsign(token, self._macs[purpose]) if unsign is not None else None
-            return _check_expiry(_parse_json(raw if raw is not None else self._unsign(token, purpose)), now)
+            raw = unsign(token, macs) if unsign is not None else None
+            if raw is False:  # C tried every key: a forgery is not worth trying them all again
+                raise ForeignToken(_FOREIGN[purpose])
+            payload = raw if isinstance(raw, bytes) else self._unsign(token, purpose)
+            return _check_expiry(_parse_json(payload), now)
         if self._ciphers:
             return _check_expiry(_parse_json(self._unseal(token, purpose)), now)
         raise BadToken("not a signed token")
+
+    def _macs_for(self, purpose: Purpose) -> tuple[_MacState, ...]:
+        macs = self._macs.get(purpose)
+        if macs is None:  # the caller's mistake, not the token's: not a BadToken
+            raise ValueError(f"a token's purpose is one of {PURPOSES}, not {purpose!r}")
+        return macs
 
     def _unsign(self, token: str, purpose: Purpose) -> bytes:
         body, _, signature = token.rpartition(".")
@@ -258,13 +271,13 @@ class TokenCodec:
             raise BadToken("token is not ASCII") from None
         # Compare the base64 text, not decoded bytes: base64 decoding forgives stray and low-bit changes,
         # and a token that differs in any character must not verify.
-        for state in self._macs[purpose]:
+        for state in self._macs_for(purpose):
             mac = state.copy()
             mac.update(body_bytes)
             if hmac.compare_digest(_signature_text(mac.digest()), signature_bytes):
                 break
         else:
-            raise ForeignToken(f"signature does not match any key for {purpose} links")
+            raise ForeignToken(_FOREIGN[purpose])
         compressed = body_bytes[:1] == b"."
         packed = _b64decode(body_bytes[1:] if compressed else body_bytes)
         return _inflate(packed) if compressed else packed

@@ -201,3 +201,47 @@ class TestLegacyPytrackingCodec:
     def test_a_bad_fernet_key_is_a_config_error(self) -> None:
         with pytest.raises(ConfigError, match="TRACKGATE_LEGACY_PYTRACKING_KEY"):
             LegacyPytrackingCodec("not-a-fernet-key")
+
+
+class _CountingMac:
+    """An HMAC state that counts the copies made of it: one per key tried."""
+
+    copies = 0
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+
+    def copy(self) -> Any:
+        _CountingMac.copies += 1
+        return self._state.copy()
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+def test_a_forged_token_is_checked_against_each_key_once(monkeypatch: pytest.MonkeyPatch, compiled: bool) -> None:
+    # A flood of forged links must cost one HMAC per key, not two: the compiled check's "no key signed it"
+    # is the answer, not a reason to check again in Python.
+    import trackgate.tokens
+
+    if not compiled:
+        monkeypatch.setattr(trackgate.tokens, "unsign", None)
+    elif trackgate.tokens.unsign is None:
+        pytest.skip("built without the compiled speedups")
+    codec = TokenCodec(["new", "old"])
+    token = codec.dumps({"u": "https://example.org/"}, "click")
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    codec._macs["click"] = tuple(_CountingMac(state) for state in codec._macs["click"])  # type: ignore[misc]
+    _CountingMac.copies = 0
+    with pytest.raises(ForeignToken, match="does not match any key for click links"):
+        codec.loads(forged, "click")
+    assert _CountingMac.copies == 2
+    _CountingMac.copies = 0
+    assert codec.loads(token, "click") == {"u": "https://example.org/"}
+    assert _CountingMac.copies == 1  # the newest key signed it
+
+
+@pytest.mark.parametrize("codec", [SIGNED, SEALED], ids=["signed", "encrypted"])
+@pytest.mark.parametrize("call", ["loads", "dumps"])
+def test_an_unknown_purpose_is_the_callers_error(codec: TokenCodec, call: str) -> None:
+    token = codec.dumps({"a": 1}, "click")
+    with pytest.raises(ValueError, match="purpose is one of"):
+        codec.loads(token, "unsubscribe") if call == "loads" else codec.dumps({"a": 1}, "unsubscribe")  # type: ignore[arg-type]
