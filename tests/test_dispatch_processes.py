@@ -388,6 +388,29 @@ def test_a_spool_deleted_under_a_running_server_loses_no_event(hook: WebhookRece
 
 
 @pytest.mark.timeout(60)
+def test_sends_in_flight_when_the_spool_is_deleted_are_delivered_once(hook: WebhookReceiver, tmp_path: Path) -> None:
+    # The sink takes 3 s to answer; the cache is cleaned while the five POSTs wait for it. The rows move to a
+    # new file with their leases, and the answers confirm them there: nothing is sent twice or counted twice.
+    cache = tmp_path / "cache"
+    spool = cache / "spool.sqlite3"
+    hook.latency = 3.0
+    dispatcher = drain_in_this_process(spool, hook.url)
+    try:
+        for n in range(5):
+            dispatcher.submit(Event("custom", name=f"in-flight-{n}"))
+        wait_for(lambda: peek_backlog(spool) == 5, 10, "the events were never spooled")
+        time.sleep(0.5)  # claimed and sent: the receiver holds the requests
+        shutil.rmtree(cache)
+        assert dispatcher.drain(20) == 0
+    finally:
+        dispatcher.drain(0)
+    assert sorted(payload["name"] for payload in hook.payloads()) == [f"in-flight-{n}" for n in range(5)]
+    assert hook.duplicates() == {}
+    assert dispatcher.counts()["delivered"] == 5
+    assert peek_backlog(spool) == 0
+
+
+@pytest.mark.timeout(60)
 def test_a_spool_deleted_while_every_sink_waits_is_noticed_without_traffic(
     hook: WebhookReceiver, tmp_path: Path
 ) -> None:

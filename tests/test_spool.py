@@ -141,12 +141,45 @@ def test_a_spool_file_deleted_while_in_use_keeps_every_event(spool: Spool) -> No
     reopened = Spool(spool.path)  # what the next process finds
     assert reopened.backlog() == 5
     claimed = reopened.claim("a", 10, lease=60, owner="next")
-    # The lease was let go with the move: that event goes out again (at least once), none is lost.
-    assert [row.event.name for row in claimed] == ["old0", "old1", "old2", "new0", "new1"]
+    # The lease moved with its row: the event in flight is not sent a second time meanwhile.
+    assert [row.event.name for row in claimed] == ["old1", "old2", "new0", "new1"]
     assert [(row.sink, row.reason) for row in reopened.dead()] == [("b", "HTTP 400")]
-    # The send that was in flight from the deleted file confirms a number no row of the new file has.
+    # The send that was in flight from the deleted file confirms its row under the number it had.
     spool.done("a", [row.seq for row in in_flight], owner="me")
-    assert reopened.pending("a") == 5
+    assert reopened.pending("a") == 4
+    assert "old0" not in [row.event.name for row in spool.claim("a", 10, lease=0, owner="later")]
+
+
+@pytest.mark.parametrize("answer", ["reschedule", "bury"])
+def test_a_send_in_flight_across_a_move_reschedules_or_buries_its_row(spool: Spool, answer: str) -> None:
+    spool.add(events(2, prefix="old"), ["a"])
+    in_flight = spool.claim("a", 1, lease=60, owner="me")
+    _delete_spool_files(spool.path)
+    spool.add(events(1, prefix="new"), ["a"])  # the move
+    _delete_spool_files(spool.path)
+    spool.add(events(1, prefix="newer"), ["a"])  # and another: numbers follow both
+    seq = in_flight[0].seq
+    if answer == "reschedule":
+        assert spool.reschedule("a", [seq], at=time.time() + 3600, owner="me") == 1
+        later = [row.event.name for row in spool.claim("a", 10, lease=60, owner="me")]
+        assert later == ["old1", "new0", "newer0"]  # backed off, not sent again at once
+        assert spool.pending("a") == 4
+    else:
+        spool.bury("a", [(seq, "HTTP 400", 400, "bad")], owner="me")
+        assert [(row.event_id, row.reason) for row in spool.dead()] == [(in_flight[0].event.id, "HTTP 400")]
+        assert spool.pending("a") == 3
+
+
+def test_a_lease_another_process_holds_is_let_go_by_a_move(tmp_path: Path) -> None:
+    # The other process answers to the file it has open: its row goes out again rather than wait forever.
+    path = tmp_path / "spool.sqlite3"
+    mine, theirs = Spool(path), Spool(path)
+    theirs.add(events(1, prefix="t"), ["a"])
+    assert theirs.claim("a", 1, lease=3600, owner="them")
+    mine.claim("a", 1, lease=60, owner="me")  # nothing due, but "me" is who this object leases for
+    _delete_spool_files(path)
+    mine.add(events(1, prefix="m"), ["a"])
+    assert sorted(row.event.name for row in mine.claim("a", 10, lease=60, owner="me")) == ["m0", "t0"]
 
 
 def test_a_spool_file_deleted_while_idle_is_made_again_at_the_next_look(spool: Spool) -> None:

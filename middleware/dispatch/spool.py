@@ -162,6 +162,11 @@ class Spool:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._stuck_logged = False
+        # Who leases rows through this object (the dispatcher's owner tag), and, after a move to a new file,
+        # the new numbers of the rows they held: a send in flight then still confirms, reschedules or buries
+        # its row instead of the row going out again.
+        self._owners: set[str] = set()
+        self._renumbered: dict[int, int] = {}
         # Opened under the lock too: a fork() while another thread is in here (the dispatcher opens its spool
         # in its own thread) would leave the child SQLite's record of a lock no process holds, and the
         # child's own connection would wait on it for ever.
@@ -266,16 +271,21 @@ class Spool:
                     "INSERT INTO events (seq, id, body) VALUES (?, ?, ?)",
                     ((renumbered[seq], event_id, body) for seq, event_id, body in events),
                 )
-                # Leases are let go: a send in flight confirms a number the new file does not use, so its
+                # Our own leases move with their rows, and our sends in flight answer under the new numbers
+                # (_current). Another process's are let go: its answers go to the file it has open, so its
                 # events go out again (at least once, as after a crash).
+                kept = self._owners
                 self._db.executemany(
-                    "INSERT INTO deliveries (seq, sink, ready_at, attempts) VALUES (?, ?, ?, ?)",
+                    "INSERT INTO deliveries (seq, sink, ready_at, attempts, owner) VALUES (?, ?, ?, ?, ?)",
                     (
-                        (renumbered[seq], sink, min(ready_at, now) if owner is not None else ready_at, attempts)
+                        (renumbered[seq], sink, ready_at, attempts, owner)
+                        if owner is None or owner in kept
+                        else (renumbered[seq], sink, min(ready_at, now), attempts, None)
                         for seq, sink, ready_at, attempts, owner in deliveries
                         if seq in renumbered
                     ),
                 )
+                leased = {seq for seq, _, _, _, owner in deliveries if owner is not None and owner in kept}
                 self._db.executemany(
                     "INSERT INTO dead (event_id, sink, body, reason, status, response, attempts, failed_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -285,6 +295,9 @@ class Spool:
             with contextlib.suppress(sqlite3.Error):
                 old.execute("ROLLBACK")
             raise
+        # Numbers from an earlier move follow this one; a row no longer leased needs no remembering.
+        self._renumbered = {first: renumbered[then] for first, then in self._renumbered.items() if then in renumbered}
+        self._renumbered.update((seq, renumbered[seq]) for seq in leased)
         # The rows are in the new file now: failing to empty the old one must not send us back to it (the
         # next use would copy them all a second time). Another process still on it may move them again.
         try:
@@ -324,6 +337,7 @@ class Spool:
         """Lease up to ``limit`` due deliveries of ``sink``, oldest first."""
         now = time.time()
         with self._lock:
+            self._owners.add(owner)
             self._follow_the_path()
             with self._transaction():
                 leased = self._db.execute(
@@ -355,7 +369,8 @@ class Spool:
         process claimed is that process's to confirm)."""
         with self._lock, self._transaction():
             self._db.executemany(
-                "DELETE FROM deliveries WHERE seq = ? AND sink = ? AND owner = ?", ((seq, sink, owner) for seq in seqs)
+                "DELETE FROM deliveries WHERE seq = ? AND sink = ? AND owner = ?",
+                ((seq, sink, owner) for seq in self._current(seqs)),
             )
 
     def reschedule(self, sink: str, seqs: Iterable[int], *, at: float, owner: str) -> int:
@@ -364,7 +379,7 @@ class Spool:
             cursor = self._db.executemany(
                 "UPDATE deliveries SET ready_at = ?, attempts = attempts + 1, owner = NULL "
                 "WHERE seq = ? AND sink = ? AND owner = ?",
-                ((at, seq, sink, owner) for seq in seqs),
+                ((at, seq, sink, owner) for seq in self._current(seqs)),
             )
             return cursor.rowcount
 
@@ -372,7 +387,8 @@ class Spool:
         """Move deliveries refused for good, as (seq, reason, status, response), to the dead table."""
         now = time.time()
         with self._lock, self._transaction():
-            for seq, reason, status, response in failures:
+            seqs = self._current(failure[0] for failure in failures)
+            for seq, (_, reason, status, response) in zip(seqs, failures, strict=True):
                 self._db.execute(
                     "INSERT INTO dead (event_id, sink, body, reason, status, response, attempts, failed_at) "
                     "SELECT e.id, d.sink, e.body, ?, ?, ?, d.attempts + 1, ? FROM deliveries d "
@@ -380,9 +396,16 @@ class Spool:
                     (reason, status, response, now, seq, sink),
                 )
             self._db.executemany(
-                "DELETE FROM deliveries WHERE seq = ? AND sink = ?", ((f[0], sink) for f in failures)
+                "DELETE FROM deliveries WHERE seq = ? AND sink = ?", ((seq, sink) for seq in seqs)
             )
         return len(failures)
+
+    def _current(self, seqs: Iterable[int]) -> list[int]:
+        """(Under the lock.) The numbers rows have now: a send claimed before a move answers for the rows
+        under the numbers they had (each answered once, so each forgotten once used)."""
+        if not self._renumbered:
+            return list(seqs)
+        return [self._renumbered.pop(seq, seq) for seq in seqs]
 
     def reclaim(self, is_gone: Any) -> int:
         """Free rows leased by owners ``is_gone(owner)`` says are dead (a killed process on this host)."""
