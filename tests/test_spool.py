@@ -459,3 +459,26 @@ def test_a_fork_while_another_thread_opens_a_spool_leaves_both_sound(tmp_path: P
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+def test_a_file_replaced_while_being_opened_is_opened_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A cache cleaner and a second process between SQLite opening the file and the spool looking at which file
+    # is there: the spool must not stay on the deleted one, whose events would go with this process.
+    path = tmp_path / "spool.sqlite3"
+    Spool(path).add(events(1, prefix="before"), ["a"])
+    real_connect = sqlite3.connect
+    swaps = []
+
+    def connect_then_replace(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db = real_connect(*args, **kwargs)
+        if not swaps:
+            swaps.append(True)
+            _delete_spool_files(path)
+            Spool(path).add(events(1, prefix="other"), ["a"])  # the other process's new file
+        return db
+
+    monkeypatch.setattr(sqlite3, "connect", connect_then_replace)
+    spool = Spool(path)
+    monkeypatch.setattr(sqlite3, "connect", real_connect)
+    spool.add(events(1, prefix="mine"), ["a"])
+    assert sorted(row.event.name for row in Spool(path).claim("a", 10, lease=60, owner="x")) == ["mine0", "other0"]

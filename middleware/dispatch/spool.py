@@ -79,6 +79,9 @@ CREATE TABLE IF NOT EXISTS dead (
 """
 
 
+_CONNECT_TRIES = 4  # (more than one only while something keeps replacing the file)
+
+
 def _file_id(path: Path) -> tuple[int, int] | None:
     """Which file is at ``path`` (device and inode), or None: gone, or a folder on the way is gone, is no
     folder, or may not be searched."""
@@ -178,7 +181,21 @@ class Spool:
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
 
     def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
-        """A connection to the file at the path (made if missing), and which file that is."""
+        """A connection to the file at the path (made if missing), and which file that is.
+
+        SQLite does not say which file it opened: a file replaced while it was being opened (the one at the
+        path before is not the one after) is opened again, since a connection to a file deleted under it
+        keeps its events only as long as the process. A file this call made is taken as it is: opening it
+        again could take a -wal left beside it by a deleted file for its own."""
+        for _ in range(_CONNECT_TRIES - 1):
+            before = _file_id(self.path)
+            db, found = self._connect_once()
+            if before is None or found == before:
+                return db, found
+            db.close()
+        return self._connect_once()
+
+    def _connect_once(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front,
         # so two processes never both read "free" rows and then both claim them).
