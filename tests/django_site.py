@@ -19,6 +19,11 @@ settings.configure(
     USE_TZ=True,
     TRACKGATE_COOKIE_NAME="dj_vid",
     TRACKGATE_SECRET_KEY="django-site-link-key",
+    # pytracking's settings, as its users have them (the views read links; these bases only make them).
+    PYTRACKING_CONFIGURATION={
+        "base_open_tracking_url": "http://127.0.0.1/open/",
+        "base_click_tracking_url": "http://127.0.0.1/click/",
+    },
 )
 django.setup()
 

@@ -5,6 +5,7 @@ a clear error naming the extra when the framework is missing."""
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import sys
 import types
@@ -216,3 +217,46 @@ def test_missing_framework_names_the_extra(
     assert isinstance(info.value, MissingExtra)
     assert f"pip install 'trackgate[{extra}]'" in str(info.value)
     monkeypatch.delitem(sys.modules, f"trackgate.adapters.{module}", raising=False)
+
+
+@pytest.mark.server
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("server", "app"), [("gunicorn", "django_site:application"), ("uvicorn", "django_site:asgi_application")]
+)
+def test_pytrackings_django_views_under_a_real_server(server: str, app: str, tmp_path: Any) -> None:
+    # The facade's views mounted as a pytracking user mounts them (django_urls.py), links made by the facade
+    # with the project's PYTRACKING_CONFIGURATION, a real client.
+    import pytracking as real_pytracking
+
+    from trackgate.adapters import pytracking
+
+    log = tmp_path / "tracking.jsonl"
+    env = {
+        "DJANGO_TRACKING_LOG": str(log),
+        "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path}/e.db",
+    }
+    with serve(server, app, env=env) as base:
+        bases = {"base_open_tracking_url": f"{base}/open/", "base_click_tracking_url": f"{base}/click/"}
+        click = get(
+            pytracking.get_click_tracking_url("https://shop.example/sale?a=1", {"r": 7}, **bases),
+            headers={"User-Agent": "Mail/1.0"},
+        )
+        opened = get(pytracking.get_open_tracking_url({"r": 7}, **bases))
+        garbage = get(f"{base}/click/not-a-token")
+        # (pytracking itself makes a link to anything; the facade refuses to, and the view to follow one.)
+        unsafe = get(real_pytracking.get_click_tracking_url("javascript:alert(1)", **bases))
+    assert (click.status_code, click.headers["location"]) == (302, "https://shop.example/sale?a=1")
+    assert click.headers["cache-control"] == "no-store"
+    assert (opened.status_code, opened.headers["content-type"]) == (200, "image/png")
+    assert opened.headers["cache-control"] == "no-store, no-cache, must-revalidate, private"
+    assert (garbage.status_code, unsafe.status_code) == (404, 404)
+    told = [json.loads(line) for line in log.read_text().splitlines()]
+    events = [entry["event"] for entry in told if "event" in entry]
+    assert [(e["is_click_tracking"], e["tracked_url"], e["metadata"]) for e in events] == [
+        (True, "https://shop.example/sale?a=1", {"r": 7}),
+        (False, None, {"r": 7}),
+    ]
+    assert events[0]["request_data"] == {"user_agent": "Mail/1.0", "user_ip": "127.0.0.1"}
+    assert [entry["error"] for entry in told if "error" in entry] == ["BadToken", "BadURL"]
