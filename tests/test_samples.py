@@ -3,14 +3,20 @@ the visitor code shown, a tracked partner link and an untouched internal link; /
 
 from __future__ import annotations
 
+import html
 import importlib.util
+import os
 import re
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urljoin
 
 import pytest
+from servers import TESTS_DIR as TESTS
+from servers import get, serve
+from sinks import WebhookReceiver
 from starlette.testclient import TestClient
 from werkzeug.test import Client
 
@@ -80,3 +86,33 @@ def test_sample_signup_records_an_event(name: str, events: list[trackgate.Event]
     signups = [e for e in events if e.name == "signup"]
     assert len(signups) == 1
     assert signups[0].visitor == code[1]
+
+
+@pytest.mark.server
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("server", "name"), [("uvicorn", "starlette_app"), ("gunicorn", "flask_app"), ("gunicorn", "wsgi_app")]
+)
+def test_samples_under_a_real_server(server: str, name: str, tmp_path: Path) -> None:
+    # Each sample as its docstring runs it, on a real server: the cookie, the tracked partner link that
+    # redirects, and the signup event delivered by the background dispatcher to a real webhook receiver.
+    with WebhookReceiver() as hook:
+        env = {
+            "PYTHONPATH": f"{SAMPLES}{os.pathsep}{TESTS}",
+            "TRACKGATE_SECRET_KEY": "sample-key",
+            "TRACKGATE_SINKS": "webhook",
+            "TRACKGATE_WEBHOOK_URL": hook.url,
+            "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        }
+        with serve(server, f"{name}:app", env=env) as base:
+            home = get(base + "/")
+            code = re.match(r"tg_vid=([a-z0-9]{16});", home.headers["set-cookie"])
+            assert code is not None and f"<code>{code[1]}</code>" in home.text
+            [tracked] = [link for link in re.findall(r'href="([^"]+)"', home.text) if "/_tg/c/" in link]
+            click = get(urljoin(base + "/", html.unescape(tracked)), headers={"Cookie": f"tg_vid={code[1]}"})
+            assert (click.status_code, click.headers["location"]) == (302, PARTNER)
+            get(base + "/signup", headers={"Cookie": f"tg_vid={code[1]}"})
+            assert hook.wait_delivered(2, 30), hook.payloads()
+    delivered = {(payload["kind"], payload.get("name"), payload["visitor"]) for payload in hook.payloads()}
+    assert ("custom", "signup", code[1]) in delivered
+    assert any(kind == "click" and visitor == code[1] for kind, _, visitor in delivered)
