@@ -10,7 +10,9 @@ variable (``TRACKGATE_COOKIE_MAX_AGE``) or the keyword, with secrets masked.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import importlib.util
 import logging
 import os
 import re
@@ -123,6 +125,19 @@ def _without_credentials(url: str) -> str:
     return f"{scheme}://{authority}{slash}{path}{question}{query}"
 
 
+def _is_fernet_key(key: str) -> bool:
+    """What cryptography's Fernet accepts: 32 bytes in URL-safe base64 (checked without importing it)."""
+    try:
+        return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
+    except (ValueError, UnicodeEncodeError):
+        return False
+
+
+def _require_cryptography(variable: str) -> None:
+    if importlib.util.find_spec("cryptography") is None:
+        raise ConfigError(variable, "****", "needs the cryptography extra: pip install 'trackgate[cryptography]'")
+
+
 @dataclasses.dataclass(frozen=True, init=False)
 class Settings:
     # --- foundation -----------------------------------------------------------------------------------
@@ -233,6 +248,19 @@ class Settings:
             raise ConfigError("TRACKGATE_SECRET_KEY", None, "required when TRACKGATE_ENV=production")
         if self.cookie_samesite == "none" and self.cookie_secure is False:
             raise ConfigError("TRACKGATE_COOKIE_SAMESITE", "none", "SameSite=None needs a Secure cookie")
+        self._check_keys()
+
+    def _check_keys(self) -> None:
+        """Keys are used on the first link, not at start-up: one that cannot work must fail here, not answer
+        every tracking request with an error."""
+        if self.legacy_pytracking_key:
+            if not _is_fernet_key(self.legacy_pytracking_key):
+                raise ConfigError(
+                    "TRACKGATE_LEGACY_PYTRACKING_KEY", "****", "expected a Fernet key (32 url-safe base64 bytes)"
+                )
+            _require_cryptography("TRACKGATE_LEGACY_PYTRACKING_KEY")
+        if self.encryption_key and self.encryption_key.strip(", "):
+            _require_cryptography("TRACKGATE_ENCRYPTION_KEY")
 
     @property
     def signing_keys(self) -> tuple[str, ...]:

@@ -169,8 +169,13 @@ def test_check_config_reports_a_bad_value() -> None:
         ({"TRACKGATE_SINKS": "matomo"}, "TRACKGATE_MATOMO_URL"),
         ({"TRACKGATE_STORE_URL": "mysql://x"}, "TRACKGATE_STORE_URL"),
         ({"TRACKGATE_ENV": "Production"}, "TRACKGATE_SECRET_KEY"),  # any case
+        # (read at the first tracking link: every tracking request would have failed)
+        ({"TRACKGATE_LEGACY_PYTRACKING": "true", "TRACKGATE_LEGACY_PYTRACKING_KEY": "short"}, "LEGACY_PYTRACKING_KEY"),
     ],
-    ids=["unknown-sink", "webhook-without-url", "webhook-not-http", "matomo-without-url", "store-scheme", "env-case"],
+    ids=[
+        "unknown-sink", "webhook-without-url", "webhook-not-http", "matomo-without-url", "store-scheme", "env-case",
+        "legacy-key",
+    ],
 )
 def test_check_config_reports_what_would_fail_at_the_first_event(env: dict[str, str], variable: str) -> None:
     result = _check_config(env)
@@ -190,3 +195,26 @@ def test_a_number_is_not_taken_for_text(keyword: str) -> None:
     with pytest.raises(trackgate.ConfigError) as raised:
         trackgate.Settings.from_environ({}, **{keyword: 123})
     assert raised.value.name == keyword
+
+
+@pytest.mark.parametrize("variable", ["TRACKGATE_LEGACY_PYTRACKING_KEY", "TRACKGATE_ENCRYPTION_KEY"])
+def test_a_key_that_needs_cryptography_fails_at_start_up_without_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    import importlib.util
+
+    from cryptography.fernet import Fernet
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "cryptography" else real_find_spec(name, *a)
+    )
+    keyword = variable.removeprefix("TRACKGATE_").lower()
+    with pytest.raises(trackgate.ConfigError, match=f"{variable}.*cryptography extra"):
+        trackgate.WSGIMiddleware(lambda environ, start: [], **{keyword: Fernet.generate_key().decode()})
+
+
+@pytest.mark.parametrize("key", ["short", "not base64 at all!!", "A" * 44])
+def test_a_bad_legacy_fernet_key_fails_at_start_up(key: str) -> None:
+    with pytest.raises(trackgate.ConfigError, match="TRACKGATE_LEGACY_PYTRACKING_KEY"):
+        trackgate.ASGIMiddleware(lambda scope, receive, send: None, legacy_pytracking=True, legacy_pytracking_key=key)
