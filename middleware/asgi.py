@@ -21,7 +21,7 @@ from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_scope
 from .settings import Settings
-from .shell_common import OPT_OUT_HEADER, looks_like_html, make_settings, rewritten_headers
+from .shell_common import OPT_OUT_HEADER, endpoint_visitor, looks_like_html, make_settings, rewritten_headers
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
@@ -80,8 +80,7 @@ class ASGIMiddleware:
     async def _answer(self, scope: Scope, send: Send) -> None:
         facts = from_scope(scope, self.settings.trusted_proxies)
         cookie, gpc = _identity_headers(scope["headers"])
-        visitor = self.gate.identity.resolve(cookie, "", gpc).visitor
-        reply = self.gate.answer(facts, visitor.code if visitor.consent and not visitor.is_new else None)
+        reply = self.gate.answer(facts, endpoint_visitor(self.gate.identity, cookie, gpc))
         headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if facts.method == "HEAD" else reply.body})

@@ -31,10 +31,11 @@ class ConsentCookie:
         self.name = name
         self._value = value or None
         # The category as a manager writes it: a key, quoted or not, then ":" or "=" and the answer. Keys
-        # are found only where a list item starts ({, comma, & or ;), never inside another key.
+        # are found only where a list item starts ({, comma, &, ;, or = as in OneTrust's "groups=C0002:0"),
+        # never inside another key.
         self._category = (
             re.compile(
-                r"""(?:^|[{,&;|\s])["']?""" + re.escape(category) + r"""["']?\s*[:=]\s*["']?([\w-]*)""",
+                r"""(?:^|[{,&;|=\s])["']?""" + re.escape(category) + r"""["']?\s*[:=]\s*["']?([\w-]*)""",
                 re.IGNORECASE,
             )
             if category

@@ -149,9 +149,16 @@ class Identity:
         if shadowed:
             known = None
         from_query = self._code_from_query(query_string) if query_string else None
-        consents = (self._always_consents and gpc is None) or self._consents(cookies, gpc, holds_code=known is not None)
+        # (Two copies of the visitor cookie are still a visitor cookie held: with required consent, a visitor
+        # who had consented before TRACKGATE_COOKIE_DOMAIN was set must not become anonymous for good.)
+        consents = (self._always_consents and gpc is None) or self._consents(
+            cookies, gpc, holds_code=known is not None or shadowed
+        )
         if not consents:
-            return VisitorState(Visitor(new_code(), True, False), None, from_query or known, known)
+            # A refusal in the consent cookie clears the visitor cookie, as set_consent(request, False) does:
+            # it would otherwise track the visitor again once the consent cookie is gone.
+            action = "delete" if consents is None and known is not None else None
+            return VisitorState(Visitor(new_code(), True, False), action, from_query or known, known)
         if from_query is not None:
             action = None if from_query == known else "store"
             return VisitorState(Visitor(from_query, False, True), action, from_query, known)
@@ -204,7 +211,19 @@ class Identity:
 
     def _read_cookie_header(self, header: str) -> tuple[Mapping[str, str], str | None]:
         """The cookies (read-only: shared by every request sending this header) and the valid visitor code."""
-        cookies = MappingProxyType(cookie_parser(header))
+        parsed = cookie_parser(header)
+        consent = self._consent_cookie
+        if consent is not None and header.count(consent.name + "=") > 1:
+            # The fast parser keeps the last of two consent cookies (a parent domain's and the site's): a
+            # refusal in either must win over a grant in the other.
+            try:
+                values = parse_cookie(header).getlist(consent.name)
+            except UnicodeError:
+                values = []
+            refusal = next((value for value in values if consent.decide(value) is False), None)
+            if refusal is not None:
+                parsed[consent.name] = refusal
+        cookies = MappingProxyType(parsed)
         code = cookies.get(self._cookie_name)
         if code is None or not is_valid_code(code):
             return cookies, None
@@ -213,7 +232,7 @@ class Identity:
         if header.count(self._cookie_name + "=") > 1:
             try:
                 values = set(parse_cookie(header).getlist(self._cookie_name))
-            except UnicodeDecodeError:  # werkzeug reads values as UTF-8: another, undecodable value is there
+            except UnicodeError:  # werkzeug reads values as UTF-8 (and a str header as latin-1): another is there
                 return cookies, _TWO_CODES
             if len(values) != 1:
                 return cookies, _TWO_CODES
@@ -227,7 +246,9 @@ class Identity:
             return None
         return values[0] if is_valid_code(values[0]) else None
 
-    def _consents(self, cookies: Mapping[str, str] | None, gpc: str | None, *, holds_code: bool) -> bool:
+    def _consents(self, cookies: Mapping[str, str] | None, gpc: str | None, *, holds_code: bool) -> bool | None:
+        """True: consent. False: none (Sec-GPC, or nothing grants it). None: none, refused by the consent
+        cookie."""
         settings = self._settings
         if settings.respect_gpc and gpc is not None and gpc.strip() == "1":
             return False
@@ -235,9 +256,10 @@ class Identity:
             value = cookies.get(self._consent_cookie.name)
             decided = None if value is None else self._consent_cookie.decide(value)
             if decided is not None:
-                return decided
+                return True if decided else None
         if settings.consent == "implicit":
             return True
-        # Required consent without a consent cookie: the visitor cookie itself is only ever stored after a
-        # grant, so holding one means consent was given (unless a consent cookie is configured and absent).
-        return holds_code and self._consent_cookie is None
+        # Required consent and no answer in a consent cookie: the visitor cookie itself is only ever stored
+        # after a grant (the consent cookie's, or the app's set_consent), so holding one means consent was
+        # given, and a refusal since would have said so or deleted it.
+        return holds_code

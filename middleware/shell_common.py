@@ -7,6 +7,8 @@ from typing import Any
 
 from werkzeug.http import quote_etag, unquote_etag
 
+from ._boundary import swallow
+from .identity import Identity
 from .settings import Settings
 
 OPT_OUT_HEADER = "x-trackgate"
@@ -16,6 +18,17 @@ def make_settings(settings: Settings | None, overrides: Mapping[str, Any]) -> Se
     if settings is None:
         return Settings(**overrides)
     return settings.replace(**overrides) if overrides else settings
+
+
+def endpoint_visitor(identity: Identity, cookie_header: str | None, gpc: str | None) -> str | None:
+    """The code a tracking request records its event under: a returning visitor's who consents, else None.
+    A fault reading the cookies costs the event its visitor, never the pixel or the redirect."""
+    try:
+        visitor = identity.resolve(cookie_header, "", gpc).visitor
+    except Exception as error:
+        swallow("visitor identity", error)
+        return None
+    return visitor.code if visitor.consent and not visitor.is_new else None
 
 
 def looks_like_html(content_type: str | None) -> bool:

@@ -22,7 +22,7 @@ from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_environ
 from .settings import Settings
-from .shell_common import edit_headers, looks_like_html, make_settings, rewritten_headers
+from .shell_common import edit_headers, endpoint_visitor, looks_like_html, make_settings, rewritten_headers
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
@@ -67,9 +67,8 @@ class WSGIMiddleware:
 
     def _answer(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
         facts = from_environ(environ, self.settings.trusted_proxies)
-        state = self.gate.identity.resolve(environ.get("HTTP_COOKIE"), "", environ.get("HTTP_SEC_GPC"))
-        visitor = state.visitor
-        reply = self.gate.answer(facts, visitor.code if visitor.consent and not visitor.is_new else None)
+        visitor = endpoint_visitor(self.gate.identity, environ.get("HTTP_COOKIE"), environ.get("HTTP_SEC_GPC"))
+        reply = self.gate.answer(facts, visitor)
         status = f"{reply.status} {http.HTTPStatus(reply.status).phrase}"
         start_response(status, list(reply.headers))
         return [] if facts.method == "HEAD" else [reply.body]

@@ -187,6 +187,18 @@ def test_two_different_visitor_cookies_get_a_fresh_code_and_the_host_only_copy_c
     assert "domain" not in attributes
 
 
+def test_with_required_consent_two_copies_still_count_as_a_grant_and_the_host_only_one_is_cleared(get: Get) -> None:
+    # A visitor who consented before TRACKGATE_COOKIE_DOMAIN was set holds both copies: anonymous, nothing
+    # would ever clear the host-only one, and every request after would be anonymous too.
+    both = get("/", consent="required", cookie_domain="example.org", headers={"Cookie": "tg_vid=aaaa; tg_vid=bbbb"})
+    assert both.body["consent"] is True
+    [cleared] = both.set_cookies
+    name, value, attributes = _attributes(cleared)
+    assert (name, value, attributes["max-age"]) == ("tg_vid", "", "0") and "domain" not in attributes
+    after = get("/", consent="required", cookie_domain="example.org", headers={"Cookie": "tg_vid=bbbb"})
+    assert after.body == {"code": "bbbb", "is_new": False, "consent": True}
+
+
 # --- hostile cookie values, straight into the shells (no client to tidy them up) ----------------------------
 
 _BAD_CHARS = st.sampled_from([*"\r\n\x00\x7f é€ (),/<>@[]\\?={}\t", "\r\nSet-Cookie: evil=1"])
@@ -300,6 +312,36 @@ def test_consent_cookie_forms(get: Get, consent_cookie: str, cookie: str, grante
     answer = get("/", consent="required", consent_cookie=consent_cookie, headers={"Cookie": cookie})
     assert answer.body["consent"] is granted
     assert len(answer.set_cookies) == (1 if granted else 0)
+
+
+def test_a_grant_by_the_app_holds_while_the_consent_cookie_says_nothing(get: Get) -> None:
+    # The banner's "accept" went through set_consent, not the consent manager's cookie: the visitor cookie it
+    # stored is the grant on the next requests (the page's own pixel first).
+    granted = get("/grant", consent="required", consent_cookie="cc")
+    [stored] = granted.set_cookies
+    code = _attributes(stored)[1]
+    after = get("/", consent="required", consent_cookie="cc", headers={"Cookie": f"tg_vid={code}"})
+    assert after.body == {"code": code, "is_new": False, "consent": True}
+    refused = get("/", consent="required", consent_cookie="cc", headers={"Cookie": f"tg_vid={code}; cc=no"})
+    assert refused.body["consent"] is False
+
+
+@pytest.mark.parametrize("consent", ["implicit", "required"])
+def test_a_refusal_in_the_consent_cookie_deletes_the_visitor_cookie(get: Get, consent: str) -> None:
+    # Otherwise the cookie stays on the device for its 13 months, and tracks again once the consent cookie goes.
+    answer = get("/", consent=consent, consent_cookie="cc", headers={"Cookie": "tg_vid=knownvisitor1; cc=0"})
+    assert answer.body["consent"] is False and answer.body["code"] != "knownvisitor1"
+    [deleted] = answer.set_cookies
+    assert _attributes(deleted)[:2] == ("tg_vid", "") and _attributes(deleted)[2]["max-age"] == "0"
+    nothing_held = get("/", consent=consent, consent_cookie="cc", headers={"Cookie": "cc=0"})
+    assert nothing_held.set_cookies == []
+
+
+@pytest.mark.parametrize("cookie", ["cc=0; cc=1", "cc=1; cc=0"])
+def test_of_two_consent_cookies_a_refusal_wins(get: Get, cookie: str) -> None:
+    # A parent domain's and the site's: the last one sent must not overrule a refusal.
+    answer = get("/", consent="required", consent_cookie="cc", headers={"Cookie": cookie})
+    assert answer.body["consent"] is False and answer.set_cookies == []
 
 
 def test_withdrawing_consent_deletes_the_cookie(get: Get) -> None:
@@ -603,3 +645,15 @@ def test_a_cookie_header_read_once_serves_every_request_that_sends_it() -> None:
     assert identity._read_cookies.cache_info().currsize == 1
     duplicated = identity.resolve("tg_vid=a-code; tg_vid=another", "", None)
     assert duplicated.visitor.is_new and duplicated.visitor.code not in ("a-code", "another")
+
+
+@pytest.mark.parametrize("path", ["/", "/_tg/health", "/_tg/o/sometoken"])
+def test_a_cookie_header_werkzeug_cannot_read_never_escapes_the_shell(path: str) -> None:
+    # A server or harness handing over decoded text (not PEP 3333's latin-1), with the visitor cookie twice.
+    got: list[str] = []
+    environ = {**_environ(path), "HTTP_COOKIE": "tg_vid=\u20ac; tg_vid=abc123"}
+    middleware = trackgate.WSGIMiddleware(wsgi_app, secret_key="k", emit=_no_events)
+    body = b"".join(middleware(environ, lambda status, headers, exc_info=None: got.append(status)))
+    assert got[0].split()[0] == ("404" if path.endswith("sometoken") else "200")
+    if path == "/":
+        assert json.loads(body)["is_new"] is True  # neither code trusted: a fresh visitor
