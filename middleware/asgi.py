@@ -11,6 +11,7 @@ dispatcher (startup) and drains it within TRACKGATE_SHUTDOWN_TIMEOUT (shutdown).
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
@@ -124,7 +125,21 @@ def _responder(gate: Gate, scope: Scope, state: VisitorState, send: Send) -> Sen
                 return _nothing()  # held back until the first body message
         return send(message)
 
-    return send_wrapper
+    return _mark_coroutine_function(send_wrapper)
+
+
+def _mark_coroutine_function(function: Send) -> Send:
+    """Say that ``function`` is awaited like a coroutine function (what an ASGI ``send`` is, and what asgiref's
+    WsgiToAsgi and async_to_sync check, warning on every call otherwise)."""
+    if _MARK is not None:
+        return _MARK(function)
+    function._is_coroutine = _IS_COROUTINE  # type: ignore[attr-defined]
+    return function
+
+
+# Python 3.12 and later mark with inspect's own; 3.11 with the attribute asyncio.iscoroutinefunction reads.
+_MARK: Callable[[Send], Send] | None = getattr(inspect, "markcoroutinefunction", None)
+_IS_COROUTINE = getattr(asyncio.coroutines, "_is_coroutine", None)
 
 
 async def _nothing() -> None:

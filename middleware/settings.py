@@ -74,7 +74,8 @@ def _parse_optional_int(text: str) -> int | None:
 
 
 def _parse_optional_str(text: str) -> str | None:
-    return text if text.strip() else None
+    # Stripped: a trailing space from a .env file or a newline from a mounted secret would go into every link.
+    return text.strip() or None
 
 
 def _choice(*allowed: str) -> Callable[[str], str]:
@@ -118,8 +119,8 @@ def _without_credentials(url: str) -> str:
     scheme, _, rest = head.partition("://")
     authority, slash, path = rest.partition("/")
     user_info, at, host = authority.rpartition("@")
-    if at and ":" in user_info:
-        authority = user_info.partition(":")[0] + ":****@" + host
+    if at:  # a password, or a token given as the user name alone
+        authority = (user_info.partition(":")[0] + ":****@" if ":" in user_info else "****@") + host
     if question:
         query = "&".join(part.partition("=")[0] + ("=****" if "=" in part else "") for part in query.split("&"))
     return f"{scheme}://{authority}{slash}{path}{question}{query}"
@@ -242,12 +243,17 @@ class Settings:
             # Each goes into a Set-Cookie header or a link as it is: a ";" or a space would break either.
             if value is not None and not shape.fullmatch(value):
                 raise ConfigError(variable, value, f"expected {what}")
-        if self.base_url is not None and not re.match(r"^https?://[^/?#]+(/[^?#]*)?$", self.base_url):
+        if self.base_url is not None and not re.fullmatch(r"https?://[^/?#\s]+(/[^?#\s]*)?", self.base_url):
             raise ConfigError("TRACKGATE_BASE_URL", self.base_url, "expected an http(s) origin like https://x.org")
         if self.env == "production" and not self.secret_key:
             raise ConfigError("TRACKGATE_SECRET_KEY", None, "required when TRACKGATE_ENV=production")
         if self.cookie_samesite == "none" and self.cookie_secure is False:
             raise ConfigError("TRACKGATE_COOKIE_SAMESITE", "none", "SameSite=None needs a Secure cookie")
+        if self.cookie_domain is not None:
+            try:  # as werkzeug writes it into every Set-Cookie: a label it cannot encode loses every cookie
+                self.cookie_domain.lstrip(".").encode("idna")
+            except UnicodeError as error:
+                raise ConfigError("TRACKGATE_COOKIE_DOMAIN", self.cookie_domain, f"unusable: {error}") from None
         self._check_keys()
 
     def _check_keys(self) -> None:
@@ -302,7 +308,9 @@ def _parse(env_name: str, field: dataclasses.Field[Any], text: str) -> Any:
 
 
 def _coerce(name: str, field: dataclasses.Field[Any], value: Any) -> Any:
-    """Keywords may be given typed (True, 3600, ["k1", "k2"]) or as the environment's strings."""
+    """Keywords may be given typed (True, 3600, ["k1", "k2"], a pathlib.Path) or as the environment's strings."""
+    if isinstance(value, os.PathLike):  # BASE_DIR / "spool.sqlite3" in a Django or Flask settings file
+        value = os.fspath(value)
     if isinstance(value, str):
         return _parse(name, field, value)
     if isinstance(value, list):

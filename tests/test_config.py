@@ -7,6 +7,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -218,3 +219,37 @@ def test_a_key_that_needs_cryptography_fails_at_start_up_without_it(
 def test_a_bad_legacy_fernet_key_fails_at_start_up(key: str) -> None:
     with pytest.raises(trackgate.ConfigError, match="TRACKGATE_LEGACY_PYTRACKING_KEY"):
         trackgate.ASGIMiddleware(lambda scope, receive, send: None, legacy_pytracking=True, legacy_pytracking_key=key)
+
+
+@pytest.mark.parametrize("value", ["https://shop.example ", "https://shop.example\n", " https://shop.example/"])
+def test_whitespace_around_a_base_url_is_dropped(value: str) -> None:
+    # A .env file's trailing space or a mounted secret's newline would have gone into every link.
+    settings = trackgate.Settings.from_environ({"TRACKGATE_BASE_URL": value})
+    assert settings.base_url in ("https://shop.example", "https://shop.example/")
+    links = trackgate.TrackingLinks(settings.replace(secret_key="k"))
+    assert links.click_url("https://partner.example/").startswith("https://shop.example/_tg/c/")
+
+
+@pytest.mark.parametrize("value", ["https://shop .example", "https://shop.example/a b", "https://shop.example/\tx"])
+def test_whitespace_inside_a_base_url_is_refused(value: str) -> None:
+    with pytest.raises(trackgate.ConfigError, match="TRACKGATE_BASE_URL"):
+        trackgate.Settings.from_environ({"TRACKGATE_BASE_URL": value})
+
+
+def test_a_cookie_domain_no_cookie_could_carry_fails_at_start_up() -> None:
+    # A label over 63 characters: every Set-Cookie would have failed, silently, for every visitor.
+    with pytest.raises(trackgate.ConfigError, match="TRACKGATE_COOKIE_DOMAIN"):
+        trackgate.Settings.from_environ({"TRACKGATE_COOKIE_DOMAIN": "a" * 64 + ".example.org"})
+    assert _check_config({"TRACKGATE_COOKIE_DOMAIN": "a" * 64 + ".example.org"}).returncode == 1
+
+
+def test_path_objects_are_settings_as_django_and_flask_settings_write_them(tmp_path: Path) -> None:
+    settings = trackgate.Settings(spool_path=tmp_path / "spool.sqlite3")  # BASE_DIR / "spool.sqlite3"
+    assert settings.spool_path == str(tmp_path / "spool.sqlite3")
+
+
+def test_check_config_masks_a_token_given_as_the_user_name() -> None:
+    result = _check_config({"TRACKGATE_SINKS": "webhook", "TRACKGATE_WEBHOOK_URL": "https://s3cr3t@h.example/in"})
+    assert result.returncode == 0, result.stderr
+    assert "s3cr3t" not in result.stdout + result.stderr
+    assert "TRACKGATE_WEBHOOK_URL=https://****@h.example/in" in result.stdout.splitlines()

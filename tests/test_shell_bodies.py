@@ -359,3 +359,23 @@ async def test_asgi_html_file_sent_by_the_server_goes_out_after_its_start() -> N
     assert [m["type"] for m in sent] == ["http.response.start", "http.response.pathsend"]
     assert sent[0]["headers"][:3] == start_headers  # its true length kept: the file goes out as it is
     assert [name for name, _ in sent[0]["headers"][3:]] == [b"set-cookie"]
+
+
+def test_the_asgi_send_is_one_asgiref_takes_for_a_coroutine_function() -> None:
+    # asgiref's WsgiToAsgi (a WSGI app served over ASGI) wraps send with async_to_sync, which warns on every
+    # request when it is handed a plain function.
+    import warnings
+
+    from asgiref.wsgi import WsgiToAsgi
+
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"served"]
+
+    app = trackgate.ASGIMiddleware(WsgiToAsgi(wsgi_app), secret_key="k", emit=lambda event: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        response = TestClient(app).get("/")
+    assert (response.status_code, response.text) == (200, "served")
+    assert "tg_vid=" in response.headers["set-cookie"]
+    assert [str(warning.message) for warning in caught] == []
