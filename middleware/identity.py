@@ -217,10 +217,10 @@ class Identity:
             # The fast parser keeps the last of two consent cookies (a parent domain's and the site's): a
             # refusal in either must win over a grant in the other.
             try:
-                values = parse_cookie(header).getlist(consent.name)
+                answers = parse_cookie(header).getlist(consent.name)
             except UnicodeError:
-                values = []
-            refusal = next((value for value in values if consent.decide(value) is False), None)
+                answers = []
+            refusal = next((answer for answer in answers if consent.decide(answer) is False), None)
             if refusal is not None:
                 parsed[consent.name] = refusal
         cookies = MappingProxyType(parsed)
