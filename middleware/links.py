@@ -91,7 +91,7 @@ def _spelled_host(parts: SplitResult, url: str) -> str:
     try:
         parts.port  # noqa: B018 — raises ValueError for a port out of range or not a number
         host = parts.hostname or ""
-        spelled = host if host.isascii() else host.encode("idna").decode("ascii")
+        spelled = host if host.isascii() else _idna_host(host)
     except (ValueError, UnicodeError):
         raise BadURL(url, "invalid host") from None
     if _HOST_NAME.fullmatch(spelled):
@@ -103,6 +103,27 @@ def _spelled_host(parts: SplitResult, url: str) -> str:
             raise BadURL(url, "invalid host") from None
         return spelled
     raise BadURL(url, "invalid host")
+
+
+# Where IDNA 2003 (Python's "idna" codec) and browsers (UTS #46, non-transitional) spell a host apart: ß,
+# final sigma and the zero-width joiners, which the codec maps away and browsers keep.
+_IDNA_DEVIATIONS = re.compile("[\u00df\u03c2\u200c\u200d]")
+
+
+def _idna_host(host: str) -> str:
+    """A non-ASCII host as browsers spell it, so that a redirect goes where the link it replaced went."""
+    try:
+        from idna import IDNAError, encode  # (installed with aiohttp's yarl)
+    except ImportError:  # pragma: no cover - depends on the environment
+        pass
+    else:
+        try:
+            return encode(host, uts46=True).decode("ascii")
+        except IDNAError:
+            pass  # IDNA 2008 refuses symbols (☃.net) and "_" that browsers accept: IDNA 2003 spells those
+    if _IDNA_DEVIATIONS.search(host):
+        raise UnicodeError("a host IDNA 2003 would spell differently from browsers")
+    return host.encode("idna").decode("ascii")
 
 
 def _why_unsafe(url: str) -> str:

@@ -15,6 +15,7 @@ import pytracking
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import trackgate.links as links_module
 from trackgate import BadToken, BadURL, ConfigError, ForeignToken, Settings, TokenExpired, TrackingLinks
 from trackgate.links import MAX_URL_CHARS, TrackingResult, location_header
 from trackgate.tokens import TokenCodec
@@ -492,6 +493,26 @@ def test_unicode_hosts_ports_and_ip_literals_still_make_links() -> None:
     ]:
         result = LINKS.decode(LINKS.click_url(url))
         assert (result.tracked_url, location_header(result.tracked_url or "")) == (url, location)
+
+
+@pytest.mark.parametrize(
+    ("url", "location"),
+    [
+        # Browsers (UTS #46, non-transitional) keep ß, final sigma and the joiners that IDNA 2003 maps away:
+        # fass.de, not faß.de, would be another site.
+        ("https://fa\u00df.de/angebot", "https://xn--fa-hia.de/angebot"),
+        ("https://\u03b2\u03cc\u03bb\u03bf\u03c2.gr/", "https://xn--nxasmm1c.gr/"),
+        ("https://\u0dc1\u0dca\u200d\u0dbb\u0dd3.lk/", "https://xn--10cl1a0b660p.lk/"),
+        ("https://FA\u00df.DE/", "https://xn--fa-hia.de/"),
+        ("https://\u2603.net/", "https://xn--n3h.net/"),  # a symbol IDNA 2008 refuses and browsers accept
+    ],
+)
+def test_a_redirect_goes_to_the_host_a_browser_would_have_gone_to(url: str, location: str) -> None:
+    result = LINKS.decode(LINKS.click_url(url))
+    assert location_header(result.tracked_url or "") == location
+    legacy = Settings.from_environ({}, redirect_allowed_hosts="xn--fa-hia.de")
+    assert links_module._host_allowed("https://fa\u00df.de/", legacy.redirect_allowed_hosts)
+    assert not links_module._host_allowed("https://fass.de/", legacy.redirect_allowed_hosts)
 
 
 def test_blank_keys_given_in_code_are_dropped_as_the_environment_drops_them() -> None:
