@@ -113,7 +113,7 @@ def _option(default: Any, parse: Callable[[str], Any], *, secret: bool = False) 
 _FALLBACK_KEY = secrets.token_urlsafe(32)
 
 
-def _without_credentials(url: str) -> str:
+def without_credentials(url: str) -> str:
     """A URL as it may be shown: a password in it, and its query's values (tokens ride there), masked."""
     head, question, query = url.partition("?")
     scheme, _, rest = head.partition("://")
@@ -284,7 +284,7 @@ class Settings:
             if field.metadata["secret"] and value:
                 text = "****"
             elif isinstance(value, str) and "://" in value:
-                text = _without_credentials(value)
+                text = without_credentials(value)
             elif isinstance(value, tuple):
                 text = ",".join(value)
             elif value is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sinks import WebhookReceiver
 
-from trackgate import BadToken
+from trackgate import BadToken, BadURL
 from trackgate.adapters import pytracking as facade
 from trackgate.adapters.pytracking import webhook as facade_webhook
 
@@ -141,6 +142,25 @@ def test_send_webhook_posts_what_pytracking_posts() -> None:
         first, second = hook.payloads()
         assert first == second | {"timestamp": first["timestamp"]}
         assert first["tracked_url"] == "https://e.org/" and first["metadata"] == {"r": 1}
+
+
+@pytest.mark.timeout(30)
+def test_send_webhook_sends_the_urls_credentials_as_pytracking_did() -> None:
+    # A webhook URL with basic-auth credentials is the receiver's login, not a link's disguise.
+    with WebhookReceiver() as hook:
+        url = hook.url.replace("http://", "http://hookuser:s3cret@")
+        result = facade.TrackingResult(is_open_tracking=True, webhook_url=url, metadata={"a": 1}, timestamp=1)
+        assert facade_webhook.send_webhook(result).status_code == 200
+        [received] = hook.received
+    assert received.headers["Authorization"] == "Basic " + base64.b64encode(b"hookuser:s3cret").decode()
+
+
+@pytest.mark.parametrize("url", ["ftp://u:s3cret@h.example/", "http://u:s3cret@/hook", "https://u:s3cret@h.example:x/"])
+def test_send_webhook_refuses_what_is_no_http_url_without_showing_its_password(url: str) -> None:
+    result = facade.TrackingResult(is_open_tracking=True, webhook_url=url, timestamp=1)
+    with pytest.raises(BadURL) as refused:
+        facade_webhook.send_webhook(result)
+    assert "s3cret" not in str(refused.value)
 
 
 def test_send_webhook_fails_as_requests_fails() -> None:
