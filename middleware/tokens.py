@@ -307,9 +307,12 @@ class LegacyPytrackingCodec:
     Plain tokens are not authentic (anyone can make one); the caller decides what they may do.
     """
 
-    __slots__ = ("_fernet",)
+    __slots__ = ("_fernet", "_max_chars")
 
-    def __init__(self, fernet_key: str | None = None) -> None:
+    def __init__(self, fernet_key: str | None = None, *, max_chars: int | None = MAX_TOKEN_CHARS) -> None:
+        # max_chars: the longest token read (None: any, as pytracking itself reads them); the endpoints keep
+        # the bound every token they read has.
+        self._max_chars = max_chars
         self._fernet: Any = None
         if fernet_key:
             try:
@@ -325,7 +328,7 @@ class LegacyPytrackingCodec:
 
     def loads(self, token: str) -> tuple[dict[str, Any], bool]:
         """(data, authentic): authentic is True only for a Fernet token that opened with the old key."""
-        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS:
+        if not isinstance(token, str) or not token or (self._max_chars is not None and len(token) > self._max_chars):
             raise BadToken("not a pytracking token")
         if self._fernet is not None:
             from cryptography.fernet import InvalidToken

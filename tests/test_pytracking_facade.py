@@ -369,3 +369,13 @@ def test_tracking_result_keeps_request_data_and_tracking_result_json_exists() ->
     result = facade.get_click_tracking_result(link, request_data, **BASES)
     assert result.request_data is request_data
     assert TrackingResultJSON._fields == real.tracking.TrackingResultJSON._fields
+
+
+def test_links_with_large_metadata_decode_both_ways() -> None:
+    # Over 16,384 characters of token (the endpoints' bound): pytracking reads them, so the facade does too.
+    metadata = {f"field-{n}": "value-" * 3 for n in range(700)}
+    for made_by in (real, facade):
+        link = made_by.get_click_tracking_url("https://e.org/", metadata, **BASES)
+        assert len(link) > 16384
+        assert facade.get_click_tracking_result(link, **BASES).metadata == metadata
+        assert real.get_click_tracking_result(link, **BASES).metadata == metadata

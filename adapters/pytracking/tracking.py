@@ -49,6 +49,10 @@ TrackingResultJSON = namedtuple(  # pytracking's own definition, kept for code i
 )
 
 
+# pytracking's plain tokens, of any length: links it made with large metadata decode here too.
+_PLAIN_TOKENS = LegacyPytrackingCodec(max_chars=None)
+
+
 def redirect_target(url: str) -> str:
     """Where a click link of this destination redirects: a protocol-relative one goes to https, as a
     browser resolves it from an https tracking link. Raises ``BadURL`` for what no view redirects to."""
@@ -202,7 +206,7 @@ class Configuration:
             if not isinstance(data, dict):
                 raise self._bad_token("payload is not a JSON object")
             return data, True
-        return LegacyPytrackingCodec().loads(token)
+        return _PLAIN_TOKENS.loads(token)
 
     def _bad_token(self, reason: str) -> BadToken:
         """With an encryption key, also a Fernet ``InvalidToken``: what pytracking users caught then."""
