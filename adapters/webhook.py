@@ -5,8 +5,9 @@
     TRACKGATE_WEBHOOK_SECRET=...            # optional; adds X-Trackgate-Signature: sha256=<hex>
 
 Opens and clicks carry exactly pytracking's webhook payload (``is_open_tracking``, ``is_click_tracking``,
-``metadata``, ``request_data``, ``timestamp`` and, for clicks, ``tracked_url``) plus ``id`` and ``kind``,
-so a receiver written for pytracking keeps working. Other kinds carry ``Event.to_dict()``.
+``metadata``, ``request_data``, ``timestamp`` and, for clicks, ``tracked_url``) plus ``id``, ``kind``,
+``visitor`` and, for an email whose pixel carries it, ``title``, so a receiver written for pytracking keeps
+working. Other kinds carry ``Event.to_dict()``.
 
 One event per POST (``batch_size = 1``), as pytracking receivers expect; up to ``concurrency`` POSTs are
 in flight at once. Delivery is at-least-once: a receiver drops repeats by ``id``. Verify a signature with::
@@ -46,6 +47,8 @@ def payload(event: Event) -> dict[str, Any]:
     }
     if event.kind == "click" and event.url:  # pytracking leaves tracked_url out when there is none
         body["tracked_url"] = event.url
+    if event.kind == "open" and event.title:  # the email's (rewrite_html(..., page_title=True))
+        body["title"] = event.title
     body["id"] = event.id
     body["kind"] = event.kind
     # Who opened or clicked: pytracking's payload has no place for it, so it is one more field.

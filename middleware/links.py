@@ -321,10 +321,15 @@ class TrackingLinks:
         return self._require_base() + self.click_path(url, metadata, expires_in=expires_in)
 
     def open_url(
-        self, metadata: Mapping[str, Any] | None = None, *, expires_in: float | datetime.timedelta | None = None
+        self,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        expires_in: float | datetime.timedelta | None = None,
+        title: str | None = None,
     ) -> str:
-        """The URL of a 1x1 pixel that records an open (for emails)."""
-        return self._require_base() + self.open_path(metadata, expires_in=expires_in)
+        """The URL of a 1x1 pixel that records an open (for emails); ``title``, the email's (its <title>,
+        often the subject: what rewrite_html(..., page_title=True) passes), goes with the open's event."""
+        return self._require_base() + self.open_path(metadata, expires_in=expires_in, title=title)
 
     def click_path(
         self,
@@ -354,10 +359,10 @@ class TrackingLinks:
         data: dict[str, Any] = {}
         if page_url is not None:
             data["u"] = check_url(page_url)
-            if title:
-                data["t"] = title
-            if referrer:
-                data["r"] = referrer
+        if title:
+            data["t"] = title
+        if page_url is not None and referrer:
+            data["r"] = referrer
         if metadata:
             data["m"] = dict(metadata)
         token = self._codec.dumps(data, "open", expires_at=_expires_at(expires_in))
@@ -507,7 +512,7 @@ class TrackingLinks:
             visitor,
             new_event_id(now),
             legacy,
-            title if kind == "pageview" else None,
+            title if not legacy else None,  # a page's, or an email's
             referrer if kind == "pageview" else None,
         )
 

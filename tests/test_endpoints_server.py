@@ -76,7 +76,8 @@ def tracked_server(
 def test_pixel_click_and_forgeries_on_a_real_server(kind: str, app: str, args: tuple[str, ...], tmp_path: Path) -> None:
     legacy = {"TRACKGATE_LEGACY_PYTRACKING": "true", "TRACKGATE_REDIRECT_ALLOWED_HOSTS": "shop.example"}
     with tracked_server(kind, app, args, tmp_path, TRACKGATE_ANONYMIZE_IP="1", **legacy) as (hook, base, links):
-        pixel = get(links.open_url({"recipient": "r-9"}), headers={"X-Forwarded-For": "203.0.113.99"})
+        opening = links.open_url({"recipient": "r-9"}, title="July news")  # (the email's <title>)
+        pixel = get(opening, headers={"X-Forwarded-For": "203.0.113.99"})
         assert pixel.status_code == 200
         assert pixel.headers["content-type"] == "image/gif"
         assert pixel.headers["cache-control"] == "no-store, no-cache, must-revalidate, private"
@@ -100,7 +101,7 @@ def test_pixel_click_and_forgeries_on_a_real_server(kind: str, app: str, args: t
         assert hook.wait_delivered(3, timeout=30), hook.payloads()
         assert get(f"{base}/").text == "home"
         [opened] = [e for e in hook.payloads() if e["kind"] == "open"]
-        assert opened["metadata"] == {"recipient": "r-9"}
+        assert opened["metadata"] == {"recipient": "r-9"} and opened["title"] == "July news"
         assert opened["request_data"]["user_ip"] == "203.0.113.0"
         clicks = sorted(e["tracked_url"] for e in hook.payloads() if e["kind"] == "click")
         assert clicks == ["https://example.org/ünïcode?x=1", "https://shop.example/"]

@@ -74,3 +74,12 @@ def test_email_links_without_a_base_url_are_a_clear_error_not_an_untracked_email
     unplaced = TrackingLinks(Settings.from_environ({}, secret_key="test-secret"))
     with pytest.raises(ConfigError, match="TRACKGATE_BASE_URL"):
         rewrite_html(EMAIL, unplaced, metadata={"recipient": "r-1"}, open_tracking=pixel)
+
+
+def test_an_emails_pixel_carries_its_title_when_asked(links: TrackingLinks) -> None:
+    out = rewrite_html(EMAIL, links, metadata=METADATA, page_title=True)
+    [pixel] = re.findall(r'<img src="([^"]+)"', out)
+    opened = links.decode(pixel.replace("&amp;", "&"))
+    assert (opened.kind, opened.title, opened.metadata) == ("open", "Sale & more", METADATA)
+    untitled = links.decode(re.findall(r'<img src="([^"]+)"', rewrite_html(EMAIL, links))[0])
+    assert untitled.title is None
