@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from .errors import BadToken, BadURL, TokenExpired
+from .errors import BadToken, BadURL, ConfigError, TokenExpired
 from .links import TrackingLinks
 from .settings import Settings, parse_duration
 
@@ -44,9 +44,11 @@ def run_link(args: argparse.Namespace) -> int:
     metadata: dict[str, Any] | None = None
     if args.metadata is not None:
         try:
-            metadata = json.loads(args.metadata)
+            metadata = json.loads(args.metadata, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
             return _fail("link", f"--metadata is not JSON: {exc}")
+        except ValueError as exc:
+            return _fail("link", f"--metadata: {exc}")
         if not isinstance(metadata, dict):
             return _fail("link", "--metadata must be a JSON object")
     expires_in = None
@@ -64,10 +66,16 @@ def run_link(args: argparse.Namespace) -> int:
             if args.open
             else links.click_url(args.url, metadata, expires_in=expires_in)
         )
-    except BadURL as exc:
+    except ConfigError:
+        raise  # (exit status 1, from main)
+    except (BadURL, ValueError) as exc:  # a refused destination, or metadata too large for a link
         return _fail("link", str(exc))
     print(made)
     return 0
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON (RFC 8259), and no link can carry it")
 
 
 def run_decode(args: argparse.Namespace) -> int:

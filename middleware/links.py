@@ -250,9 +250,14 @@ def _expires_at(expires_in: float | datetime.timedelta | None) -> int | None:
     if expires_in is None:
         return None
     seconds = expires_in.total_seconds() if isinstance(expires_in, datetime.timedelta) else expires_in
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"expires_in must be a positive number of seconds, got {expires_in!r}")
-    return math.ceil(time.time() + seconds)  # rounded up: a link never expires before its time
+    try:
+        usable = math.isfinite(seconds) and seconds > 0
+        expires_at = math.ceil(time.time() + seconds) if usable else 0  # rounded up: never before its time
+    except OverflowError:  # an int past any float
+        usable = False
+    if not usable:
+        raise ValueError(f"expires_in must be a positive number of seconds, got {str(expires_in)[:40]}")
+    return expires_at
 
 
 def _host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
@@ -448,8 +453,11 @@ class TrackingLinks:
             return self.decode_token(path, "click", request_data)
         except TokenExpired:
             raise
-        except BadToken:
-            return self.decode_token(path, "open", request_data)
+        except BadToken as refused:
+            opened = self.decode_token(path, "open", request_data)
+            if opened.legacy and opened.tracked_url is not None:
+                raise refused from None  # a pytracking click link (it names a destination) that was refused
+            return opened
 
     def decode_token(
         self,

@@ -439,8 +439,14 @@ class TestCommandLine:
             (("link", "https://e.org/", "--metadata", "{"), "not JSON"),
             (("link", "https://e.org/", "--expires", "soon"), "--expires"),
             (("decode", "https://t.example.org/_tg/c/forged.token"), "not a valid tracking link"),
+            (("link", "https://e.org/", "--metadata", '{"x": NaN}'), "NaN is not JSON"),
+            (("link", "https://e.org/", "--metadata", json.dumps({"x": "y" * 70000})), "at most 65536 bytes"),
+            (("link", "https://e.org/", "--expires", "1" + "0" * 400 + "d"), "positive number of seconds"),
         ],
-        ids=["unsafe-url", "nothing", "both", "metadata-list", "metadata-json", "expires", "forged"],
+        ids=[
+            "unsafe-url", "nothing", "both", "metadata-list", "metadata-json", "expires", "forged", "nan",
+            "too-large", "expires-past-any-float",
+        ],
     )
     def test_bad_input_is_exit_2_with_a_message(self, args: tuple[str, ...], message: str) -> None:
         result = self.run(*args)
@@ -535,3 +541,25 @@ def test_a_short_lifetime_is_never_cut_short_and_odd_ones_are_refused() -> None:
     for odd in (float("inf"), float("nan"), -1):
         with pytest.raises(ValueError, match="positive number of seconds"):
             LINKS.click_url("https://a.example/", expires_in=odd)
+
+
+def test_a_bare_pytracking_click_token_refused_is_not_read_as_an_open() -> None:
+    # decode() of a bare token tries click then open: a refused legacy click must not come back as an
+    # "open" naming the forged destination.
+    legacy = TrackingLinks(
+        Settings.from_environ({}, secret_key="k", base_url=BASE, legacy_pytracking=True,
+                              redirect_allowed_hosts="shop.example")
+    )
+    forged = base64.urlsafe_b64encode(json.dumps({"url": "https://evil.example/"}).encode()).decode()
+    with pytest.raises(BadToken, match="REDIRECT_ALLOWED_HOSTS"):
+        legacy.decode(forged)
+    allowed = base64.urlsafe_b64encode(json.dumps({"url": "https://shop.example/"}).encode()).decode()
+    assert legacy.decode(allowed).kind == "click"
+    opened = base64.urlsafe_b64encode(json.dumps({"metadata": {"r": 1}}).encode()).decode()
+    assert (legacy.decode(opened).kind, legacy.decode(opened).metadata) == ("open", {"r": 1})
+
+
+@pytest.mark.parametrize("expires_in", [10**400, float("inf"), float("nan"), 0, -5])
+def test_an_expiry_no_link_can_have_is_a_value_error(expires_in: float) -> None:
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        LINKS.click_url("https://e.org/", expires_in=expires_in)
