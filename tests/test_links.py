@@ -559,7 +559,9 @@ def test_a_bare_pytracking_click_token_refused_is_not_read_as_an_open() -> None:
     assert (legacy.decode(opened).kind, legacy.decode(opened).metadata) == ("open", {"r": 1})
 
 
-@pytest.mark.parametrize("expires_in", [10**400, float("inf"), float("nan"), 0, -5])
+@pytest.mark.parametrize(
+    "expires_in", [10**400, float("inf"), float("nan"), 0, -5], ids=["past-any-float", "inf", "nan", "zero", "negative"]
+)
 def test_an_expiry_no_link_can_have_is_a_value_error(expires_in: float) -> None:
     with pytest.raises(ValueError, match="positive number of seconds"):
         LINKS.click_url("https://e.org/", expires_in=expires_in)
