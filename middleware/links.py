@@ -260,7 +260,7 @@ def _expires_at(expires_in: float | datetime.timedelta | None) -> int | None:
     return expires_at
 
 
-def _host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
+def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
     """Exact host names, or ``.example.org`` / ``*.example.org`` for a domain and its subdomains (the host
     as the redirect will spell it)."""
     try:
@@ -534,7 +534,7 @@ class TrackingLinks:
         if (
             purpose == "click"
             and not authentic
-            and not _host_allowed(result.tracked_url or "", self.settings.redirect_allowed_hosts)
+            and not host_allowed(result.tracked_url or "", self.settings.redirect_allowed_hosts)
         ):
             raise BadToken("unsigned pytracking link to a host not in TRACKGATE_REDIRECT_ALLOWED_HOSTS")
         return result

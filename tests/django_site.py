@@ -24,6 +24,7 @@ settings.configure(
         "base_open_tracking_url": "http://127.0.0.1/open/",
         "base_click_tracking_url": "http://127.0.0.1/click/",
     },
+    PYTRACKING_REDIRECT_ALLOWED_HOSTS=["shop.example"],
 )
 django.setup()
 

@@ -245,13 +245,15 @@ def test_pytrackings_django_views_under_a_real_server(server: str, app: str, tmp
         )
         opened = get(pytracking.get_open_tracking_url({"r": 7}, **bases))
         garbage = get(f"{base}/click/not-a-token")
+        # Anyone can write a plain link: one to a host the project does not allow is no open redirect.
+        elsewhere = get(pytracking.get_click_tracking_url("https://evil.example/", **bases))
         # (pytracking itself makes a link to anything; the facade refuses to, and the view to follow one.)
         unsafe = get(real_pytracking.get_click_tracking_url("javascript:alert(1)", **bases))
     assert (click.status_code, click.headers["location"]) == (302, "https://shop.example/sale?a=1")
     assert click.headers["cache-control"] == "no-store"
     assert (opened.status_code, opened.headers["content-type"]) == (200, "image/png")
     assert opened.headers["cache-control"] == "no-store, no-cache, must-revalidate, private"
-    assert (garbage.status_code, unsafe.status_code) == (404, 404)
+    assert (garbage.status_code, unsafe.status_code, elsewhere.status_code) == (404, 404, 404)
     told = [json.loads(line) for line in log.read_text().splitlines()]
     events = [entry["event"] for entry in told if "event" in entry]
     assert [(e["is_click_tracking"], e["tracked_url"], e["metadata"]) for e in events] == [
@@ -259,4 +261,4 @@ def test_pytrackings_django_views_under_a_real_server(server: str, app: str, tmp
         (False, None, {"r": 7}),
     ]
     assert events[0]["request_data"] == {"user_agent": "Mail/1.0", "user_ip": "127.0.0.1"}
-    assert [entry["error"] for entry in told if "error" in entry] == ["BadToken", "BadURL"]
+    assert [entry["error"] for entry in told if "error" in entry] == ["BadToken", "BadToken", "BadURL"]

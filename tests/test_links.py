@@ -517,8 +517,8 @@ def test_a_redirect_goes_to_the_host_a_browser_would_have_gone_to(url: str, loca
     result = LINKS.decode(LINKS.click_url(url))
     assert location_header(result.tracked_url or "") == location
     legacy = Settings.from_environ({}, redirect_allowed_hosts="xn--fa-hia.de")
-    assert links_module._host_allowed("https://fa\u00df.de/", legacy.redirect_allowed_hosts)
-    assert not links_module._host_allowed("https://fass.de/", legacy.redirect_allowed_hosts)
+    assert links_module.host_allowed("https://fa\u00df.de/", legacy.redirect_allowed_hosts)
+    assert not links_module.host_allowed("https://fass.de/", legacy.redirect_allowed_hosts)
 
 
 def test_blank_keys_given_in_code_are_dropped_as_the_environment_drops_them() -> None:

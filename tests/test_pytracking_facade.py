@@ -227,13 +227,41 @@ def test_django_click_view_redirects_and_refuses_bad_links(rf: Any) -> None:
         def notify_decoding_error(self, exception: Exception, request: Any) -> None:
             errors.append(exception)
 
+    from django.test import override_settings
+
     link = real.get_click_tracking_url("https://e.org/x", **BASES)
-    response = View.as_view()(rf.get("/"), path=_path(link, CLICK_BASE))
+    with override_settings(PYTRACKING_REDIRECT_ALLOWED_HOSTS=["e.org"]):
+        response = View.as_view()(rf.get("/"), path=_path(link, CLICK_BASE))
     assert (response.status_code, response["Location"]) == (302, "https://e.org/x")
     for path in ("garbage", _path(real.get_click_tracking_url("javascript:alert(1)", **BASES), CLICK_BASE)):
         with pytest.raises(Http404):
             View.as_view()(rf.get("/"), path=path)
     assert len(errors) == 2
+
+
+@pytest.mark.parametrize("allowed", [None, "shop.example", ["shop.example", ".partner.example"]])
+def test_django_click_view_redirects_a_plain_link_only_to_an_allowed_host(rf: Any, allowed: Any) -> None:
+    # Anyone can write a plain pytracking link: followed anywhere, the view is an open redirect under the
+    # site's name. An encrypted link is the sender's own, and goes anywhere http(s).
+    from django.http import Http404
+    from django.test import override_settings
+
+    from trackgate.adapters.pytracking.django import ClickTrackingView
+
+    def follow(url: str, key: bytes | None = None) -> int:
+        options = {"encryption_bytestring_key": key} if key else {}
+        link = real.get_click_tracking_url(url, **BASES, **options)
+        hosts = {} if allowed is None else {"PYTRACKING_REDIRECT_ALLOWED_HOSTS": allowed}
+        with override_settings(PYTRACKING_CONFIGURATION={**BASES, **options}, **hosts):
+            try:
+                return int(ClickTrackingView.as_view()(rf.get("/"), path=_path(link, CLICK_BASE)).status_code)
+            except Http404:
+                return 404
+
+    assert follow("https://evil.example/") == 404
+    assert follow("https://shop.example/sale") == (404 if allowed is None else 302)
+    assert follow("https://www.partner.example/") == (302 if isinstance(allowed, list) else 404)
+    assert follow("https://evil.example/", key=KEY) == 302
 
 
 def test_django_request_data_trusts_x_forwarded_for_only_when_told(rf: Any, django_settings: Any) -> None:

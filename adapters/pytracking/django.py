@@ -3,9 +3,14 @@
     # urls.py
     path("open/<path:path>", MyOpenView.as_view()), path("click/<path:path>", MyClickView.as_view())
 
-Settings: ``PYTRACKING_CONFIGURATION`` (keywords of ``Configuration``) as before, and
+Settings: ``PYTRACKING_CONFIGURATION`` (keywords of ``Configuration``) as before,
 ``PYTRACKING_TRUSTED_PROXIES`` (default 0): how many proxies in front of Django append to
-X-Forwarded-For. pytracking trusted that header by default, so any client could choose its recorded IP.
+X-Forwarded-For (pytracking trusted that header by default, so any client could choose its recorded IP),
+and ``PYTRACKING_REDIRECT_ALLOWED_HOSTS`` (a list, or a comma-separated string; ``.example.org`` takes in
+the subdomains): the hosts a plain, unencrypted link may redirect to. Anyone can write such a link, so
+pytracking's click view redirected anywhere for anyone (an open redirect under the site's name); here a
+plain link to another host is a 404. Links made with ``encryption_bytestring_key`` are authentic and
+redirect to any http(s) destination.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("trackgate.adapters.pytracking.django needs Django: pip install 'trackgate[django]'") from exc
 
 from trackgate.errors import BadToken, BadURL
+from trackgate.links import host_allowed
 from trackgate.netaddr import client_address
 
 from .tracking import PIXEL_CACHE_HEADERS, PNG_MIME_TYPE, TRACKING_PIXEL, Configuration, TrackingResult, redirect_target
@@ -49,6 +55,8 @@ class ClickTrackingView(TrackingView):
             if not tracking_result.tracked_url:
                 raise Http404
             target = redirect_target(tracking_result.tracked_url)
+            if not configuration.encryption_key and not host_allowed(target, _allowed_hosts()):
+                raise BadToken("plain pytracking link to a host not in PYTRACKING_REDIRECT_ALLOWED_HOSTS")
         except (BadToken, BadURL) as error:
             self.notify_decoding_error(error, request)
             raise Http404 from None
@@ -73,6 +81,13 @@ class OpenTrackingView(TrackingView):
         for name, value in PIXEL_CACHE_HEADERS.items():
             response[name] = value
         return response
+
+
+def _allowed_hosts() -> tuple[str, ...]:
+    hosts = getattr(settings, "PYTRACKING_REDIRECT_ALLOWED_HOSTS", ())
+    if isinstance(hosts, str):
+        hosts = hosts.split(",")
+    return tuple(host.strip() for host in hosts if host.strip())
 
 
 def get_request_data(request: HttpRequest) -> dict[str, Any]:
