@@ -335,27 +335,29 @@ def test_adapt_html_makes_no_link_its_click_view_would_refuse(rf: Any) -> None:
     """pytracking tracked //host links (kept: the view sends them to https) and any other destination (a
     user name, ftp:): the view refuses those, so they stay as they were instead of becoming dead links."""
     from django.http import Http404
+    from django.test import override_settings
 
     from trackgate import BadURL
     from trackgate.adapters.pytracking.django import ClickTrackingView
     from trackgate.adapters.pytracking.html import adapt_html
 
-    doc = '<a href="//shop.example/x">a</a> <a href="https://user@shop.example/">b</a> <a href="ftp://f.example/">c</a>'
-    out = adapt_html(doc, None, open_tracking=False, **BASES)
-    [tracked] = [href for href in _hrefs(out) if href.startswith(CLICK_BASE)]
-    assert '<a href="https://user@shop.example/">b</a> <a href="ftp://f.example/">c</a>' in out
-    response = ClickTrackingView.as_view()(rf.get("/"), path=_path(tracked, CLICK_BASE))
-    assert (response.status_code, response["Location"]) == (302, "https://shop.example/x")
-    with pytest.raises(BadURL):
-        facade.get_click_tracking_url("ftp://f.example/", **BASES)
-    # A //host link pytracking itself made (and sent) redirects too.
-    theirs = real.get_click_tracking_url("//shop.example/y", **BASES)
-    assert ClickTrackingView.as_view()(rf.get("/"), path=_path(theirs, CLICK_BASE))["Location"] == (
-        "https://shop.example/y"
-    )
-    with pytest.raises(Http404):  # and what it made for a user-name destination stays refused
-        named = real.get_click_tracking_url("https://u@e.org/", **BASES)
-        ClickTrackingView.as_view()(rf.get("/"), path=_path(named, CLICK_BASE))
+    with override_settings(PYTRACKING_REDIRECT_ALLOWED_HOSTS=["shop.example", "e.org"]):
+        doc = '<a href="//shop.example/x">a</a> <a href="https://user@shop.example/">b</a> <a href="ftp://f.example/">c</a>'
+        out = adapt_html(doc, None, open_tracking=False, **BASES)
+        [tracked] = [href for href in _hrefs(out) if href.startswith(CLICK_BASE)]
+        assert '<a href="https://user@shop.example/">b</a> <a href="ftp://f.example/">c</a>' in out
+        response = ClickTrackingView.as_view()(rf.get("/"), path=_path(tracked, CLICK_BASE))
+        assert (response.status_code, response["Location"]) == (302, "https://shop.example/x")
+        with pytest.raises(BadURL):
+            facade.get_click_tracking_url("ftp://f.example/", **BASES)
+        # A //host link pytracking itself made (and sent) redirects too.
+        theirs = real.get_click_tracking_url("//shop.example/y", **BASES)
+        assert ClickTrackingView.as_view()(rf.get("/"), path=_path(theirs, CLICK_BASE))["Location"] == (
+            "https://shop.example/y"
+        )
+        with pytest.raises(Http404):  # and what it made for a user-name destination stays refused
+            named = real.get_click_tracking_url("https://u@e.org/", **BASES)
+            ClickTrackingView.as_view()(rf.get("/"), path=_path(named, CLICK_BASE))
 
 
 def test_adapt_html_reads_bytes_in_the_charset_they_declare() -> None:
