@@ -6,6 +6,7 @@ and 5xx retry, other 4xx reject), so every adapter answers the dispatcher in the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -48,7 +49,12 @@ async def exchange(
             raise_for_status(response.status, response.headers, body.decode("utf-8", "replace"))
             return response.status, body
     except (TimeoutError, aiohttp.ClientError) as exc:
-        raise RetryLater(f"{method} {_origin(url)} failed: {type(exc).__name__}: {exc}") from exc
+        # aiohttp's messages name the URL whole (TooManyRedirects, InvalidURL): its query may hold a key.
+        said = _QUERY_IN_TEXT.sub(r"\1?****", str(exc))
+        raise RetryLater(f"{method} {_origin(url)} failed: {type(exc).__name__}: {said}") from exc
+
+
+_QUERY_IN_TEXT = re.compile(r"""([a-zA-Z][a-zA-Z0-9+.-]*://[^\s'"?]*)\?[^\s'"]*""")
 
 
 def _origin(url: str) -> str:

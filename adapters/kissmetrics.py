@@ -212,7 +212,10 @@ class KissmetricsSink:
     async def send(self, session: aiohttp.ClientSession, events: Sequence[Event]) -> Outcome:
         rejected: dict[str, str] = {}
         for event in events:
-            built = request_for(event, self.key, self.names)
+            try:
+                built = request_for(event, self.key, self.names)
+            except ValueError as exc:  # text no URL can carry (a lone surrogate): a dead letter, not a loop
+                built = f"cannot be put in a KISSmetrics request: {exc}"
             if isinstance(built, str):
                 rejected[event.id] = built
                 continue

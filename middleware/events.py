@@ -141,6 +141,7 @@ def _wrong_field(event: Event) -> str | None:
     if (
         isinstance(e.name, str)
         and isinstance(e.id, str)
+        and e.id.isascii()  # (generated ids are; any other must at least be text a database row can hold)
         and (e.visitor is None or isinstance(e.visitor, str))
         and (e.user_id is None or isinstance(e.user_id, str))
         and (e.url is None or isinstance(e.url, str))
@@ -158,6 +159,10 @@ def _wrong_field(event: Event) -> str | None:
     for name in _TEXT_FIELDS:
         if not isinstance(getattr(event, name), str):  # (a StrEnum, a str subclass of the app's: text)
             return f"{name} must be text, not {type(getattr(event, name)).__name__}"
+    try:
+        event.id.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (json.loads of "\ud800" makes one)
+        return "id must be text without lone surrogates"
     for name in _OPTIONAL_TEXT_FIELDS:
         value = getattr(event, name)
         if value is not None and not isinstance(value, str):

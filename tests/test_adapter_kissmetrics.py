@@ -125,8 +125,14 @@ async def test_event_names_are_configurable(receiver: KissmetricsReceiver, sessi
 
 @pytest.mark.parametrize(
     "event",
-    [Event("custom", name="x"), Event("alias", visitor="anon"), Event("set", visitor="v")],
-    ids=["no-person", "alias-without-user-id", "set-without-properties"],
+    [
+        Event("custom", name="x"),
+        Event("alias", visitor="anon"),
+        Event("set", visitor="v"),
+        # (json.loads('"\\ud800"') makes such text: no URL can carry it; it was retried for ever)
+        Event("custom", name="lone \ud800 surrogate", visitor="v"),
+    ],
+    ids=["no-person", "alias-without-user-id", "set-without-properties", "lone-surrogate"],
 )
 async def test_events_the_api_cannot_express_are_rejected_not_sent(
     receiver: KissmetricsReceiver, session: aiohttp.ClientSession, event: Event
@@ -157,6 +163,16 @@ async def test_failures_map_onto_retry_or_reject(
     receiver.recover()
     await sink.send(session, [event])
     assert len(receiver.delivered) == 1
+
+
+async def test_a_redirect_loop_is_retried_and_the_key_stays_out_of_the_reason(
+    receiver: KissmetricsReceiver, session: aiohttp.ClientSession
+) -> None:
+    # aiohttp's TooManyRedirects names the last URL whole, query and key included.
+    receiver.fail(302, location=f"{receiver.base_url}/e?_k={KEY}&_p=v&_n=x")
+    with pytest.raises(RetryLater) as caught:
+        await KissmetricsSink(KEY, receiver.base_url).send(session, [Event("custom", name="x", visitor="v")])
+    assert "TooManyRedirects" in str(caught.value) and KEY not in str(caught.value)
 
 
 async def test_down_then_up(receiver: KissmetricsReceiver, session: aiohttp.ClientSession) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -390,6 +391,86 @@ def test_submit_from_many_threads_and_an_event_loop(
 
 
 # --- durability and lifecycle ------------------------------------------------------------------------------
+
+
+def test_an_id_no_row_can_hold_fails_in_the_caller(make_dispatcher: MakeDispatcher, hook: WebhookReceiver) -> None:
+    # json.loads('"\\ud800"') makes such text: bound into SQLite, it stalled every event submitted after it.
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    with pytest.raises(TypeError, match="lone surrogates"):
+        dispatcher.submit(Event("custom", name="poison", id="evt-\ud800"))
+    good = [*custom(3), Event("custom", name="accented", id="événement-1")]
+    for event in good:
+        dispatcher.submit(event)
+    assert hook.wait_delivered(4, 30)
+    assert hook.unique() == {event.id for event in good}
+
+
+def test_an_event_the_spool_refuses_holds_up_none_of_its_group(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Whatever makes one event unwritable (a fault of ours the checks at submit missed), its group is written
+    # one event at a time: it alone is dropped, counted and logged; the rest are delivered.
+    real_add = Spool.add
+
+    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
+        if any(event.name == "poison" for event in events):
+            raise ValueError("cannot store this one")
+        return real_add(self, events, sinks)
+
+    monkeypatch.setattr(Spool, "add", add)
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    sent = [*custom(3, "a"), Event("custom", name="poison"), *custom(3, "b")]
+    for event in sent:
+        dispatcher.submit(event)
+    assert hook.wait_delivered(6, 30)
+    assert hook.unique() == {event.id for event in sent if event.name != "poison"}
+    assert wait_for(lambda: dispatcher.stats()["dropped"] == 1 and dispatcher.stats()["submitted"] == 7)
+
+
+def test_a_failing_size_check_neither_stops_the_intake_nor_reaches_the_caller(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    failures = iter([sqlite3.OperationalError("database is locked")])
+
+    def enforce_cap(self: Spool, max_bytes: int) -> int:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return 0
+
+    monkeypatch.setattr(Spool, "enforce_cap", enforce_cap)
+    for sync in (False, True):
+        failures = iter([sqlite3.OperationalError("database is locked")])
+        hook.clear()
+        dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url, spool_sync=sync)
+        dispatcher.submit(Event("custom", name="first"))  # its size check fails
+        later = custom(3, f"later-{sync}-")
+        for event in later:
+            dispatcher.submit(event)
+        assert hook.wait_delivered(4, 30), (sync, hook.payloads())
+        dispatcher.drain(5)
+
+
+def test_spool_sync_keeps_an_event_the_spool_cannot_take_now(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver, spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The "safer" mode lost what the default mode keeps: a locked spool dropped the event.
+    real_add = Spool.add
+    refusals = [sqlite3.OperationalError("database is locked")]
+
+    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
+        if refusals:
+            raise refusals.pop()
+        return real_add(self, events, sinks)
+
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url, spool_sync=True)
+    dispatcher.start()
+    monkeypatch.setattr(Spool, "add", add)
+    event = Event("custom", name="kept")
+    dispatcher.submit(event)
+    assert hook.wait_delivered(1, 30)
+    assert hook.unique() == {event.id}
+    assert dispatcher.stats()["dropped"] == 0
 
 
 def test_spool_sync_commits_before_submit_returns(make_dispatcher: MakeDispatcher, spool_path: Path) -> None:

@@ -21,6 +21,7 @@ import logging
 import os
 import secrets
 import socket
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -47,6 +48,7 @@ __all__ = ["COUNTER_NAMES", "Dispatcher"]
 GROUP_WINDOW = 0.05  # seconds an event may wait in memory before its group is committed
 GROUP_MAX = 500  # ... or fewer, when this many are waiting
 HIGH_WATER = 10_000  # queued events past which submit() commits them itself: memory stays bounded
+SPILL_PAUSE = 5.0  # seconds without such commits after one failed: a locked spool must not stall each request
 SEND_TIMEOUT = 30.0  # one send() call, whatever the sink does inside
 LEASE = SEND_TIMEOUT + 30.0  # claimed rows stay invisible to other processes this long
 IDLE_POLL = 1.0  # an idle pump looks at the spool this often (rows of dead processes, due retries)
@@ -121,6 +123,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._poke: Callable[[], None] = _nothing
+        self._spill_after = 0.0  # (monotonic) no spill from submit() before: the last one could not write
         self._sink_states: dict[str, _SinkState] = {}
 
     # --- the request path --------------------------------------------------------------------------------
@@ -143,7 +146,7 @@ class Dispatcher:
         elif len(queue) >= GROUP_MAX:
             if len(queue) == GROUP_MAX:
                 self._poke()
-            elif len(queue) >= HIGH_WATER:
+            elif len(queue) >= HIGH_WATER and time.monotonic() >= self._spill_after:
                 self._spill()
 
     def _submit_slow(self, event: Event) -> None:
@@ -177,6 +180,12 @@ class Dispatcher:
             spool = self._open_spool()
             written = spool.add(events, self.sink_names)
         except Exception as exc:
+            if self._state == "running":  # the worker writes them when the spool takes them again
+                logger.error("trackgate: could not write %d event(s) to the spool, will retry: %s", len(events), exc)
+                self._queue.extend(events)
+                self._spill_after = time.monotonic() + SPILL_PAUSE
+                self._poke()
+                return
             logger.error("trackgate: could not write %d event(s) to the spool: %s", len(events), exc)
             self._count(dropped=len(events), submitted=len(events))
             return
@@ -441,14 +450,33 @@ class Dispatcher:
         try:
             spool = self._open_spool()
             spool.add(batch, self.sink_names)
-        except Exception as exc:
+        except sqlite3.OperationalError as exc:  # locked, full, read-only: the events wait in memory
             self._queue.extendleft(reversed(batch))
             logger.error("trackgate: could not write %d event(s) to the spool, will retry: %s", len(batch), exc)
             return False
+        except Exception:
+            # One event no row can hold must not hold up the others: they are written one by one.
+            spool = self._open_spool()
+            for event in batch:
+                self._write_one(spool, event)
+            self._enforce_cap(spool)
+            self._wake_pumps()
+            return True
         self._enforce_cap(spool)  # before counting, so "spooled" never runs ahead of "dropped"
         self._count(submitted=len(batch), spooled=len(batch))
         self._wake_pumps()
         return True
+
+    def _write_one(self, spool: Spool, event: Event) -> None:
+        try:
+            spool.add([event], self.sink_names)
+        except sqlite3.OperationalError:
+            self._queue.appendleft(event)  # (the spool itself failed: tried again with the next group)
+        except Exception as exc:
+            logger.error("trackgate: dropped event %s %r: the spool cannot hold it: %s", event.kind, event.name, exc)
+            self._count(submitted=1, dropped=1)
+        else:
+            self._count(submitted=1, spooled=1)
 
     def _wake_pumps(self) -> None:
         for name, wake in self._pump_wake.items():
@@ -462,7 +490,11 @@ class Dispatcher:
                 loop.call_soon_threadsafe(self._wake_pumps)
 
     def _enforce_cap(self, spool: Spool) -> None:
-        dropped = spool.enforce_cap(self._max_bytes)
+        try:
+            dropped = spool.enforce_cap(self._max_bytes)
+        except Exception as exc:  # the events are committed; the cap is looked at again after the next commit
+            logger.error("trackgate: could not check the spool's size against TRACKGATE_SPOOL_MAX_MB: %s", exc)
+            return
         if dropped:
             self._count(dropped=dropped)
             logger.warning(
