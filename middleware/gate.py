@@ -34,6 +34,12 @@ class Gate:
         self.prefix = settings.path_prefix
         self._prefix_slash = settings.path_prefix + "/"
         self._emit = emit
+        if emit is None:
+            # trackgate.record(visitor_or_code, ...) has no request to find a middleware by: its events go
+            # where this middleware's go (the last one made, in an app with several).
+            from .dispatch.instances import make_default
+
+            make_default(settings)
         self._links: TrackingLinks | None = None
         self._lock = threading.Lock()
         self.counters: dict[str, int] = {}

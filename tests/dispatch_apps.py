@@ -97,6 +97,29 @@ def helpers_app() -> Any:
     return WSGIMiddleware(_helpers_app)
 
 
+def _records_by_visitor(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    import trackgate
+
+    visitor = environ["trackgate.visitor"]
+    trackgate.record(visitor, "by-visitor")  # a Visitor, as a background job would keep it
+    trackgate.record(visitor.code, "by-code")
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [visitor.code.encode()]
+
+
+def keyword_configured_app() -> Any:
+    """Sinks given as keywords, none in the environment (gunicorn 'dispatch_apps:keyword_configured_app()'):
+    events recorded with a Visitor or a code must go where the middleware's go."""
+    import os
+
+    from trackgate import WSGIMiddleware
+
+    return WSGIMiddleware(
+        _records_by_visitor, sinks="webhook", webhook_url=os.environ["HOOK_URL"],
+        spool_path=os.environ["HOOK_SPOOL"],
+    )
+
+
 async def _asgi_inner(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     import trackgate
 

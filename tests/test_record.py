@@ -225,3 +225,34 @@ def test_helpers_inside_an_app_reach_that_middlewares_destination() -> None:
         ("custom", "signup", code, {"plan": "pro"})
     ]
     assert [(e.kind, e.visitor, e.revenue) for e in asgi_events] == [("conversion", asgi_code, 12.5)]
+
+
+@pytest.mark.server
+@pytest.mark.timeout(60)
+def test_events_recorded_with_a_visitor_or_a_code_go_where_a_keyword_configured_middleware_sends(
+    tmp_path: Path,
+) -> None:
+    # No TRACKGATE_SINKS in the environment: these went to the environment's default, the local store.
+    from servers import TESTS_DIR
+
+    with WebhookReceiver() as hook:
+        port = free_port()
+        env = {
+            "PATH": "/usr/bin:/bin", "PYTHONPATH": str(TESTS_DIR), "HOOK_URL": hook.url,
+            "HOOK_SPOOL": str(tmp_path / "spool.sqlite3"), "XDG_DATA_HOME": str(tmp_path / "data"),
+        }
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "dispatch_apps:keyword_configured_app()", "--bind",
+             f"127.0.0.1:{port}", "--log-level", "warning"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_until_serving(port, process)
+            visitor = httpx.get(f"http://127.0.0.1:{port}/", timeout=10).text
+            assert hook.wait_delivered(2, 30), hook.payloads()
+        finally:
+            process.terminate()
+            process.wait(20)
+            if process.stdout:
+                process.stdout.close()
+    assert sorted((p["name"], p["visitor"]) for p in hook.payloads()) == [("by-code", visitor), ("by-visitor", visitor)]
+    assert not (tmp_path / "data").exists()  # nothing went to a local store

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -10,7 +11,7 @@ from ..settings import Settings
 from . import worker
 from .worker import COUNTER_NAMES, Dispatcher
 
-__all__ = ["get_dispatcher", "stats", "submit"]
+__all__ = ["get_dispatcher", "make_default", "stats", "submit"]
 
 _by_settings: dict[Settings, Dispatcher] = {}
 # id(settings) -> (settings, dispatcher): an identity check instead of hashing every field on each emit.
@@ -32,6 +33,19 @@ def get_dispatcher(settings: Settings | None = None) -> Dispatcher:
             dispatcher = _by_settings[settings] = Dispatcher(settings)
         _by_identity[id(settings)] = (settings, dispatcher)
         if dispatcher not in _default:
+            _default.append(dispatcher)
+    return dispatcher
+
+
+def make_default(settings: Settings) -> Dispatcher:
+    """Make ``settings``'s dispatcher the one ``submit`` (and ``record`` with a visitor or a code) uses: a
+    middleware configured by keywords is where an app's events go, not the environment's sinks. Starts
+    nothing."""
+    dispatcher = get_dispatcher(settings)
+    with _lock:
+        if _default[-1:] != [dispatcher]:
+            with contextlib.suppress(ValueError):
+                _default.remove(dispatcher)
             _default.append(dispatcher)
     return dispatcher
 
