@@ -1,4 +1,4 @@
-"""``trackgate events status|dead|retry|tail``: look into the spool and the local event store."""
+"""``trackgate events status|dead|retry|adopt|tail``: look into the spool and the local event store."""
 
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ def add_commands(subparsers: Any) -> None:
     )
     retry.set_defaults(run=_retry)
 
+    adopt = commands.add_parser(
+        "adopt", help="move the events of another spool file (this app's, before a URL or key changed) into this one"
+    )
+    adopt.add_argument("paths", nargs="+", help="spool files, as 'trackgate events status' lists them")
+    adopt.set_defaults(run=_adopt)
+
     tail = commands.add_parser("tail", help="the newest events in the local event store")
     tail.add_argument("-n", "--count", type=_positive, default=20)
     tail.set_defaults(run=_tail)
@@ -58,6 +64,7 @@ def _on_the_spool(command: Callable[[argparse.Namespace], int]) -> Callable[[arg
         if not path.exists():
             print(f"trackgate: no spool at {path} (nothing was spooled there; is TRACKGATE_SPOOL_PATH right?)",
                   file=sys.stderr)
+            _tell_of_other_spools(path)
             return 1
         try:
             return command(args)
@@ -87,7 +94,40 @@ def _status(args: argparse.Namespace) -> int:
     for name, count in report["pending"].items():
         print(f"  {name:<12} {count} pending")
     print(f"dead     {report['dead']} (trackgate events dead)")
+    _tell_of_other_spools(spool.path)
     return 0
+
+
+def _tell_of_other_spools(path: Any) -> None:
+    from .dispatch.spool import other_spools
+
+    if Settings().spool_path:
+        return
+    for other, backlog, dead in other_spools(path):
+        print(f"other    {other}: {backlog} event(s), {dead} dead, of other destinations"
+              f" (trackgate events adopt {other})")
+
+
+def _adopt(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    settings = Settings()
+    spool = _dispatcher(settings).spool
+    failed = 0
+    for name in args.paths:
+        try:
+            moved, dead = spool.adopt(Path(name))
+        except (OSError, ValueError, sqlite3.DatabaseError) as exc:
+            print(f"trackgate: cannot adopt {name}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"moved {moved} event(s) and {dead} dead letter(s) from {name} into {spool.path} (it is empty now)")
+    configured = set(settings.sinks)
+    for sink, count in sorted(spool.pending_by_sink().items()):
+        if sink not in configured:
+            print(f"trackgate: {count} delivery(ies) for the sink {sink!r}, which TRACKGATE_SINKS does not name, "
+                  "wait until it does", file=sys.stderr)
+    return 1 if failed else 0
 
 
 @_on_the_spool

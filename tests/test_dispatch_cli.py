@@ -103,3 +103,68 @@ def test_tail_of_a_missing_store_is_said_and_not_made(tmp_path: Path, capsys: py
     with pytest.raises(SystemExit) as stopped:  # argparse: a count of events is 1 or more
         main(["events", "tail", "-n", "-1"])
     assert stopped.value.code == 2
+
+
+@pytest.mark.timeout(60)
+def test_events_left_in_the_spool_of_a_corrected_url_are_found_and_adopted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The default spool file is named after the destinations: correcting a mistyped webhook URL moved the
+    # app to a new, empty file, and what waited in the old one was delivered by nothing, unseen.
+    from sinks import WebhookReceiver
+
+    from trackgate import Settings
+    from trackgate.dispatch import Dispatcher
+    from trackgate.dispatch.spool import default_spool_path
+
+    monkeypatch.delenv("TRACKGATE_SPOOL_PATH", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TRACKGATE_SINKS", "webhook")
+    monkeypatch.setenv("TRACKGATE_WEBHOOK_URL", "http://127.0.0.1:9/typo")
+    old = Spool(default_spool_path(Settings()))
+    waiting = Event("custom", name="waited-out-the-typo")
+    old.add([waiting], ["webhook"])
+    refused = bury_one(old, "webhook")
+    with WebhookReceiver() as hook:
+        monkeypatch.setenv("TRACKGATE_WEBHOOK_URL", hook.url)
+        assert default_spool_path(Settings()) != old.path
+        assert main(["events", "dead"]) == 1  # nothing spooled under the corrected URL yet ...
+        assert f"trackgate events adopt {old.path}" in capsys.readouterr().out  # ... but the old file is named
+        dispatcher = Dispatcher(Settings()).start()
+        try:
+            assert wait_for_log(caplog, f"trackgate events adopt {old.path}")
+            assert main(["events", "adopt", str(old.path)]) == 0
+            assert "moved 1 event(s) and 1 dead letter(s)" in capsys.readouterr().out
+            assert main(["events", "retry"]) == 0
+            dispatcher.submit(Event("custom", name="new"))
+            assert hook.wait_delivered(3, 30), hook.payloads()
+        finally:
+            dispatcher.drain(5)
+    assert sorted(p["name"] for p in hook.payloads()) == ["new", "refused", "waited-out-the-typo"]
+    assert refused.id in {p["id"] for p in hook.payloads()}
+    assert old.backlog() == 0 and old.dead() == []
+
+
+def wait_for_log(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 10.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in caplog.text:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("what", ["missing", "itself", "not-a-spool"])
+def test_adopting_what_is_no_other_spool_is_a_clear_error(
+    spool: Spool, tmp_path: Path, capsys: pytest.CaptureFixture[str], what: str
+) -> None:
+    spool.add([Event("custom", name="kept")], ["store"])
+    path = {"missing": tmp_path / "nope.sqlite3", "itself": spool.path, "not-a-spool": tmp_path / "x.sqlite3"}[what]
+    if what == "not-a-spool":
+        path.write_bytes(b"not a database at all, just text" * 10)
+    assert main(["events", "adopt", str(path)]) == 1
+    assert "cannot adopt" in capsys.readouterr().err
+    assert spool.backlog() == 1

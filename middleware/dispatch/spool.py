@@ -122,6 +122,38 @@ def peek_backlog(path: Path, *, timeout: float = 0.5) -> int | None:
         return None
 
 
+def other_spools(path: Path) -> list[tuple[Path, int, int]]:
+    """Spool files beside ``path`` in the default spool folder that still hold events or dead letters, with
+    how many of each.
+
+    The default file is named after the destinations: correcting a webhook URL or a key moves the app to a
+    new file, and what waited in the old one (an outage's backlog, dead letters) would wait for ever."""
+    if not path.name.startswith(_DEFAULT_SPOOL_PREFIX):
+        return []
+    found = []
+    for other in sorted(path.parent.glob(_DEFAULT_SPOOL_PREFIX + "*.sqlite3")):
+        if other != path:
+            backlog = peek_backlog(other)
+            dead = _peek_dead(other)
+            if backlog or dead:
+                found.append((other, backlog or 0, dead))
+    return found
+
+
+def _peek_dead(path: Path) -> int:
+    try:
+        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=0.5)
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+_DEFAULT_SPOOL_PREFIX = "spool-"
+
+
 def default_spool_path(settings: Settings) -> Path:
     """A file under ``platformdirs.user_cache_dir("trackgate")`` (else the XDG cache dir), one per set of
     destinations: rows name their sink, not its URL, so two apps of one user with different webhook URLs
@@ -137,7 +169,7 @@ def default_spool_path(settings: Settings) -> Path:
         settings.matomo_url, settings.matomo_site_id, settings.store_url,
     )
     digest = hashlib.sha256(repr(destinations).encode()).hexdigest()[:12]
-    return base / f"spool-{digest}.sqlite3"
+    return base / f"{_DEFAULT_SPOOL_PREFIX}{digest}.sqlite3"
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -327,6 +359,26 @@ class Spool:
                 old.execute("ROLLBACK")
             logger.error("trackgate: could not empty the deleted spool file after moving its rows: %s", exc)
         return len(events)
+
+    def adopt(self, other: Path) -> tuple[int, int]:
+        """Move every row of the spool file ``other`` (events, pending deliveries, dead letters) into this
+        one, and empty it; returns how many events and dead letters moved. Its leases are let go: the
+        process that held them, if one still runs, must not be using that file any more."""
+        if _file_id(other) == self._file:
+            raise ValueError(f"{other} is this spool")
+        if not other.exists():
+            raise FileNotFoundError(other)
+        source = sqlite3.connect(other, timeout=30.0, isolation_level=None)
+        try:
+            dead = int(source.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
+            with self._lock:
+                return self._move_rows_from(source), dead
+        finally:
+            source.close()
+
+    def pending_by_sink(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._db.execute("SELECT sink, COUNT(*) FROM deliveries GROUP BY sink").fetchall())
 
     # --- writing ---------------------------------------------------------------------------------------
     def add(self, events: Sequence[Event], sinks: Sequence[str]) -> int:

@@ -36,7 +36,7 @@ from ..settings import Settings
 from .backoff import retry_delay
 from .registry import create_sinks
 from .sink import Rejected, RetryLater, Sink
-from .spool import Claimed, Spool, default_spool_path, peek_backlog
+from .spool import Claimed, Spool, default_spool_path, other_spools, peek_backlog
 
 if TYPE_CHECKING:  # imported in the worker thread: `import trackgate` stays light
     import aiohttp
@@ -377,6 +377,7 @@ class Dispatcher:
         ready.set()
         await asyncio.sleep(0)
         self._reclaim()
+        self._tell_of_other_spools()
         try:
             await self._stop.wait()
         finally:
@@ -409,6 +410,23 @@ class Dispatcher:
             return
         if reclaimed:
             logger.info("trackgate: %d spooled deliveries of stopped processes are due again", reclaimed)
+
+    def _tell_of_other_spools(self) -> None:
+        """Events left in the default spool of another set of destinations (most often this app's own, before
+        a webhook URL or a key was corrected) are delivered by nothing: say where they are, and how to
+        bring them here."""
+        if self.settings.spool_path:
+            return
+        try:
+            others = other_spools(self.spool_path)
+        except OSError:
+            return
+        for path, backlog, dead in others:
+            logger.warning(
+                "trackgate: the spool %s (of other destinations: another app's, or this one's before a URL or "
+                "key changed) holds %d event(s) and %d dead letter(s) nothing here delivers; if they are this "
+                "app's: trackgate events adopt %s", path, backlog, dead, path,
+            )
 
     async def _drain(self, deadline: float) -> None:
         self._commit_queued()
