@@ -256,3 +256,14 @@ def test_events_recorded_with_a_visitor_or_a_code_go_where_a_keyword_configured_
                 process.stdout.close()
     assert sorted((p["name"], p["visitor"]) for p in hook.payloads()) == [("by-code", visitor), ("by-visitor", visitor)]
     assert not (tmp_path / "data").exists()  # nothing went to a local store
+
+
+def test_a_middleware_loads_its_sinks_at_start_up_not_in_the_first_request_that_records() -> None:
+    # The first request to record an event waited for aiohttp and the adapters to import (about 0.15 s).
+    code = (
+        "import sys, trackgate\n"
+        "trackgate.WSGIMiddleware(lambda environ, start: [], sinks='store,webhook', webhook_url='http://127.0.0.1:9/')\n"
+        "print(all(m in sys.modules for m in ('aiohttp', 'trackgate.adapters.store', 'trackgate.adapters.webhook')))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "True", result.stderr

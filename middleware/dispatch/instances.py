@@ -9,6 +9,7 @@ import threading
 from ..events import Event
 from ..settings import Settings
 from . import worker
+from .registry import factory_for
 from .worker import COUNTER_NAMES, Dispatcher
 
 __all__ = ["get_dispatcher", "make_default", "stats", "submit"]
@@ -40,8 +41,12 @@ def get_dispatcher(settings: Settings | None = None) -> Dispatcher:
 def make_default(settings: Settings) -> Dispatcher:
     """Make ``settings``'s dispatcher the one ``submit`` (and ``record`` with a visitor or a code) uses: a
     middleware configured by keywords is where an app's events go, not the environment's sinks. Starts
-    nothing."""
+    nothing, but loads the sinks' modules (aiohttp's among them): at start-up, not in the first request
+    that records an event, which waited a tenth of a second or more for the imports."""
     dispatcher = get_dispatcher(settings)
+    for name in dict.fromkeys(settings.sinks):
+        with contextlib.suppress(Exception):  # an unknown or broken sink is said when the dispatcher starts
+            factory_for(name)
     with _lock:
         if _default[-1:] != [dispatcher]:
             with contextlib.suppress(ValueError):
