@@ -40,6 +40,7 @@ import dataclasses
 import datetime
 import importlib
 import json
+import math
 import re
 import time
 import urllib.parse
@@ -333,6 +334,8 @@ class Client:
         path: str = SET_PATH,
     ) -> KissmetricsReply:
         if self.background:
+            if not properties:  # py-KISSmetrics sends a /s that sets nothing: nothing to keep or to lose
+                return _ACCEPTED
             return self._submit(
                 path,
                 SET_PATH,
@@ -364,11 +367,22 @@ class Client:
         return response
 
 
-def _as_py_kissmetrics_sends(properties: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Property values as py-KISSmetrics writes them into the query (``str()``: ``True``, ``None``, ``[1, 2]``),
-    so that a background call stores the same values as a blocking one (the sink's own format for other
-    events writes ``true`` and JSON, and leaves None out)."""
-    return {name: value if type(value) in _PLAIN_TYPES else str(value) for name, value in (properties or {}).items()}
+def _as_py_kissmetrics_sends(properties: Any) -> dict[str, Any]:
+    """Property values as py-KISSmetrics writes them into the query (``str()``: ``True``, ``None``, ``[1, 2]``;
+    bytes as their text; ``inf``), so that a background call stores the same values as a blocking one (the
+    sink's own format for other events writes ``true`` and JSON, and leaves None out). Properties may be
+    anything ``dict()`` takes, as py-KISSmetrics's ``urlencode`` takes pairs."""
+    return {name: _as_sent(value) for name, value in dict(properties or {}).items()}
+
+
+def _as_sent(value: Any) -> Any:
+    if type(value) is float and not math.isfinite(value):
+        return str(value)  # (not JSON: the event could not be spooled)
+    if type(value) in _PLAIN_TYPES:
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")  # urlencode quotes bytes as they are
+    return str(value)
 
 
 def _pool_manager() -> Any:

@@ -91,3 +91,9 @@ def test_random_values_drawn_in_batches_are_unique_and_a_forked_child_never_reus
 def test_event_ids_sort_by_their_time() -> None:
     ids = [new_event_id(moment) for moment in (1.0, 2.5, 60.0, 1_700_000_000.0)]
     assert ids == sorted(ids) and ids[0].startswith("0000000003e8")
+
+
+@pytest.mark.parametrize("timestamp", ["1700000000", None, True, [1]])
+def test_a_timestamp_that_is_no_number_is_a_type_error_naming_it(timestamp: object) -> None:
+    with pytest.raises(TypeError, match="timestamp must be a number"):
+        Event("custom", name="x", timestamp=timestamp)  # type: ignore[arg-type]

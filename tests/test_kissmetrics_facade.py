@@ -167,6 +167,9 @@ async def test_background_calls_become_the_same_requests_through_the_sink(
         lambda c: c.set("bob", {"off": False}),
         lambda c: c.record("bob", None),  # no event name: no _n
         lambda c: c.record("bob", ""),
+        # bytes as their text, a non-finite float as str() writes it, properties as pairs (urlencode takes them)
+        lambda c: c.record("bob", "More values", {"raw": b"bytes", "big": float("inf")}),
+        lambda c: c.record("bob", "Pairs", [("plan", "pro"), ("seats", 3)]),
     ]
     for call in calls:
         call(background)
@@ -191,6 +194,15 @@ async def test_background_calls_become_the_same_requests_through_the_sink(
             k: v for k, v in their_params.items() if k not in ("_d", "_t")
         }
         assert "_t" not in their_params or our_params["_t"] == their_params["_t"]
+
+
+def test_a_background_set_of_nothing_sends_nothing_and_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # py-KISSmetrics sends a /s that sets no property; kept, it would only come back as a dead letter.
+    submitted: list[Event] = []
+    monkeypatch.setattr(trackgate.dispatch, "submit", submitted.append, raising=False)
+    background = km.Client(KEY, background=True)
+    assert background.set("bob").status == 202 and background.set("bob", {}).status == 202
+    assert submitted == []
 
 
 def test_background_rejects_a_custom_path() -> None:
