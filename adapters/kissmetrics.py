@@ -350,6 +350,8 @@ class Client:
 
     def alias(self, person: Any, identity: Any, path: str = ALIAS_PATH) -> KissmetricsReply:
         if self.background:
+            if not identity:  # py-KISSmetrics sends an /a naming no identity: nothing to keep or to lose
+                return _ACCEPTED
             return self._submit(path, ALIAS_PATH, Event("alias", visitor=str(person), user_id=str(identity)))
         return self._get(path, create_query(self.key, person, identity=identity))
 

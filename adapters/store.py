@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.util
 import os
 import sqlite3
 import threading
@@ -158,6 +159,9 @@ class SQLiteStore:
             self._conn.close()
 
 
+_NEEDS_PSYCOPG = "needs psycopg: pip install 'trackgate[postgresql]'"
+
+
 class StoreUnavailable(Exception):
     """The store cannot be reached or prepared now: every event waits (no single one is at fault)."""
 
@@ -167,9 +171,7 @@ class PostgresStore:
         try:
             self._psycopg: Any = importlib.import_module("psycopg")
         except ImportError:
-            raise ConfigError(
-                "TRACKGATE_STORE_URL", "postgresql://...", "needs psycopg: pip install 'trackgate[postgresql]'"
-            ) from None
+            raise ConfigError("TRACKGATE_STORE_URL", "postgresql://...", _NEEDS_PSYCOPG) from None
         self.url = url
         # Connection trouble is worth a retry (server restarting, failover); anything else is a bug.
         self.transient_errors: tuple[type[Exception], ...] = (
@@ -325,4 +327,7 @@ def create_sink(settings: Settings) -> StoreSink:
     url = settings.store_url or default_store_url()
     if not url.startswith(("sqlite://", "postgresql://", "postgres://")):
         open_store(url)  # raises the ConfigError that names TRACKGATE_STORE_URL
+    if url.startswith(("postgresql://", "postgres://")) and importlib.util.find_spec("psycopg") is None:
+        # Said here (at start-up, by check-config), not by every retry of every event in the worker.
+        raise ConfigError("TRACKGATE_STORE_URL", "postgresql://...", _NEEDS_PSYCOPG)
     return StoreSink(url)

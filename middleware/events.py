@@ -63,7 +63,7 @@ class Event:
         if self.kind not in EVENT_KINDS:
             raise ValueError(f"unknown event kind {self.kind!r}")
         timestamp: object = self.timestamp
-        if type(timestamp) is not float and (not isinstance(timestamp, int | float) or isinstance(timestamp, bool)):
+        if type(timestamp) is not float and not isinstance(timestamp, int | float):
             # (the id is made of it next: a text timestamp failed there, on 4,300-digit numbers)
             raise TypeError(f"timestamp must be a number of seconds, not {type(timestamp).__name__}")
         if not self.id:

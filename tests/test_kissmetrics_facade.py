@@ -196,12 +196,13 @@ async def test_background_calls_become_the_same_requests_through_the_sink(
         assert "_t" not in their_params or our_params["_t"] == their_params["_t"]
 
 
-def test_a_background_set_of_nothing_sends_nothing_and_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_background_set_or_alias_of_nothing_sends_nothing_and_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     # py-KISSmetrics sends a /s that sets no property; kept, it would only come back as a dead letter.
     submitted: list[Event] = []
     monkeypatch.setattr(trackgate.dispatch, "submit", submitted.append, raising=False)
     background = km.Client(KEY, background=True)
     assert background.set("bob").status == 202 and background.set("bob", {}).status == 202
+    assert background.alias("bob", None).status == 202 and background.alias("bob", "").status == 202
     assert submitted == []
 
 
