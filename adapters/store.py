@@ -263,6 +263,11 @@ class StoreSink:
         self.url = url
         self._store = store
 
+    @property
+    def location(self) -> str:
+        """The store's URL: the configured one, else the default SQLite file's (check-config shows it)."""
+        return self.url or default_store_url()
+
     def missing(self) -> str | None:
         """The path of a SQLite store that does not exist yet (a reader must not make it), else None."""
         url = self.url or default_store_url()

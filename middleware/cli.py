@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -27,11 +29,22 @@ def check_config(args: argparse.Namespace) -> int:
         settings = Settings()
         from .dispatch.registry import create_sinks
 
-        create_sinks(settings)  # an unknown sink, or one missing what it needs, fails here, not at the first event
+        sinks = create_sinks(settings)  # an unknown sink, or one missing what it needs, fails here, not later
     except (ConfigError, TypeError) as exc:
         print(f"trackgate: configuration error: {exc}", file=sys.stderr)
         return 1
-    for name, value in settings.describe().items():
+    from .dispatch import get_dispatcher
+
+    shown = settings.describe()
+    # What an unset variable means, where it means something: the files a user goes looking for.
+    if settings.cookie_secure is None:
+        shown["TRACKGATE_COOKIE_SECURE"] = "auto"
+    shown["TRACKGATE_SPOOL_PATH"] = str(get_dispatcher(settings).spool_path)
+    for sink in sinks:
+        location = getattr(sink, "location", None)
+        if sink.name == "store" and isinstance(location, str):
+            shown["TRACKGATE_STORE_URL"] = settings.describe_url(location)
+    for name, value in shown.items():
         print(f"{name}={value}")
     if not settings.secret_key:
         print("# TRACKGATE_SECRET_KEY is not set: links will not survive a restart", file=sys.stderr)
@@ -60,8 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.run(args)
+        sys.stdout.flush()  # (here, where a closed pipe is caught, not at exit)
     except ConfigError as exc:
         print(f"trackgate: configuration error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `trackgate events tail | head`: the reader has all it wanted
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
         return 1
     return code
 

@@ -294,6 +294,11 @@ class Settings:
             shown[ENV_PREFIX + field.name.upper()] = text
         return shown
 
+    @staticmethod
+    def describe_url(url: str) -> str:
+        """A URL as describe() shows one: its password and query values masked."""
+        return without_credentials(url) if "://" in url else url
+
     def __repr__(self) -> str:
         inner = ", ".join(f"{k.removeprefix(ENV_PREFIX).lower()}={v!r}" for k, v in self.describe().items())
         return f"Settings({inner})"

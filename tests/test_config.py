@@ -267,3 +267,27 @@ def test_a_postgresql_store_without_psycopg_fails_at_start_up(monkeypatch: pytes
     )
     with pytest.raises(trackgate.ConfigError, match=r"TRACKGATE_STORE_URL.*psycopg"):
         create_sinks(trackgate.Settings(store_url="postgresql://u:pw@127.0.0.1:1/db"))
+
+
+def test_check_config_shows_what_unset_variables_mean(tmp_path: Path) -> None:
+    result = _check_config({"TRACKGATE_SINKS": "store", "XDG_CACHE_HOME": str(tmp_path / "c"),
+                            "XDG_DATA_HOME": str(tmp_path / "d")})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "TRACKGATE_COOKIE_SECURE=auto" in lines
+    [spool] = [line for line in lines if line.startswith("TRACKGATE_SPOOL_PATH=")]
+    assert spool.startswith(f"TRACKGATE_SPOOL_PATH={tmp_path / 'c'}")  # where a user finds the waiting events
+    assert f"TRACKGATE_STORE_URL=sqlite:///{tmp_path / 'd'}/trackgate/events.sqlite3" in lines
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    # `trackgate check-config | head -1`
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trackgate.cli", "check-config"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    process.wait(60)
+    process.stderr.close()
+    assert "Traceback" not in error and "BrokenPipeError" not in error
