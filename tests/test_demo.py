@@ -61,3 +61,29 @@ def test_the_demo_tracks_a_visit_and_shows_its_events(demo: str) -> None:
             time.sleep(0.2)
         assert f"<td>pageview</td><td>{code}</td>" in events
         assert f"<td>click</td><td>{code}</td><td>https://www.python.org/</td>" in events
+
+
+@pytest.mark.parametrize("shell", ["asgi", "wsgi"])
+def test_an_event_recorded_just_before_sigterm_is_stored(shell: str, tmp_path: Path) -> None:
+    # werkzeug's server (demo --wsgi) died on SIGTERM without exit handlers: the last events went with it.
+    import sqlite3
+
+    port = free_port()
+    command = [sys.executable, "-m", "trackgate.cli", "demo", "--port", str(port)]
+    command += ["--wsgi"] if shell == "wsgi" else []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKGATE_")}
+    store = tmp_path / "events.sqlite3"
+    env |= {"TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"), "TRACKGATE_STORE_URL": f"sqlite:///{store}"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_until_serving(port, process)  # type: ignore[arg-type]
+        home = httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        [pixel] = re.findall(r'<img src="([^"]+/_tg/o/[^"]+)"', home.text)
+        assert httpx.get(pixel.replace("&amp;", "&"), timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        _, err = process.communicate(timeout=30)
+    assert b"Traceback" not in err, err.decode(errors="replace")
+    with sqlite3.connect(store) as db:
+        kinds = [row[0] for row in db.execute("SELECT kind FROM trackgate_events")]
+    assert kinds == ["pageview"]
