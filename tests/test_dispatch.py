@@ -427,6 +427,29 @@ def test_an_event_the_spool_refuses_holds_up_none_of_its_group(
     assert wait_for(lambda: dispatcher.stats()["dropped"] == 1 and dispatcher.stats()["submitted"] == 7)
 
 
+def test_a_spool_that_fails_for_every_event_drops_none_of_them(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The spool's own trouble (here a malformed file, twice) is no event's fault: nothing is written one by
+    # one and dropped; everything waits in memory and goes out once the spool takes it.
+    real_add = Spool.add
+    failures = [sqlite3.DatabaseError("database disk image is malformed") for _ in range(2)]
+
+    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
+        if failures:
+            raise failures.pop()
+        return real_add(self, events, sinks)
+
+    monkeypatch.setattr(Spool, "add", add)
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    sent = custom(5)
+    for event in sent:
+        dispatcher.submit(event)
+    assert hook.wait_delivered(5, 30)
+    assert hook.unique() == {event.id for event in sent}
+    assert dispatcher.stats()["dropped"] == 0
+
+
 def test_a_failing_size_check_neither_stops_the_intake_nor_reaches_the_caller(
     make_dispatcher: MakeDispatcher, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

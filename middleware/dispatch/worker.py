@@ -48,6 +48,9 @@ __all__ = ["COUNTER_NAMES", "Dispatcher"]
 GROUP_WINDOW = 0.05  # seconds an event may wait in memory before its group is committed
 GROUP_MAX = 500  # ... or fewer, when this many are waiting
 HIGH_WATER = 10_000  # queued events past which submit() commits them itself: memory stays bounded
+# What an event's own content raises when it is bound into a row (text it cannot encode, a number past 64
+# bits...), as opposed to the spool's trouble (locked, full, corrupt), which every event would meet.
+_ROW_FAULTS = (UnicodeError, ValueError, TypeError, OverflowError, sqlite3.InterfaceError, sqlite3.IntegrityError)
 SPILL_PAUSE = 5.0  # seconds without such commits after one failed: a locked spool must not stall each request
 SEND_TIMEOUT = 30.0  # one send() call, whatever the sink does inside
 LEASE = SEND_TIMEOUT + 30.0  # claimed rows stay invisible to other processes this long
@@ -157,8 +160,10 @@ class Dispatcher:
                 logger.error("trackgate: the event dispatcher did not start: %s", exc)
             except Exception as exc:
                 swallow("starting the event dispatcher", exc)
-        if self._state == "running" and not self.settings.spool_sync:
-            self.submit(event)
+        if self._state == "running" and (not self.settings.spool_sync or time.monotonic() < self._spill_after):
+            # (in sync mode too while the spool refuses writes: each request would wait out its lock timeout)
+            self._queue.append(event)
+            self._poke()
             return
         # Spool-sync mode, or a dispatcher that cannot run (interpreter exit): commit it here.
         self._write_now([event])
@@ -467,19 +472,23 @@ class Dispatcher:
             return True
         try:
             spool = self._open_spool()
-            spool.add(batch, self.sink_names)
-        except sqlite3.OperationalError as exc:  # locked, full, read-only: the events wait in memory
+        except Exception as exc:
             self._queue.extendleft(reversed(batch))
-            logger.error("trackgate: could not write %d event(s) to the spool, will retry: %s", len(batch), exc)
+            logger.error("trackgate: the spool %s cannot be opened, will retry: %s", self.spool_path, exc)
             return False
-        except Exception:
+        try:
+            spool.add(batch, self.sink_names)
+        except _ROW_FAULTS:
             # One event no row can hold must not hold up the others: they are written one by one.
-            spool = self._open_spool()
             for event in batch:
                 self._write_one(spool, event)
             self._enforce_cap(spool)
             self._wake_pumps()
             return True
+        except Exception as exc:  # the spool's own trouble (locked, full, unreadable): the events wait in memory
+            self._queue.extendleft(reversed(batch))
+            logger.error("trackgate: could not write %d event(s) to the spool, will retry: %s", len(batch), exc)
+            return False
         self._enforce_cap(spool)  # before counting, so "spooled" never runs ahead of "dropped"
         self._count(submitted=len(batch), spooled=len(batch))
         self._wake_pumps()
@@ -488,11 +497,11 @@ class Dispatcher:
     def _write_one(self, spool: Spool, event: Event) -> None:
         try:
             spool.add([event], self.sink_names)
-        except sqlite3.OperationalError:
-            self._queue.appendleft(event)  # (the spool itself failed: tried again with the next group)
-        except Exception as exc:
+        except _ROW_FAULTS as exc:
             logger.error("trackgate: dropped event %s %r: the spool cannot hold it: %s", event.kind, event.name, exc)
             self._count(submitted=1, dropped=1)
+        except Exception:
+            self._queue.appendleft(event)  # (the spool itself failed meanwhile: tried again with the next group)
         else:
             self._count(submitted=1, spooled=1)
 
