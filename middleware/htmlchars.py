@@ -155,15 +155,30 @@ def sniff_charset(declared: str | None, head: bytes) -> str | None:
         meta = _prescan(head[:PRESCAN_BYTES])
         name = meta or "utf-8"
         from_meta = meta is not None
-    try:
-        info = codecs.lookup(name.strip())
-    except (LookupError, ValueError):
+    found = _codec_of_label(name.strip())
+    if found is None:
         return None
-    codec = info.name.replace("-", "_")
+    codec = found.replace("-", "_")
     if from_meta and codec.startswith(("utf_16", "utf_32")):
         return "utf_8"  # a meta tag readable as ASCII cannot be right about UTF-16: the standard says UTF-8
     codec = _WEB_DECODERS.get(codec, codec)
     return codec if codec not in _NOT_ASCII_SAFE and _reads_ascii_as_ascii(codec) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _codec_of_label(label: str) -> str | None:
+    """Python's codec for a charset label as the Encoding Standard reads labels (webencodings, the charsets
+    extra: windows-874, iso-8859-8-i, x-sjis, ks_c_5601-1989... which Python does not know, so pages declaring
+    them went untracked); without it, Python's own aliases. None for what names no charset."""
+    try:
+        import webencodings  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - depends on the environment
+        try:
+            return codecs.lookup(label).name
+        except (LookupError, ValueError):
+            return None
+    found = webencodings.lookup(label)
+    return None if found is None else str(found.codec_info.name)
 
 
 def _prescan(head: bytes) -> str | None:

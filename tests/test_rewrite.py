@@ -270,6 +270,14 @@ def test_a_meta_naming_a_codec_that_is_no_web_charset_passes_through(label: str,
     ("iso-8859-9", b"\x80", "€"),  # windows-1254
     ("shift_jis", b"\x87\x40", "①"),  # the web's Shift_JIS has the NEC row Python's codec lacks
     ("gb2312", b"\x81\x40", "\u4e02"),  # GBK, beyond GB2312
+    # Labels of the Encoding Standard that Python's codecs do not know (they passed through untracked):
+    ("windows-874", b"\xa1", "\u0e01"),  # Thai
+    ("iso-8859-8-i", b"\xe0", "\u05d0"),  # Hebrew, as Outlook labels its mail
+    ("x-sjis", b"\x87\x40", "\u2460"),
+    ("ks_c_5601-1989", b"\xb0\xa1", "\uac00"),  # Korean, read as windows-949
+    ("unicode-1-1-utf-8", "é".encode(), "é"),
+    ("x-mac-roman", b"\x8e", "é"),
+    ("koi8-ru", b"\xa4", "\u0454"),  # read as KOI8-U
 ])
 def test_charset_labels_are_read_as_browsers_read_them(label: str, byte: bytes, text: str) -> None:
     doc = f'<meta charset="{label}"><a href="https://x.org/'.encode() + byte + b'">x</a>'
