@@ -33,6 +33,15 @@ def add_commands(commands: Any) -> None:
     decode.set_defaults(run=run_decode)
 
 
+def settings_with_the_servers_key() -> Settings:
+    """The settings of a command that makes or reads links: never with a key of its own (the per-process
+    fallback), with which every link it made would be a 404 at the server and every link it read foreign."""
+    settings = Settings()
+    if not settings.secret_key:
+        raise ConfigError("TRACKGATE_SECRET_KEY", None, "set it to the server's key (links are checked there)")
+    return settings
+
+
 def _fail(command: str, message: str) -> int:
     print(f"trackgate {command}: {message}", file=sys.stderr)
     return 2
@@ -59,7 +68,7 @@ def run_link(args: argparse.Namespace) -> int:
             return _fail("link", f"--expires: {exc}")
         if expires_in <= 0:
             return _fail("link", "--expires must be positive")
-    links = TrackingLinks(Settings())
+    links = TrackingLinks(settings_with_the_servers_key())
     try:
         made = (
             links.open_url(metadata, expires_in=expires_in)
@@ -79,7 +88,7 @@ def _no_constant(name: str) -> Any:
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    links = TrackingLinks(Settings())
+    links = TrackingLinks(settings_with_the_servers_key())
     expired = False
     try:
         result = links.decode(args.url)

@@ -15,8 +15,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .settings import Settings
-
 _HTML_SUFFIXES = (".html", ".htm")
 
 
@@ -39,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
     if not isinstance(metadata, dict):
         print("trackgate rewrite: --metadata must be a JSON object", file=sys.stderr)
         return 2
+    from .cli_links import settings_with_the_servers_key
     from .links import TrackingLinks
 
-    links = TrackingLinks(Settings())
+    links = TrackingLinks(settings_with_the_servers_key())
     options: dict[str, Any] = {
         "metadata": metadata,
         "scope": "all",

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import trackgate
 
 ENV = {"TRACKGATE_SECRET_KEY": "cli-key", "TRACKGATE_BASE_URL": "https://t.example.org"}
@@ -71,3 +73,18 @@ def test_output_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
         assert str(output) in result.stderr
     folder = run(str(tmp_path), "-o", str(tmp_path / "a-file"))  # a file where the output folder would be
     assert folder.returncode == 2 and "Traceback" not in folder.stderr, folder.stderr
+
+
+@pytest.mark.parametrize("command", [("rewrite", "{email}"), ("link", "https://x.org/"), ("decode", "/_tg/c/a.b")])
+def test_a_command_without_the_servers_key_makes_and_reads_no_link(command: tuple[str, str], tmp_path: Path) -> None:
+    # With a key of its own (the per-process fallback) every link an email went out with was a 404 at the server.
+    email = tmp_path / "email.html"
+    email.write_text('<html><body><a href="https://shop.example/">shop</a></body></html>')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKGATE_")}
+    env["TRACKGATE_BASE_URL"] = "https://t.example.org"
+    args = [part.format(email=email) for part in command]
+    result = subprocess.run([sys.executable, "-m", "trackgate.cli", *args], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 1
+    assert "TRACKGATE_SECRET_KEY" in result.stderr and result.stdout == ""
+    assert email.read_text() == '<html><body><a href="https://shop.example/">shop</a></body></html>'
