@@ -117,10 +117,13 @@ class _Responder:
         if exc_info is None and looks_like_html(content_type):
             with guarded("choosing to rewrite"):
                 facts = from_environ(self._environ, 0)
-                self._filter = self._gate.body_filter(facts, self._state.visitor, int(status[:3]), headers)
-                head = self._filter is None and self._gate.head_of_rewritten(facts, int(status[:3]), headers)
-                if self._filter is not None or head:
+                body_filter = self._gate.body_filter(facts, self._state.visitor, int(status[:3]), headers)
+                head = body_filter is None and self._gate.head_of_rewritten(facts, int(status[:3]), headers)
+                if body_filter is not None or head:
                     headers = rewritten_headers(headers, head=head)
+                # Only now: headers that could not be made for a rewritten body (an ETag werkzeug cannot
+                # weaken) leave the body as the app made it, as the ASGI shell does.
+                self._filter = body_filter
         if self._filter is None or exc_info is not None:
             self._filter = None
             return self._start_response(status, headers, exc_info)
@@ -193,7 +196,7 @@ class _FilteredBody:
         chunks: Iterator[bytes] = iter(self._result)
         if self._late_start:
             first = next(chunks, None)  # runs the app up to its start_response
-            if responder._pending is None:  # not HTML to rewrite: straight through
+            if responder._pending is None and responder._filter is None:  # not HTML to rewrite: straight through
                 if first is not None:
                     yield first
                 # Not "yield from": closing this generator would close the app's iterable too, and close()
@@ -201,7 +204,8 @@ class _FilteredBody:
                 for chunk in chunks:
                     yield chunk
                 return
-            responder._begin_streaming()
+            if responder._pending is not None:  # (else the app used write(), which began the stream)
+                responder._begin_streaming()
             if first is not None:
                 chunks = itertools.chain((first,), chunks)
         for chunk in chunks:
