@@ -701,11 +701,19 @@ def rewrite_html(document: str, links: LinkSource, **options: Any) -> str: ...
 @overload
 def rewrite_html(document: bytes, links: LinkSource, **options: Any) -> bytes: ...
 def rewrite_html(document: str | bytes, links: LinkSource, **options: Any) -> str | bytes:
-    """Rewrite a whole document: str in, str out (read as UTF-8 text); bytes in, bytes out."""
+    """Rewrite a whole document: str in, str out; bytes in, bytes out.
+
+    A str is text already: ``charset`` (default UTF-8) names the one it will be sent in, which decides how
+    a browser encodes a link's query; characters that charset cannot hold become character references,
+    as they must when the text is encoded for sending."""
     if isinstance(document, str):
-        options.setdefault("charset", "utf-8")
+        codec = sniff_charset(options.setdefault("charset", "utf-8"), b"")
+        if codec is None:  # a charset no byte scan can read (UTF-16...): passed through, as its bytes would be
+            return document
+        utf8 = codec == "utf_8"
         rewriter = HtmlRewriter(links, **options)
-        data = document.encode("utf-8", "surrogatepass")
-        return (rewriter.feed(data) + rewriter.close()).decode("utf-8", "surrogatepass")
+        data = document.encode(codec, "surrogatepass" if utf8 else ENCODE_ERRORS.get(codec, "xmlcharrefreplace"))
+        out = rewriter.feed(data) + rewriter.close()
+        return out.decode(codec, "surrogatepass" if utf8 else DECODE_ERRORS.get(codec, "strict"))
     rewriter = HtmlRewriter(links, **options)
     return rewriter.feed(document) + rewriter.close()

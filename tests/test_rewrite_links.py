@@ -7,9 +7,12 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from selectolax.lexbor import LexborHTMLParser
 
 from trackgate import ConfigError, Settings, TrackingLinks, rewrite_html
+from trackgate.htmlchars import sniff_charset
 
 METADATA = {"recipient": "r-1042", "campaign": 7}
 
@@ -83,3 +86,27 @@ def test_an_emails_pixel_carries_its_title_when_asked(links: TrackingLinks) -> N
     assert (opened.kind, opened.title, opened.metadata) == ("open", "Sale & more", METADATA)
     untitled = links.decode(re.findall(r'<img src="([^"]+)"', rewrite_html(EMAIL, links))[0])
     assert untitled.title is None
+
+
+@given(
+    text=st.text(alphabet=st.sampled_from("aé日ü €<>&\"'= /?#x"), max_size=30),
+    charset=st.sampled_from(["utf-8", "iso-8859-1", "windows-1252", "shift_jis"]),
+)
+@settings(max_examples=150, deadline=None)
+def test_a_str_is_rewritten_as_its_bytes_in_the_charset_it_is_sent_in(text: str, charset: str) -> None:
+    # charset= named the email's charset for the query's encoding, but a str was read as UTF-8 bytes with
+    # it: non-ASCII destinations were signed as mojibake.
+    links = TrackingLinks(Settings.from_environ({}, secret_key="test-secret", base_url="https://t.example.org"))
+    document = f'<p>{text}</p><a href="https://shop.example/{text}?q={text}">{text}</a>'
+    codec = sniff_charset(charset, b"")  # (as browsers read the label: iso-8859-1 is windows-1252)
+    assert codec is not None
+    as_bytes = document.encode(codec, "xmlcharrefreplace")
+    expected = rewrite_html(as_bytes, links, charset=charset).decode(codec)
+    assert rewrite_html(document, links, charset=charset) == expected
+
+
+def test_a_str_sent_in_latin_1_signs_the_destination_a_browser_would_follow() -> None:
+    links = TrackingLinks(Settings.from_environ({}, secret_key="test-secret", base_url="https://t.example.org"))
+    out = rewrite_html('<a href="https://shop.example/café?q=été">x</a>', links, charset="iso-8859-1")
+    [href] = re.findall(r'href="([^"]+)"', out)
+    assert links.decode(href).tracked_url == "https://shop.example/café?q=%E9t%E9"
