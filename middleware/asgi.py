@@ -22,7 +22,14 @@ from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_scope
 from .settings import Settings
-from .shell_common import OPT_OUT_HEADER, endpoint_visitor, looks_like_html, make_settings, rewritten_headers
+from .shell_common import (
+    OPT_OUT_HEADER,
+    endpoint_visitor,
+    looks_like_html,
+    make_settings,
+    revalidated_copy_headers,
+    rewritten_headers,
+)
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
@@ -183,6 +190,10 @@ def _start(
         edited.append((b"set-cookie", cookie.encode("latin-1")))
     if edited is not headers:
         message = {**message, "headers": edited}
+    if message.get("status") == 304 and gate.rewrites:
+        with guarded("revalidating a rewritten page"):
+            message = _revalidated(scope, message, edited)
+        return message, None
     if content_type is None or not looks_like_html(content_type):
         return message, None
     body_filter = None
@@ -204,6 +215,20 @@ def _start(
                 return rewritten, _Rewriting(body_filter, rewritten, message, send)
             message = rewritten
     return message, None
+
+
+def _revalidated(scope: Scope, message: Message, headers: Any) -> Message:
+    """A 304 that confirms a rewritten copy keeps that copy's headers (see revalidated_copy_headers)."""
+    if_none_match = None
+    for name, value in scope["headers"]:
+        if name == b"if-none-match":
+            text = value.decode("latin-1")
+            if_none_match = text if if_none_match is None else if_none_match + ", " + text
+    text_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
+    kept = revalidated_copy_headers(304, text_headers, if_none_match)
+    if kept is None:
+        return message
+    return {**message, "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in kept]}
 
 
 class _Rewriting:

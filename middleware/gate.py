@@ -150,6 +150,11 @@ class Gate:
     def _rewrites(self) -> bool:
         return self.settings.rewrite != "off" or self.settings.pageview_pixel
 
+    @property
+    def rewrites(self) -> bool:
+        """Whether HTML bodies may be rewritten at all (links, or the page-view pixel)."""
+        return self._rewrites()
+
     def _dispatcher_backlog(self) -> int | None:
         if self._emit is not None:
             return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from werkzeug.http import quote_etag, unquote_etag
+from werkzeug.http import parse_etags, quote_etag, unquote_etag
 
 from ._boundary import swallow
 from .identity import Identity
@@ -69,18 +69,39 @@ def edit_headers(
 def rewritten_headers(headers: Sequence[tuple[str, str]], *, head: bool) -> list[tuple[str, str]]:
     """The headers of a page whose body is rewritten, or of the HEAD of one (``head``), which shows its GET's.
 
-    The ETag turns weak: it no longer names these exact bytes (nginx's gzip does the same), so a Range
-    request with If-Range can never splice the app's bytes onto ours. A HEAD also loses the app's
-    Content-Length: its GET has another one, or none when it streams (the GET's own is set when it is sent).
+    Nothing may let a client join the app's bytes onto ours: the ETag turns weak (it no longer names these
+    exact bytes; nginx's gzip does the same), so a Range request's If-Range never matches it; Last-Modified
+    goes (If-Range with that date would match; nginx's sub_filter drops it too), and Accept-Ranges says none.
+    A HEAD also loses the app's Content-Length: its GET has another one, or none when it streams.
     """
     edited = []
     for name, value in headers:
         lowered = name.lower()
         if lowered == "etag":
             edited.append((name, quote_etag(unquote_etag(value.strip())[0], weak=True)))
-        elif not (head and lowered == "content-length"):
+        elif lowered in ("last-modified", "accept-ranges") or (head and lowered == "content-length"):
+            continue
+        else:
             edited.append((name, value))
+    edited.append(("Accept-Ranges", "none"))
     return edited
+
+
+def revalidated_copy_headers(
+    status: int, headers: Sequence[tuple[str, str]], if_none_match: str | None
+) -> list[tuple[str, str]] | None:
+    """The headers of a 304 that confirms a client's rewritten copy (it sent back the weak ETag it was given),
+    else None. The app answers with its own strong ETag; a cache that takes a 304's headers in (browsers do)
+    would then keep the rewritten bytes under the app's strong validator."""
+    if status != 304 or not if_none_match:
+        return None
+    etag = next((value for name, value in headers if name.lower() == "etag"), None)
+    if etag is None:
+        return None
+    tag, weak = unquote_etag(etag.strip())
+    if weak or not tag or not parse_etags(if_none_match).is_weak(tag):
+        return None
+    return rewritten_headers(headers, head=True)
 
 
 def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies: int) -> str | None:

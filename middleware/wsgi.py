@@ -22,7 +22,14 @@ from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_environ
 from .settings import Settings
-from .shell_common import edit_headers, endpoint_visitor, looks_like_html, make_settings, rewritten_headers
+from .shell_common import (
+    edit_headers,
+    endpoint_visitor,
+    looks_like_html,
+    make_settings,
+    revalidated_copy_headers,
+    rewritten_headers,
+)
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
@@ -114,6 +121,11 @@ class _Responder:
             secure = self._environ.get("wsgi.url_scheme") == "https"
             cookie = self._gate.identity.set_cookie_header(self._state, secure)
         headers, content_type = edit_headers(headers, cookie)
+        if status[:3] == "304" and self._gate.rewrites:
+            with guarded("revalidating a rewritten page"):
+                kept = revalidated_copy_headers(304, headers, self._environ.get("HTTP_IF_NONE_MATCH"))
+                headers = kept if kept is not None else headers
+            return self._start_response(status, headers, exc_info)
         if exc_info is None and looks_like_html(content_type):
             with guarded("choosing to rewrite"):
                 facts = from_environ(self._environ, 0)

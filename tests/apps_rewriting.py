@@ -62,6 +62,15 @@ async def _xhtml(request: Request) -> Response:
     return Response(XHTML, media_type="application/xhtml+xml")
 
 
+async def _revalidated(request: Request) -> Response:
+    """Conditional GET as frameworks do it: If-None-Match compared weakly (RFC 9110), a 304 with the app's
+    own (strong) validators."""
+    headers = {"ETag": '"shop-v2"', "Last-Modified": "Thu, 01 Jan 2026 00:00:00 GMT", "Accept-Ranges": "bytes"}
+    if "shop-v2" in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return HTMLResponse(PAGE, headers=headers)
+
+
 async def _not_modified(request: Request) -> Response:
     return Response(status_code=304, headers={"Content-Type": "text/html"})
 
@@ -77,6 +86,7 @@ asgi_app = trackgate.ASGIMiddleware(
                 Route("/cached", _page),
                 Route("/streamed", _streamed),
                 Route("/not-modified", _not_modified),
+                Route("/revalidated", _revalidated),
                 Route("/fragment", _fragment),
                 Route("/xhtml", _xhtml),
             ]
@@ -87,6 +97,9 @@ asgi_app = trackgate.ASGIMiddleware(
 
 
 def _wsgi_site(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+    if "site-v1" in environ.get("HTTP_IF_NONE_MATCH", ""):  # (compared weakly, as RFC 9110 asks)
+        start_response("304 Not Modified", [("ETag", '"site-v1"'), ("Last-Modified", "Thu, 01 Jan 2026 00:00:00 GMT")])
+        return []
     body = gzip.compress(PAGE.encode())
     start_response(
         "200 OK",
