@@ -69,6 +69,12 @@ _ASSIGN = rb"(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+" + _VALUE + rb"|(?![" + _WS 
 _TAG_TAIL = rb"(?:[" + _WS + rb"/]++|[^" + _WS + rb"/>][^" + _WS + rb"/>=]*+" + _ASSIGN + rb")*+>"
 _RAW_TEXT = rb"script|style|textarea|title|xmp|iframe|noembed|noframes|plaintext"
 _DOCTYPE = rb"![dD][oO][cC][tT][yY][pP][eE]"
+# Start tags that end SVG and MathML wherever they appear in them (HTML 13.2.6.5, "any other start tag" in
+# foreign content): the tree builder pops back to HTML, so a <script> after one is an HTML script again.
+_BREAKOUT_NAMES = (
+    b"b big blockquote body br center code dd div dl dt em embed h1 h2 h3 h4 h5 h6 head hr i img li listing "
+    b"menu meta nobr ol p pre ruby s small span strong strike sub sup table tt u ul var"
+).split()
 _INTERESTING = (
     rb"(?i:a|area|/?body|/?svg|/?math|html|"
     + _RAW_TEXT
@@ -110,6 +116,16 @@ _CONSTRUCT = (
 )
 # One call per construct: what to skip, then (group 1) the construct of interest, if it is whole.
 _STEP = re.compile(_SKIP.pattern + rb"(" + _CONSTRUCT + rb")?")
+# The same inside SVG or MathML, where the tags that end them (_BREAKOUT, font, </br>, </p>) are of interest.
+_FOREIGN_STEP = re.compile(
+    _SKIP.pattern.replace(
+        _INTERESTING,
+        rb"(?i:" + b"|".join(sorted(_BREAKOUT_NAMES)) + rb"|font|/br|/p)[" + _WS + rb"/>]|" + _INTERESTING,
+    )
+    + rb"("
+    + _CONSTRUCT
+    + rb")?"
+)
 _ATTRIBUTE = re.compile(
     rb"([^" + _WS + rb"/>][^" + _WS + rb"/>=]*+)(?:[" + _WS + rb"]*+=[" + _WS + rb"]*+(" + _VALUE + rb"))?+"
 )
@@ -120,6 +136,8 @@ _COMMENT_END = re.compile(rb"--!?>")
 _CDATA_END = re.compile(rb"\]\]>")
 _BOGUS_COMMENT_END = re.compile(rb">")
 _FOREIGN = (b"svg", b"math")
+_BREAKOUT = frozenset(_BREAKOUT_NAMES)
+_FONT_BREAKOUT = re.compile(rb"[\t\n\f\r /](?:color|face|size)[\t\n\f\r /=>]", re.IGNORECASE)
 _TITLE_BYTES = 1024  # of a <title> kept for the page view; the text is cut to _TITLE_CHARS
 _TITLE_CHARS = 256
 _NEVER = re.compile(rb"(?!)")
@@ -324,7 +342,9 @@ class HtmlRewriter:
                     self._emit(found.group(0))
                     position = found.end()
                 continue
-            if fast_scan is not None and self._tail is None:
+            # (not in SVG or MathML: what ends them is read by _after_tag, which the compiled loop skips for
+            # plain tags; inline icons are small)
+            if fast_scan is not None and self._tail is None and not self._foreign:
                 # Up to the next construct that needs the code below (or the end), links rewritten.
                 position = fast_scan(
                     buffer, position, self._out, self._values, self._link_value, self._signing, self._click,
@@ -332,7 +352,7 @@ class HtmlRewriter:
                 )
                 if position >= size:
                     break
-            step = _STEP.match(buffer, position)
+            step = (_FOREIGN_STEP if self._foreign else _STEP).match(buffer, position)
             if step is None:  # cannot happen (everything in the pattern is optional); read as "no construct"
                 end = position
             else:
@@ -413,7 +433,11 @@ class HtmlRewriter:
                 self._tail = None
             elif name in _FOREIGN and self._foreign:
                 self._foreign -= 1
+            elif name in (b"br", b"p") and self._foreign:
+                self._foreign = 0  # (these end tags break out too)
             return
+        if self._foreign and (name in _BREAKOUT or (name == b"font" and _FONT_BREAKOUT.search(tag))):
+            self._foreign = 0
         if name in _FOREIGN:
             if not _self_closing(tag):  # <svg/> is a whole element
                 self._foreign += 1

@@ -526,11 +526,24 @@ def test_in_xhtml_cdata_is_a_section_everywhere() -> None:
             ["https://x.org/"],
         ),
         ("<math><foreignObject><script><![CDATA[ s=\"</script><a href='https://in.org/'>\"; ]]></script></math>", []),
+        # An unclosed <svg> that a tag of HTML's ends (a <p>, a <font color>...): a <script> after it is an HTML
+        # script, whose "<!--<script>" escapes keep its "</script>" from ending it.
+        (
+            "<svg><p></p><script><!--\ndocument.write(\"<script src=x.js></script><a href='https://in.org/'>\");\n"
+            "//--></script><a href='https://x.org/'>x</a>",
+            ["https://x.org/"],
+        ),
+        (
+            "<svg><font color=red>r</font><script><!-- s='<script></script><a href=\"https://in.org/\">' --></script>",
+            [],
+        ),
+        ("<math><mi>x</mi></p><script><!-- s='<script></script><a href=\"https://in.org/\">' --></script>", []),
     ],
     ids=[
         "svg-script-self-closed", "math-style-self-closed", "svg-script-cdata", "foreign-object-script",
         "nested-svg-foreign-object", "svg-desc", "svg-closed-by-the-tree-builder", "textarea-after-svg-breakout",
-        "comment-mark-in-a-script-after-svg", "math-foreign-object-script-cdata",
+        "comment-mark-in-a-script-after-svg", "math-foreign-object-script-cdata", "svg-ended-by-p",
+        "svg-ended-by-font-color", "math-ended-by-end-p",
     ],
 )
 def test_foreign_content_scripts_and_styles(doc: str, tracked: list[str]) -> None:
