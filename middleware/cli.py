@@ -42,7 +42,7 @@ def check_config(args: argparse.Namespace) -> int:
     shown["TRACKGATE_SPOOL_PATH"] = str(get_dispatcher(settings).spool_path)
     for sink in sinks:
         location = getattr(sink, "location", None)
-        if sink.name == "store" and isinstance(location, str):
+        if sink.name == "store" and isinstance(location, str) and not settings.store_url:  # (a set one is secret)
             shown["TRACKGATE_STORE_URL"] = settings.describe_url(location)
     for name, value in shown.items():
         print(f"{name}={value}")
@@ -77,10 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"trackgate: configuration error: {exc}", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # `trackgate events tail | head`: the reader has all it wanted
+    except BrokenPipeError:  # `trackgate events tail | head`: the reader has all it wanted, no error
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (no second error at exit)
-        return 1
+        return 0
     return code
 
 

@@ -194,6 +194,8 @@ def _tail(args: argparse.Namespace) -> int:
             close = getattr(holder, "close", None)
             if close is not None:
                 close()
+    except BrokenPipeError:
+        raise  # (the reader has what it wanted: main ends quietly)
     except Exception as exc:  # unreachable, refused, unreadable: say so (the URL may hold a password: not it)
         print(f"trackgate: the event store cannot be read: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -39,7 +39,10 @@ class Gate:
             # where this middleware's go (the last one made, in an app with several).
             from .dispatch.instances import make_default
 
-            make_default(settings)
+            try:
+                make_default(settings)
+            except Exception as error:  # (no home folder for the default spool...): said at the first event
+                swallow("registering the event dispatcher", error)
         self._links: TrackingLinks | None = None
         self._lock = threading.Lock()
         self.counters: dict[str, int] = {}

@@ -169,7 +169,7 @@ def sniff_charset(declared: str | None, head: bytes) -> str | None:
 def _codec_of_label(label: str) -> str | None:
     """Python's codec for a charset label as the Encoding Standard reads labels (webencodings, the charsets
     extra: windows-874, iso-8859-8-i, x-sjis, ks_c_5601-1989... which Python does not know, so pages declaring
-    them went untracked); without it, Python's own aliases. None for what names no charset."""
+    them went untracked), else as Python reads it. None for what names no charset."""
     try:
         import webencodings  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - depends on the environment
@@ -178,7 +178,12 @@ def _codec_of_label(label: str) -> str | None:
         except (LookupError, ValueError):
             return None
     found = webencodings.lookup(label)
-    return None if found is None else str(found.codec_info.name)
+    if found is not None:
+        return str(found.codec_info.name)
+    try:  # a label the web does not know but Python does (latin-1, utf_8, cp932...), as apps write them
+        return codecs.lookup(label).name
+    except (LookupError, ValueError):
+        return None
 
 
 def _prescan(head: bytes) -> str | None:

@@ -111,6 +111,12 @@ class Identity:
         self._param = settings.visitor_param
         self._param_marker = settings.visitor_param + "="
         self._consent_cookie = ConsentCookie(settings.consent_cookie) if settings.consent_cookie else None
+        # A consent manager's cookie is read (unquoted, searched) once per value, not once per request.
+        self._decide_consent = (
+            functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)(self._consent_cookie.decide)
+            if self._consent_cookie is not None
+            else None
+        )
         consent_name = self._consent_cookie.name if self._consent_cookie is not None else None
         self._interesting = tuple(n for n in (self._cookie_name, consent_name) if n)
         self._only_interesting = self._interesting[0] if len(self._interesting) == 1 else None
@@ -157,7 +163,8 @@ class Identity:
         if not consents:
             # A refusal in the consent cookie clears the visitor cookie, as set_consent(request, False) does:
             # it would otherwise track the visitor again once the consent cookie is gone.
-            action = "delete" if consents is None and known is not None else None
+            # (Two copies: the host-only one goes first; the next request's refusal deletes the other.)
+            action = None if consents is not None else "unshadow" if shadowed else "delete" if known else None
             return VisitorState(Visitor(new_code(), True, False), action, from_query or known, known)
         if from_query is not None:
             action = None if from_query == known else "store"
@@ -252,14 +259,16 @@ class Identity:
         settings = self._settings
         if settings.respect_gpc and gpc is not None and gpc.strip() == "1":
             return False
-        if self._consent_cookie is not None and cookies is not None:
+        if self._consent_cookie is not None and self._decide_consent is not None and cookies is not None:
             value = cookies.get(self._consent_cookie.name)
-            decided = None if value is None else self._consent_cookie.decide(value)
-            if decided is not None:
-                return True if decided else None
+            if value is not None:
+                decide = self._decide_consent if len(value) <= COOKIE_CACHE_MAX_CHARS else self._consent_cookie.decide
+                decided = decide(value)
+                if decided is not None:
+                    return True if decided else None
         if settings.consent == "implicit":
             return True
-        # Required consent and no answer in a consent cookie: the visitor cookie itself is only ever stored
-        # after a grant (the consent cookie's, or the app's set_consent), so holding one means consent was
-        # given, and a refusal since would have said so or deleted it.
-        return holds_code
+        # Required consent without a consent cookie: the visitor cookie itself is only ever stored after a
+        # grant, so holding one means consent was given. With one, only it grants: a visitor cookie may be
+        # older than the consent manager (stored while consent was implicit), or outlive its answer.
+        return holds_code and self._consent_cookie is None

@@ -729,11 +729,12 @@ def rewrite_html(document: str | bytes, links: LinkSource, **options: Any) -> st
 
     A str is text already: ``charset`` (default UTF-8) names the one it will be sent in, which decides how
     a browser encodes a link's query; characters that charset cannot hold become character references,
-    as they must when the text is encoded for sending."""
+    as they must when the text is encoded for sending (UTF-16 and the like are read as UTF-8, whose
+    query encoding browsers use for them)."""
     if isinstance(document, str):
         codec = sniff_charset(options.setdefault("charset", "utf-8"), b"")
-        if codec is None:  # a charset no byte scan can read (UTF-16...): passed through, as its bytes would be
-            return document
+        if codec is None:  # a charset no byte scan reads (UTF-16...): browsers encode its queries in UTF-8
+            codec = options["charset"] = "utf_8"
         utf8 = codec == "utf_8"
         rewriter = HtmlRewriter(links, **options)
         data = document.encode(codec, "surrogatepass" if utf8 else ENCODE_ERRORS.get(codec, "xmlcharrefreplace"))

@@ -95,8 +95,16 @@ def revalidated_copy_headers(
     would then keep the rewritten bytes under the app's strong validator."""
     if status != 304 or not if_none_match:
         return None
-    etag = next((value for name, value in headers if name.lower() == "etag"), None)
-    if etag is None:
+    etag = content_type = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "etag":
+            etag = value
+        elif lowered == "content-type":
+            content_type = value
+    # (A 304 rarely names its type; one that names another than HTML is of a body never rewritten, whose
+    # tag a CDN may have weakened on its own.)
+    if etag is None or (content_type is not None and not looks_like_html(content_type)):
         return None
     tag, weak = unquote_etag(etag.strip())
     if weak or not tag or not parse_etags(if_none_match).is_weak(tag):

@@ -450,6 +450,51 @@ def test_a_spool_that_fails_for_every_event_drops_none_of_them(
     assert dispatcher.stats()["dropped"] == 0
 
 
+def test_a_spool_failing_while_a_group_is_written_one_by_one_is_waited_out_once(
+    make_dispatcher: MakeDispatcher, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first spool fault ends the one-by-one writing: each next event would wait out the same lock.
+    real_add = Spool.add
+    calls: list[int] = []
+    locked = [sqlite3.OperationalError("database is locked")]
+
+    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
+        calls.append(len(events))
+        if any(event.name == "poison" for event in events):
+            raise ValueError("cannot store this one")
+        if len(events) == 1 and events[0].name == "a2" and locked:
+            raise locked.pop()
+        return real_add(self, events, sinks)
+
+    monkeypatch.setattr(Spool, "add", add)
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
+    sent = [Event("custom", name="poison"), *custom(6, "a")]
+    for event in sent:
+        dispatcher.submit(event)
+    assert hook.wait_delivered(6, 30)
+    assert hook.unique() == {event.id for event in sent[1:]} and not hook.duplicates()
+    assert calls[:5] == [7, 1, 1, 1, 1]  # the group; poison, a0, a1 one by one; a2 meets the lock: no more
+    assert dispatcher.stats()["dropped"] == 1
+
+
+def test_spool_sync_drops_an_event_no_row_can_hold_and_commits_the_next_at_once(
+    make_dispatcher: MakeDispatcher, spool_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_add = Spool.add
+
+    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
+        if any(event.name == "poison" for event in events):
+            raise ValueError("cannot store this one")
+        return real_add(self, events, sinks)
+
+    monkeypatch.setattr(Spool, "add", add)
+    dispatcher = make_dispatcher(sinks="webhook", webhook_url="http://127.0.0.1:9/down", spool_sync=True)
+    dispatcher.submit(Event("custom", name="poison"))
+    dispatcher.submit(Event("custom", name="good"))
+    assert Spool(spool_path).backlog() == 1  # committed before submit() returned, no pause for one bad event
+    assert dispatcher.stats()["dropped"] == 1
+
+
 def test_a_failing_size_check_neither_stops_the_intake_nor_reaches_the_caller(
     make_dispatcher: MakeDispatcher, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -168,3 +168,26 @@ def test_adopting_what_is_no_other_spool_is_a_clear_error(
     assert main(["events", "adopt", str(path)]) == 1
     assert "cannot adopt" in capsys.readouterr().err
     assert spool.backlog() == 1
+
+
+@pytest.mark.timeout(60)
+def test_tail_into_a_reader_that_stops_early_ends_quietly(spool: Spool, tmp_path: Path) -> None:
+    # `trackgate events tail | head -1`: the closed pipe was reported as an unreadable store, exit 1.
+    import os
+
+    from trackgate.adapters.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path / 'events.sqlite3'}")
+    store.insert([Event("custom", name=f"e{i}", properties={"pad": "x" * 500}) for i in range(2000)])
+    store.close()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("TRACKGATE_")},
+           "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}", "TRACKGATE_SPOOL_PATH": str(spool.path)}
+    process = subprocess.Popen([sys.executable, "-m", "trackgate.cli", "events", "tail", "-n", "2000"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.readline()
+    process.stdout.close()
+    error = process.stderr.read().decode()
+    process.stderr.close()
+    assert process.wait(60) == 0
+    assert error == ""

@@ -278,6 +278,10 @@ def test_a_meta_naming_a_codec_that_is_no_web_charset_passes_through(label: str,
     ("unicode-1-1-utf-8", "é".encode(), "é"),
     ("x-mac-roman", b"\x8e", "é"),
     ("koi8-ru", b"\xa4", "\u0454"),  # read as KOI8-U
+    # ... and Python's own labels that the web's list lacks, as Python apps write them in Content-Type:
+    ("latin-1", b"\x80", "€"),
+    ("utf_8", "é".encode(), "é"),
+    ("cp932", b"\x87\x40", "\u2460"),
 ])
 def test_charset_labels_are_read_as_browsers_read_them(label: str, byte: bytes, text: str) -> None:
     doc = f'<meta charset="{label}"><a href="https://x.org/'.encode() + byte + b'">x</a>'

@@ -110,3 +110,12 @@ def test_a_str_sent_in_latin_1_signs_the_destination_a_browser_would_follow() ->
     out = rewrite_html('<a href="https://shop.example/café?q=été">x</a>', links, charset="iso-8859-1")
     [href] = re.findall(r'href="([^"]+)"', out)
     assert links.decode(href).tracked_url == "https://shop.example/café?q=%E9t%E9"
+
+
+@pytest.mark.parametrize("charset", ["utf_8", "utf-16"])
+def test_a_str_is_rewritten_whatever_charset_it_names(charset: str) -> None:
+    # (a str is text: a charset no byte scan reads still has its links tracked, their queries in UTF-8)
+    links = TrackingLinks(Settings.from_environ({}, secret_key="test-secret", base_url="https://t.example.org"))
+    out = rewrite_html('<a href="https://shop.example/?q=é">x</a>', links, charset=charset, open_tracking=False)
+    [href] = re.findall(r'href="([^"]+)"', out)
+    assert links.decode(href).tracked_url == "https://shop.example/?q=é"

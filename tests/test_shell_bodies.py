@@ -404,3 +404,33 @@ def test_the_asgi_send_is_one_asgiref_takes_for_a_coroutine_function() -> None:
     assert (response.status_code, response.text) == (200, "served")
     assert "tg_vid=" in response.headers["set-cookie"]
     assert [str(warning.message) for warning in caught] == []
+
+
+def test_a_middleware_is_made_even_where_no_default_spool_folder_can_be_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A container with no HOME (an arbitrary UID): registering the dispatcher must not stop the app starting.
+    from pathlib import Path
+
+    from trackgate import _boundary
+    from trackgate.dispatch import worker
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    monkeypatch.setattr(_boundary, "RAISE_INTERNAL", False)
+    monkeypatch.delenv("TRACKGATE_SPOOL_PATH", raising=False)
+    monkeypatch.setattr(worker, "default_spool_path", lambda settings: no_home())
+    for shell in (trackgate.WSGIMiddleware, trackgate.ASGIMiddleware):
+        shell(lambda *args: None, secret_key="k", sinks="console")  # type: ignore[arg-type]
+
+
+def test_a_304_of_a_body_never_rewritten_keeps_its_headers() -> None:
+    # A CDN that weakens tags on its own made a PDF's 304 look like the confirmation of a rewritten copy.
+    async def pdf(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        headers = [(b"content-type", b"application/pdf"), (b"etag", b'"pdf-v1"'), (b"accept-ranges", b"bytes")]
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    client = TestClient(trackgate.ASGIMiddleware(pdf, secret_key="k", emit=lambda e: None))
+    response = client.get("/report.pdf", headers={"If-None-Match": 'W/"pdf-v1"'})
+    assert response.status_code == 304
+    assert (response.headers["etag"], response.headers["accept-ranges"]) == ('"pdf-v1"', "bytes")

@@ -314,16 +314,16 @@ def test_consent_cookie_forms(get: Get, consent_cookie: str, cookie: str, grante
     assert len(answer.set_cookies) == (1 if granted else 0)
 
 
-def test_a_grant_by_the_app_holds_while_the_consent_cookie_says_nothing(get: Get) -> None:
-    # The banner's "accept" went through set_consent, not the consent manager's cookie: the visitor cookie it
-    # stored is the grant on the next requests (the page's own pixel first).
+def test_with_a_consent_cookie_configured_only_it_grants_on_later_requests(get: Get) -> None:
+    # A visitor cookie may be older than the consent manager (stored while consent was implicit) or outlive
+    # its answer: it is no grant by itself. The code an app's grant stored goes on once the consent cookie grants.
     granted = get("/grant", consent="required", consent_cookie="cc")
     [stored] = granted.set_cookies
     code = _attributes(stored)[1]
-    after = get("/", consent="required", consent_cookie="cc", headers={"Cookie": f"tg_vid={code}"})
-    assert after.body == {"code": code, "is_new": False, "consent": True}
-    refused = get("/", consent="required", consent_cookie="cc", headers={"Cookie": f"tg_vid={code}; cc=no"})
-    assert refused.body["consent"] is False
+    alone = get("/", consent="required", consent_cookie="cc", headers={"Cookie": f"tg_vid={code}"})
+    assert alone.body["consent"] is False and alone.body["code"] != code
+    with_it = get("/", consent="required", consent_cookie="cc", headers={"Cookie": f"tg_vid={code}; cc=yes"})
+    assert with_it.body == {"code": code, "is_new": False, "consent": True}
 
 
 @pytest.mark.parametrize("consent", ["implicit", "required"])
@@ -335,6 +335,16 @@ def test_a_refusal_in_the_consent_cookie_deletes_the_visitor_cookie(get: Get, co
     assert _attributes(deleted)[:2] == ("tg_vid", "") and _attributes(deleted)[2]["max-age"] == "0"
     nothing_held = get("/", consent=consent, consent_cookie="cc", headers={"Cookie": "cc=0"})
     assert nothing_held.set_cookies == []
+
+
+def test_a_refusal_clears_two_copies_of_the_visitor_cookie_one_request_at_a_time(get: Get) -> None:
+    # One Set-Cookie a response: the host-only copy first, then (the next request sends one) the other.
+    both = get("/", consent_cookie="cc", cookie_domain="example.org", headers={"Cookie": "tg_vid=aa; tg_vid=bb; cc=0"})
+    [first] = both.set_cookies
+    assert _attributes(first)[:2] == ("tg_vid", "") and "domain" not in _attributes(first)[2]
+    one = get("/", consent_cookie="cc", cookie_domain="example.org", headers={"Cookie": "tg_vid=bb; cc=0"})
+    [second] = one.set_cookies
+    assert _attributes(second)[:2] == ("tg_vid", "") and _attributes(second)[2]["domain"] == "example.org"
 
 
 @pytest.mark.parametrize("cookie", ["cc=0; cc=1", "cc=1; cc=0"])

@@ -432,49 +432,65 @@ class Spool:
     def done(self, sink: str, seqs: Iterable[int], *, owner: str) -> None:
         """Delete confirmed deliveries still leased by ``owner`` (a row whose lease ran out and that another
         process claimed is that process's to confirm)."""
-        with self._lock, self._transaction():
-            current = self._current(seqs)
-            # One statement per few hundred rows: a third cheaper than one per row, for every event delivered.
-            for start in range(0, len(current), _ROWS_PER_STATEMENT):
-                chunk = current[start : start + _ROWS_PER_STATEMENT]
-                self._db.execute(
-                    f"DELETE FROM deliveries WHERE sink = ? AND owner = ? AND seq IN ({','.join('?' * len(chunk))})",
-                    (sink, owner, *chunk),
-                )
+        asked = list(seqs)
+        with self._lock:
+            with self._transaction():
+                current = self._current(asked)
+                # One statement per few hundred rows: a third cheaper than one per row, for every event delivered.
+                for start in range(0, len(current), _ROWS_PER_STATEMENT):
+                    chunk = current[start : start + _ROWS_PER_STATEMENT]
+                    marks = ",".join("?" * len(chunk))
+                    self._db.execute(
+                        f"DELETE FROM deliveries WHERE sink = ? AND owner = ? AND seq IN ({marks})",
+                        (sink, owner, *chunk),
+                    )
+            self._forget(asked)
 
     def reschedule(self, sink: str, seqs: Iterable[int], *, at: float, owner: str) -> int:
         """Release our lease and make the rows due again at ``at``; returns how many were still ours."""
-        with self._lock, self._transaction():
-            cursor = self._db.executemany(
-                "UPDATE deliveries SET ready_at = ?, attempts = attempts + 1, owner = NULL "
-                "WHERE seq = ? AND sink = ? AND owner = ?",
-                ((at, seq, sink, owner) for seq in self._current(seqs)),
-            )
+        asked = list(seqs)
+        with self._lock:
+            with self._transaction():
+                cursor = self._db.executemany(
+                    "UPDATE deliveries SET ready_at = ?, attempts = attempts + 1, owner = NULL "
+                    "WHERE seq = ? AND sink = ? AND owner = ?",
+                    ((at, seq, sink, owner) for seq in self._current(asked)),
+                )
+            self._forget(asked)
             return cursor.rowcount
 
     def bury(self, sink: str, failures: Sequence[tuple[int, str, int | None, str]], *, owner: str) -> int:
         """Move deliveries refused for good, as (seq, reason, status, response), to the dead table."""
         now = time.time()
-        with self._lock, self._transaction():
-            seqs = self._current(failure[0] for failure in failures)
-            for seq, (_, reason, status, response) in zip(seqs, failures, strict=True):
-                self._db.execute(
-                    "INSERT INTO dead (event_id, sink, body, reason, status, response, attempts, failed_at) "
-                    "SELECT e.id, d.sink, e.body, ?, ?, ?, d.attempts + 1, ? FROM deliveries d "
-                    "JOIN events e ON e.seq = d.seq WHERE d.seq = ? AND d.sink = ?",
-                    (reason, status, response, now, seq, sink),
+        asked = [failure[0] for failure in failures]
+        with self._lock:
+            with self._transaction():
+                seqs = self._current(asked)
+                for seq, (_, reason, status, response) in zip(seqs, failures, strict=True):
+                    self._db.execute(
+                        "INSERT INTO dead (event_id, sink, body, reason, status, response, attempts, failed_at) "
+                        "SELECT e.id, d.sink, e.body, ?, ?, ?, d.attempts + 1, ? FROM deliveries d "
+                        "JOIN events e ON e.seq = d.seq WHERE d.seq = ? AND d.sink = ?",
+                        (reason, status, response, now, seq, sink),
+                    )
+                self._db.executemany(
+                    "DELETE FROM deliveries WHERE seq = ? AND sink = ?", ((seq, sink) for seq in seqs)
                 )
-            self._db.executemany(
-                "DELETE FROM deliveries WHERE seq = ? AND sink = ?", ((seq, sink) for seq in seqs)
-            )
+            self._forget(asked)
         return len(failures)
 
     def _current(self, seqs: Iterable[int]) -> list[int]:
         """(Under the lock.) The numbers rows have now: a send claimed before a move answers for the rows
-        under the numbers they had (each answered once, so each forgotten once used)."""
+        under the numbers they had (each answered once: _forget once the answer is committed)."""
         if not self._renumbered:
             return list(seqs)
-        return [self._renumbered.pop(seq, seq) for seq in seqs]
+        return [self._renumbered.get(seq, seq) for seq in seqs]
+
+    def _forget(self, seqs: Iterable[int]) -> None:
+        """(Under the lock, after the commit.) Answered: their old numbers are needed no more."""
+        if self._renumbered:
+            for seq in seqs:
+                self._renumbered.pop(seq, None)
 
     def reclaim(self, is_gone: Any) -> int:
         """Free rows leased by owners ``is_gone(owner)`` says are dead (a killed process on this host)."""

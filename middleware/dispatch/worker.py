@@ -181,21 +181,32 @@ class Dispatcher:
         self._wake_pumps_threadsafe()
 
     def _write_now(self, events: Sequence[Event]) -> None:
+        spool: Spool | None = None
         try:
             spool = self._open_spool()
-            written = spool.add(events, self.sink_names)
+            spool.add(events, self.sink_names)
+        except _ROW_FAULTS as exc:
+            if spool is None:  # (opening it failed)
+                logger.error("trackgate: the spool %s cannot be opened: %s", self.spool_path, exc)
+                left = list(events)
+            else:  # an event its content keeps out of a row is dropped alone
+                left = self._write_each(spool, events)
         except Exception as exc:
-            if self._state == "running":  # the worker writes them when the spool takes them again
-                logger.error("trackgate: could not write %d event(s) to the spool, will retry: %s", len(events), exc)
-                self._queue.extend(events)
-                self._spill_after = time.monotonic() + SPILL_PAUSE
-                self._poke()
-                return
             logger.error("trackgate: could not write %d event(s) to the spool: %s", len(events), exc)
-            self._count(dropped=len(events), submitted=len(events))
+            left = list(events)
+        else:
+            self._enforce_cap(spool)  # before counting, so "spooled" never runs ahead of "dropped"
+            self._count(submitted=len(events), spooled=len(events))
             return
-        self._enforce_cap(spool)  # before counting, so "spooled" never runs ahead of "dropped"
-        self._count(submitted=written, spooled=written)
+        if not left:
+            return
+        if self._state == "running":  # the worker writes them when the spool takes them again
+            logger.error("trackgate: %d event(s) wait in memory for the spool", len(left))
+            self._queue.extendleft(reversed(left))
+            self._spill_after = time.monotonic() + SPILL_PAUSE
+            self._poke()
+            return
+        self._count(dropped=len(left), submitted=len(left))
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> Dispatcher:
@@ -424,7 +435,8 @@ class Dispatcher:
             return
         try:
             others = other_spools(self.spool_path)
-        except OSError:
+        except Exception as exc:  # (a warning's look-up: it must not end the worker)
+            logger.debug("trackgate: looking for other spool files failed: %s", exc)
             return
         for path, backlog, dead in others:
             logger.warning(
@@ -480,11 +492,11 @@ class Dispatcher:
             spool.add(batch, self.sink_names)
         except _ROW_FAULTS:
             # One event no row can hold must not hold up the others: they are written one by one.
-            for event in batch:
-                self._write_one(spool, event)
+            left = self._write_each(spool, batch)
+            self._queue.extendleft(reversed(left))
             self._enforce_cap(spool)
             self._wake_pumps()
-            return True
+            return not left
         except Exception as exc:  # the spool's own trouble (locked, full, unreadable): the events wait in memory
             self._queue.extendleft(reversed(batch))
             logger.error("trackgate: could not write %d event(s) to the spool, will retry: %s", len(batch), exc)
@@ -494,16 +506,22 @@ class Dispatcher:
         self._wake_pumps()
         return True
 
-    def _write_one(self, spool: Spool, event: Event) -> None:
-        try:
-            spool.add([event], self.sink_names)
-        except _ROW_FAULTS as exc:
-            logger.error("trackgate: dropped event %s %r: the spool cannot hold it: %s", event.kind, event.name, exc)
-            self._count(submitted=1, dropped=1)
-        except Exception:
-            self._queue.appendleft(event)  # (the spool itself failed meanwhile: tried again with the next group)
-        else:
-            self._count(submitted=1, spooled=1)
+    def _write_each(self, spool: Spool, events: Sequence[Event]) -> list[Event]:
+        """Write events one by one: one its content keeps out of a row is dropped (logged, counted). Returns
+        those not written because the spool itself failed, in order (the first such failure ends it: each
+        next one would wait out the same lock)."""
+        for index, event in enumerate(events):
+            try:
+                spool.add([event], self.sink_names)
+            except _ROW_FAULTS as exc:
+                logger.error("trackgate: dropped event %s %r: no row can hold it: %s", event.kind, event.name, exc)
+                self._count(submitted=1, dropped=1)
+            except Exception as exc:
+                logger.error("trackgate: could not write %d event(s) to the spool: %s", len(events) - index, exc)
+                return list(events[index:])
+            else:
+                self._count(submitted=1, spooled=1)
+        return []
 
     def _wake_pumps(self) -> None:
         for name, wake in self._pump_wake.items():
