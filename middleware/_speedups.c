@@ -115,11 +115,35 @@ static Py_ssize_t comment_end(const unsigned char *s, Py_ssize_t i, Py_ssize_t n
 
 enum { PLAIN_TAG, LINK, INTERESTING };
 
-/* What the tag name at s[i + 1] (a letter, or "/" and a letter) is to _INTERESTING. */
-static int tag_kind(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) {
+/* rewrite.py's _BREAKOUT_NAMES, font, </br> and </p>: in SVG or MathML the tags that end them, which
+ * rewrite.py must see (_FOREIGN_STEP). */
+static int ends_foreign_content(const unsigned char *s, Py_ssize_t start, Py_ssize_t n, int end_tag) {
+    Py_ssize_t j = start;
+    while (j < n && j - start < 11 && (is_alpha(s[j]) || (s[j] >= '0' && s[j] <= '9'))) j++;
+    if (j >= n || !(is_ws(s[j]) || s[j] == '/' || s[j] == '>')) return 0;
+    Py_ssize_t len = j - start;
+    const unsigned char *name = s + start;
+    if (end_tag) return (len == 2 && same_lower(name, "br", 2)) || (len == 1 && lower(name[0]) == 'p');
+    static const char *const names[] = {
+        "b", "big", "blockquote", "body", "br", "center", "code", "dd", "div", "dl", "dt", "em", "embed", "h1",
+        "h2", "h3", "h4", "h5", "h6", "head", "hr", "i", "img", "li", "listing", "menu", "meta", "nobr", "ol",
+        "p", "pre", "ruby", "s", "small", "span", "strike", "strong", "sub", "sup", "table", "tt", "u", "ul",
+        "var", "font", NULL,
+    };
+    for (const char *const *other = names; *other; other++) {
+        Py_ssize_t other_len = (Py_ssize_t)strlen(*other);
+        if (len == other_len && same_lower(name, *other, len)) return 1;
+    }
+    return 0;
+}
+
+/* What the tag name at s[i + 1] (a letter, or "/" and a letter) is to _INTERESTING (to _FOREIGN_STEP's in
+ * SVG or MathML, ``foreign``). */
+static int tag_kind(const unsigned char *s, Py_ssize_t i, Py_ssize_t n, int foreign) {
     Py_ssize_t start = i + 1;
     int end_tag = s[start] == '/';
     if (end_tag) start++;
+    if (foreign && ends_foreign_content(s, start, n, end_tag)) return INTERESTING;
     Py_ssize_t j = start;
     while (j < n && j - start < 10 && is_alpha(s[j])) j++;
     if (j >= n || !(is_ws(s[j]) || s[j] == '/' || s[j] == '>')) return PLAIN_TAG;
@@ -488,9 +512,9 @@ static int read_signing(PyObject *fast, Signing *signing) {
 static PyObject *scan(PyObject *module, PyObject *args) {
     PyObject *buffer, *out, *values, *value_for, *fast, *own_host;
     Py_ssize_t position, cache_limit, max_held;
-    int click, utf8;
-    if (!PyArg_ParseTuple(args, "SnO!O!OOpnnpO", &buffer, &position, &PyList_Type, &out, &PyDict_Type, &values,
-                          &value_for, &fast, &click, &cache_limit, &max_held, &utf8, &own_host)) {
+    int click, utf8, foreign = 0;
+    if (!PyArg_ParseTuple(args, "SnO!O!OOpnnpO|p", &buffer, &position, &PyList_Type, &out, &PyDict_Type, &values,
+                          &value_for, &fast, &click, &cache_limit, &max_held, &utf8, &own_host, &foreign)) {
         return NULL;
     }
     Signing signing_storage;
@@ -542,7 +566,7 @@ static PyObject *scan(PyObject *module, PyObject *args) {
             end = find_byte(s, i + 2, n, '>');
             if (end >= 0) end++;
         } else if (c == '/' || is_alpha(c)) {
-            int kind = tag_kind(s, i, n);
+            int kind = tag_kind(s, i, n, foreign);
             if (kind == INTERESTING) break;
             Py_ssize_t name_end = i + (c == '/' ? 2 : 1);
             while (name_end < n && !is_ws(s[name_end]) && s[name_end] != '/' && s[name_end] != '>') name_end++;

@@ -13,6 +13,7 @@ def scan(
     max_held: int,
     utf8: bool,
     own_host: bytes | None,
+    foreign: bool = False,
     /,
 ) -> int: ...
 

@@ -342,13 +342,12 @@ class HtmlRewriter:
                     self._emit(found.group(0))
                     position = found.end()
                 continue
-            # (not in SVG or MathML: what ends them is read by _after_tag, which the compiled loop skips for
-            # plain tags; inline icons are small)
-            if fast_scan is not None and self._tail is None and not self._foreign:
-                # Up to the next construct that needs the code below (or the end), links rewritten.
+            if fast_scan is not None and self._tail is None:
+                # Up to the next construct that needs the code below (or the end), links rewritten; in SVG or
+                # MathML also up to a tag that ends them (_FOREIGN_STEP's).
                 position = fast_scan(
                     buffer, position, self._out, self._values, self._link_value, self._signing, self._click,
-                    _VALUE_CACHE_SIZE, MAX_HELD, self._codec == "utf_8", self._own_host,
+                    _VALUE_CACHE_SIZE, MAX_HELD, self._codec == "utf_8", self._own_host, bool(self._foreign),
                 )
                 if position >= size:
                     break

@@ -29,6 +29,9 @@ _SOUP = st.lists(
             *["<a href=", '<a href="https://s.org/p?q=1">', "<area href='http://s.org/'>", "</body>", "</a>"],
             *["&amp;", "&amp", "\u0085", "\u00e9", "https://s.org/x?a=1&amp;b=2", "{{", "%%", "\t"],
             *["https://shop.example.org/p", "http://SHOP.example.org", "https://shop.example.org.", ":8080"],
+            # What ends SVG and MathML (the compiled loop stops at them there) and what does not:
+            *["<svg>", "<math>", "</svg>", "<p>", "</p>", "</br>", "<h2>", "<font color=x>", "<font>", "<path d=1>"],
+            *["<script><!--", "<script>", "</script>", "<textarea>", "<foreignObject>"],
         ]
     ),
     max_size=60,
@@ -253,3 +256,22 @@ def test_click_url_reads_metadata_once_and_after_the_urls_faults() -> None:
     ]
     for url, metadata in cases:
         same_both_ways(lambda: links.click_url(url, metadata()), (trackgate.links, "sign_click"))  # noqa: B023
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "<svg><p></p><script><!--\ns='<script></script><a href=\"https://in.org/\">'\n//--></script><a href='https://x.org/'>x</a>",
+        "<svg><h2>t</h2><script><!-- s='<script></script><a href=\"https://in.org/\">' --></script>",
+        "<math><mi>x</mi></p><script><!-- s='<script></script><a href=\"https://in.org/\">' --></script>",
+        "<svg><font color=red>r</font><script><!-- s='<script></script><a href=\"https://in.org/\">' --></script>",
+        "<svg><font>f</font><script><![CDATA[ s='</script><a href=\"https://in.org/\">' ]]></script></svg>",
+    ],
+    ids=["p", "h2", "end-p-in-math", "font-color", "plain-font-stays-svg"],
+)
+def test_what_ends_foreign_content_is_seen_both_ways(doc: str) -> None:
+    # The compiled loop passes over plain tags itself: in SVG and MathML it must stop at those that end them.
+    for _, links, options in SOURCES:
+        data = doc.encode()
+        whole = both_ways(data, links, **options)
+        assert both_ways(data, links, cuts=list(range(1, len(data))), **options) == whole
