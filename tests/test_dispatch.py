@@ -104,17 +104,24 @@ def memory_sink() -> Iterator[Callable[..., MemorySink]]:
         unregister(name)
 
 
+def delivered_once(
+    dispatcher: Dispatcher, hook: WebhookReceiver, sent: Sequence[Event], expected: Sequence[Event]
+) -> None:
+    """Submit ``sent``; the receiver gets exactly ``expected``, each once."""
+    for event in sent:
+        dispatcher.submit(event)
+    assert hook.wait_delivered(len(expected), 30), hook.payloads()
+    assert hook.unique() == {event.id for event in expected}
+    assert not hook.duplicates()
+
+
 # --- delivery --------------------------------------------------------------------------------------------
 
 
 def test_every_event_reaches_the_receiver_once(make_dispatcher: MakeDispatcher, hook: WebhookReceiver) -> None:
     dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
     sent = custom(300)
-    for event in sent:
-        dispatcher.submit(event)
-    assert hook.wait_delivered(300, 30)
-    assert hook.unique() == {event.id for event in sent}
-    assert not hook.duplicates()
+    delivered_once(dispatcher, hook, sent, sent)
     assert wait_for(lambda: dispatcher.stats()["delivered"] == 300)
     figures = dispatcher.stats()
     assert (figures["submitted"], figures["spooled"], figures["backlog"]) == (300, 300, 0)
@@ -405,25 +412,36 @@ def test_an_id_no_row_can_hold_fails_in_the_caller(make_dispatcher: MakeDispatch
     assert hook.unique() == {event.id for event in good}
 
 
+def refuse_adds(monkeypatch: pytest.MonkeyPatch, refuse: Callable[[Sequence[Event]], Exception | None]) -> list[int]:
+    """Spool.add raising what ``refuse`` says for a group (None: added); returns the sizes of the groups asked."""
+    real_add = Spool.add
+    sizes: list[int] = []
+
+    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
+        sizes.append(len(events))
+        error = refuse(events)
+        if error is not None:
+            raise error
+        return real_add(self, events, sinks)
+
+    monkeypatch.setattr(Spool, "add", add)
+    return sizes
+
+
+def poison(events: Sequence[Event]) -> Exception | None:
+    """A row fault: the group holds an event named "poison", which no row can hold."""
+    return ValueError("cannot store this one") if any(event.name == "poison" for event in events) else None
+
+
 def test_an_event_the_spool_refuses_holds_up_none_of_its_group(
     make_dispatcher: MakeDispatcher, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Whatever makes one event unwritable (a fault of ours the checks at submit missed), its group is written
     # one event at a time: it alone is dropped, counted and logged; the rest are delivered.
-    real_add = Spool.add
-
-    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
-        if any(event.name == "poison" for event in events):
-            raise ValueError("cannot store this one")
-        return real_add(self, events, sinks)
-
-    monkeypatch.setattr(Spool, "add", add)
+    refuse_adds(monkeypatch, poison)
     dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
     sent = [*custom(3, "a"), Event("custom", name="poison"), *custom(3, "b")]
-    for event in sent:
-        dispatcher.submit(event)
-    assert hook.wait_delivered(6, 30)
-    assert hook.unique() == {event.id for event in sent if event.name != "poison"}
+    delivered_once(dispatcher, hook, sent, [event for event in sent if event.name != "poison"])
     assert wait_for(lambda: dispatcher.stats()["dropped"] == 1 and dispatcher.stats()["submitted"] == 7)
 
 
@@ -432,21 +450,11 @@ def test_a_spool_that_fails_for_every_event_drops_none_of_them(
 ) -> None:
     # The spool's own trouble (here a malformed file, twice) is no event's fault: nothing is written one by
     # one and dropped; everything waits in memory and goes out once the spool takes it.
-    real_add = Spool.add
     failures = [sqlite3.DatabaseError("database disk image is malformed") for _ in range(2)]
-
-    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
-        if failures:
-            raise failures.pop()
-        return real_add(self, events, sinks)
-
-    monkeypatch.setattr(Spool, "add", add)
+    refuse_adds(monkeypatch, lambda events: failures.pop() if failures else None)
     dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
     sent = custom(5)
-    for event in sent:
-        dispatcher.submit(event)
-    assert hook.wait_delivered(5, 30)
-    assert hook.unique() == {event.id for event in sent}
+    delivered_once(dispatcher, hook, sent, sent)
     assert dispatcher.stats()["dropped"] == 0
 
 
@@ -454,25 +462,17 @@ def test_a_spool_failing_while_a_group_is_written_one_by_one_is_waited_out_once(
     make_dispatcher: MakeDispatcher, hook: WebhookReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The first spool fault ends the one-by-one writing: each next event would wait out the same lock.
-    real_add = Spool.add
-    calls: list[int] = []
     locked = [sqlite3.OperationalError("database is locked")]
 
-    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
-        calls.append(len(events))
-        if any(event.name == "poison" for event in events):
-            raise ValueError("cannot store this one")
+    def refuse(events: Sequence[Event]) -> Exception | None:
         if len(events) == 1 and events[0].name == "a2" and locked:
-            raise locked.pop()
-        return real_add(self, events, sinks)
+            return locked.pop()
+        return poison(events)
 
-    monkeypatch.setattr(Spool, "add", add)
+    calls = refuse_adds(monkeypatch, refuse)
     dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url)
     sent = [Event("custom", name="poison"), *custom(6, "a")]
-    for event in sent:
-        dispatcher.submit(event)
-    assert hook.wait_delivered(6, 30)
-    assert hook.unique() == {event.id for event in sent[1:]} and not hook.duplicates()
+    delivered_once(dispatcher, hook, sent, sent[1:])
     assert calls[:5] == [7, 1, 1, 1, 1]  # the group; poison, a0, a1 one by one; a2 meets the lock: no more
     assert dispatcher.stats()["dropped"] == 1
 
@@ -480,14 +480,7 @@ def test_a_spool_failing_while_a_group_is_written_one_by_one_is_waited_out_once(
 def test_spool_sync_drops_an_event_no_row_can_hold_and_commits_the_next_at_once(
     make_dispatcher: MakeDispatcher, spool_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real_add = Spool.add
-
-    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
-        if any(event.name == "poison" for event in events):
-            raise ValueError("cannot store this one")
-        return real_add(self, events, sinks)
-
-    monkeypatch.setattr(Spool, "add", add)
+    refuse_adds(monkeypatch, poison)
     dispatcher = make_dispatcher(sinks="webhook", webhook_url="http://127.0.0.1:9/down", spool_sync=True)
     dispatcher.submit(Event("custom", name="poison"))
     dispatcher.submit(Event("custom", name="good"))
@@ -523,17 +516,10 @@ def test_spool_sync_keeps_an_event_the_spool_cannot_take_now(
     make_dispatcher: MakeDispatcher, hook: WebhookReceiver, spool_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The "safer" mode lost what the default mode keeps: a locked spool dropped the event.
-    real_add = Spool.add
     refusals = [sqlite3.OperationalError("database is locked")]
-
-    def add(self: Spool, events: Sequence[Event], sinks: Sequence[str]) -> int:
-        if refusals:
-            raise refusals.pop()
-        return real_add(self, events, sinks)
-
     dispatcher = make_dispatcher(sinks="webhook", webhook_url=hook.url, spool_sync=True)
     dispatcher.start()
-    monkeypatch.setattr(Spool, "add", add)
+    refuse_adds(monkeypatch, lambda events: refusals.pop() if refusals else None)
     event = Event("custom", name="kept")
     dispatcher.submit(event)
     assert hook.wait_delivered(1, 30)
