@@ -5,7 +5,8 @@
     app = ASGIMiddleware(app, rewrite="all")          # a keyword beats the environment
 
 Websocket traffic passes straight through; lifespan passes through too, and on the way starts the event
-dispatcher (startup) and drains it within TRACKGATE_SHUTDOWN_TIMEOUT (shutdown).
+dispatcher (startup) and drains it within TRACKGATE_SHUTDOWN_TIMEOUT once the app has shut down; for an app
+that refuses lifespan, trackgate answers it (lifespan.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ._boundary import guarded, swallow
 from .facts import below_mount
 from .gate import Emit, Gate
 from .identity import VisitorState
+from .lifespan import run_lifespan
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_scope
 from .settings import Settings
@@ -60,7 +62,8 @@ class ASGIMiddleware:
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan" and self._uses_dispatcher:
-                receive = self._watch_lifespan(receive)
+                await run_lifespan(self.app, scope, receive, send, self.settings)
+                return
             await self.app(scope, receive, send)
             return
         # ASGI's path includes root_path (servers and Starlette's Mount keep it whole): our paths are below it.
@@ -92,25 +95,6 @@ class ASGIMiddleware:
         headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if facts.method == "HEAD" else reply.body})
-
-    def _watch_lifespan(self, receive: Receive) -> Receive:
-        settings = self.settings
-
-        async def watched() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                with guarded("starting the event dispatcher"):
-                    from .dispatch import get_dispatcher
-
-                    get_dispatcher(settings).start()
-            elif message["type"] == "lifespan.shutdown":
-                with guarded("draining the event dispatcher"):
-                    from .dispatch import get_dispatcher
-
-                    await asyncio.to_thread(get_dispatcher(settings).drain, settings.shutdown_timeout)
-            return message
-
-        return watched
 
 
 def _responder(gate: Gate, scope: Scope, state: VisitorState, send: Send) -> Send:

@@ -144,3 +144,46 @@ def asgi_app() -> Any:
     from trackgate import ASGIMiddleware
 
     return ASGIMiddleware(_asgi_inner)
+
+
+async def _refuses_lifespan(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    """As Django's ASGI handler does: lifespan is refused, raising before any message is read."""
+    import trackgate
+
+    if scope["type"] != "http":
+        raise ValueError(f"can only handle http, not {scope['type']}")
+    query = scope.get("query_string", b"").decode()
+    for i in range(int(query[2:]) if query.startswith("n=") else 1):
+        trackgate.record(scope, f"refusing-{i}")
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def refuses_lifespan_app() -> Any:
+    from trackgate import ASGIMiddleware
+
+    return ASGIMiddleware(_refuses_lifespan)
+
+
+async def _records_at_shutdown(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    """An app whose own lifespan shutdown records events (a 'server stopped' event, a queue flushed)."""
+    import trackgate
+
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                for i in range(5):
+                    trackgate.record(f"server-{i}", "stopped")
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def records_at_shutdown_app() -> Any:
+    from trackgate import ASGIMiddleware
+
+    return ASGIMiddleware(_records_at_shutdown)

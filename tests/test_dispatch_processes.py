@@ -429,3 +429,29 @@ def test_a_spool_deleted_while_every_sink_waits_is_noticed_without_traffic(
         assert len(hook.received) == 5  # (the sink was not asked again: the file was watched, not claimed)
     finally:
         dispatcher.drain(0)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("app", ["refuses_lifespan_app", "records_at_shutdown_app"])
+def test_a_sigterm_under_uvicorn_drains_what_the_app_recorded_last(app: str, tmp_path: Path) -> None:
+    # uvicorn ends by raising the SIGTERM again, with no exit handler run: only the lifespan's shutdown drains.
+    # An app that refuses lifespan (Django's ASGI handler) had none, and events an app recorded in its own
+    # shutdown came after the drain: both waited in a spool, or in memory, to be lost.
+    with WebhookReceiver(latency=0.3) as hook:  # slow enough that nothing is delivered before the signal
+        process, port = serve(
+            environment(tmp_path / "spool.sqlite3", hook.url, TRACKGATE_SHUTDOWN_TIMEOUT="20"),
+            "uvicorn", "--factory", f"dispatch_apps:{app}", "--host", "127.0.0.1", "--port", "{port}",
+            "--log-level", "warning",
+        )
+        try:
+            assert httpx.get(f"http://127.0.0.1:{port}/?n=5", timeout=10).text == "ok"
+            output = stop(process)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert "lifespan" not in output.lower(), output  # (uvicorn: "protocol appears unsupported")
+        names = sorted(payload["name"] for payload in hook.payloads())
+    expected = [f"refusing-{i}" for i in range(5)] if app == "refuses_lifespan_app" else ["stopped"] * 5
+    assert names == sorted(expected)
+    assert peek_backlog(tmp_path / "spool.sqlite3") == 0
