@@ -66,6 +66,8 @@ class ASGIMiddleware:
                 return
             await self.app(scope, receive, send)
             return
+        if self.gate.asleep:
+            self.gate.wake()
         # ASGI's path includes root_path (servers and Starlette's Mount keep it whole): our paths are below it.
         path = scope["path"]
         root = scope.get("root_path")

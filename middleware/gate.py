@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ._boundary import swallow
+from ._boundary import guarded, swallow
 from ._version import __version__
 from .bodyfilter import BodyFilter, kept_from_shared_caches, plan_rewrite
 from .endpoints import Reply, answer
@@ -43,6 +43,8 @@ class Gate:
                 make_default(settings)
             except Exception as error:  # (no home folder for the default spool...): said at the first event
                 swallow("registering the event dispatcher", error)
+        # Set until the first request: see wake().
+        self.asleep = emit is None
         self._links: TrackingLinks | None = None
         self._lock = threading.Lock()
         self.counters: dict[str, int] = {}
@@ -70,6 +72,15 @@ class Gate:
         if self._links is None:  # made on first use: constructing a middleware must not sign or touch keys
             self._links = TrackingLinks(self.settings)
         return self._links
+
+    def wake(self) -> None:
+        """At a process's first request, start its dispatcher: what an earlier run left in the spool (a
+        backlog, rows a killed process leased) goes out without waiting for this run's first event."""
+        self.asleep = False
+        with guarded("starting the event dispatcher"):
+            from .dispatch import get_dispatcher
+
+            get_dispatcher(self.settings).start()
 
     def emit(self, event: Event) -> None:
         if self._emit is not None:

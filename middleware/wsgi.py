@@ -58,6 +58,8 @@ class WSGIMiddleware:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         gate = self.gate
+        if gate.asleep:
+            gate.wake()
         if gate.owns(environ.get("PATH_INFO", "")):
             return self._answer(environ, start_response)
         state: VisitorState | None = None

@@ -455,3 +455,28 @@ def test_a_sigterm_under_uvicorn_drains_what_the_app_recorded_last(app: str, tmp
     expected = [f"refusing-{i}" for i in range(5)] if app == "refuses_lifespan_app" else ["stopped"] * 5
     assert names == sorted(expected)
     assert peek_backlog(tmp_path / "spool.sqlite3") == 0
+
+
+@pytest.mark.timeout(90)
+def test_a_restarted_wsgi_server_delivers_the_backlog_before_recording_anything(
+    hook: WebhookReceiver, tmp_path: Path
+) -> None:
+    # The dispatcher started with the first event a process recorded: a restarted gunicorn whose pages
+    # record nothing (or before anyone signs up) left an outage's backlog waiting.
+    spool = tmp_path / "spool.sqlite3"
+    env = environment(spool, hook.url, TRACKGATE_SHUTDOWN_TIMEOUT="1")
+    command = ("gunicorn", "dispatch_apps:helpers_app()", "--bind", "127.0.0.1:{port}", "--log-level", "warning")
+    hook.down()
+    process, port = serve(env, *command)
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/signup?plan=pro", timeout=10).status_code == 200
+        wait_for(lambda: peek_backlog(spool) == 3, 20, "the events were never spooled")
+    finally:
+        stop(process)
+    hook.up()
+    process, port = serve(env, *command)
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/_tg/health", timeout=10).status_code == 200  # records nothing
+        assert hook.wait_delivered(3, 30), hook.payloads()
+    finally:
+        stop(process)
