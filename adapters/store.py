@@ -232,7 +232,7 @@ class PostgresStore:
         def work(conn: Any) -> int:
             with conn.cursor() as cursor:
                 cursor.executemany(
-                    f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING",
+                    f"INSERT INTO {TABLE} VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
                     rows,
                     returning=False,
                 )
