@@ -81,7 +81,12 @@ def _status(args: argparse.Namespace) -> int:
     spool = _dispatcher(settings).spool
     report: dict[str, Any] = {
         "spool": str(spool.path),
-        "spool_bytes": spool.path.stat().st_size if spool.path.exists() else 0,
+        # (with its write-ahead log, where the newest rows are until a checkpoint)
+        "spool_bytes": sum(
+            path.stat().st_size
+            for path in (spool.path, spool.path.with_name(spool.path.name + "-wal"))
+            if path.exists()
+        ),
         "backlog": spool.backlog(),
         "pending": {name: spool.pending(name) for name in dict.fromkeys(settings.sinks)},
         "dead": spool.dead_count(),

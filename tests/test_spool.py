@@ -482,3 +482,21 @@ def test_a_file_replaced_while_being_opened_is_opened_again(tmp_path: Path, monk
     monkeypatch.setattr(sqlite3, "connect", real_connect)
     spool.add(events(1, prefix="mine"), ["a"])
     assert sorted(row.event.name for row in Spool(path).claim("a", 10, lease=60, owner="x")) == ["mine0", "other0"]
+
+
+def test_the_write_ahead_log_shrinks_back_after_a_burst(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An outage's backlog written then delivered left a WAL of its size on disk for good.
+    import trackgate.dispatch.spool as spool_module
+
+    monkeypatch.setattr(spool_module, "_WAL_BYTES_KEPT", 256 * 1024, raising=False)  # (16 MiB in use)
+    spool = Spool(tmp_path / "spool.sqlite3")
+    wal = Path(f"{spool.path}-wal")
+    for _ in range(8):
+        spool.add(events(200, prefix="x" * 1000), ["a"])
+    while claimed := spool.claim("a", 1000, lease=60, owner="me"):
+        spool.done("a", [row.seq for row in claimed], owner="me")
+    grown = wal.stat().st_size
+    assert grown > 2 * 256 * 1024  # (the burst did make it large)
+    spool._db.execute("PRAGMA wal_checkpoint(PASSIVE)")  # what SQLite does by itself every 1,000 pages
+    spool.add(events(1), ["a"])  # the first write after a checkpoint starts the WAL over, cut to the limit
+    assert wal.stat().st_size <= 256 * 1024

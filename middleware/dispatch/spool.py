@@ -79,6 +79,7 @@ CREATE TABLE IF NOT EXISTS dead (
 """
 
 
+_WAL_BYTES_KEPT = 16 * 1024 * 1024
 _ROWS_PER_STATEMENT = 400  # (under SQLite's oldest limit of 999 bound values a statement)
 _CONNECT_TRIES = 4  # (more than one only while something keeps replacing the file)
 
@@ -237,6 +238,9 @@ class Spool:
             enable_wal(db)
             # NORMAL in WAL mode: a commit survives the process being killed; only a power cut may lose the tail.
             db.execute("PRAGMA synchronous=NORMAL")
+            # The WAL shrinks back to this after a checkpoint: left alone it keeps the size of the largest
+            # burst (an outage's backlog written, then delivered) on disk for good.
+            db.execute(f"PRAGMA journal_size_limit={_WAL_BYTES_KEPT}")
             # One transaction, so processes opening a new file at once do not trip over each other. A new
             # file numbers its rows from its creation time (see _FIRST_SEQ_PER_MS): a send still in flight
             # from a file deleted meanwhile can then never confirm a row of the new one.
