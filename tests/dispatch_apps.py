@@ -187,3 +187,12 @@ def records_at_shutdown_app() -> Any:
     from trackgate import ASGIMiddleware
 
     return ASGIMiddleware(_records_at_shutdown)
+
+
+def record_in_pool(n: int) -> int:
+    """A multiprocessing.Pool task that records five events (tests/test_dispatch_processes.py)."""
+    import trackgate
+
+    for i in range(5):
+        trackgate.record(f"pool-{n}", f"task-{i}")
+    return n

@@ -480,3 +480,20 @@ def test_a_restarted_wsgi_server_delivers_the_backlog_before_recording_anything(
         assert hook.wait_delivered(3, 30), hook.payloads()
     finally:
         stop(process)
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_what_pool_workers_record_survives_the_pools_terminate(tmp_path: Path, start_method: str) -> None:
+    # `with Pool(...)` ends its workers with SIGTERM and no exit handler: what they had recorded in the
+    # last moments, still in memory, was lost.
+    spool = tmp_path / "spool.sqlite3"
+    script = (
+        "import multiprocessing, dispatch_apps\n"
+        f"with multiprocessing.get_context({start_method!r}).Pool(2) as pool:\n"
+        "    assert sorted(pool.map(dispatch_apps.record_in_pool, range(20))) == list(range(20))\n"
+    )
+    env = environment(spool, "http://127.0.0.1:9/down")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=80)
+    assert result.returncode == 0, result.stderr
+    assert peek_backlog(spool) == 100

@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import sqlite3
+import sys
 import threading
 import time
 from collections import deque
@@ -127,6 +128,9 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._poke: Callable[[], None] = _nothing
         self._spill_after = 0.0  # (monotonic) no spill from submit() before: the last one could not write
+        # A multiprocessing worker is ended by SIGTERM with no exit handler run (Pool.terminate(), which
+        # `with Pool(...)` calls): what it records is committed in submit(), as TRACKGATE_SPOOL_SYNC does.
+        self._commit_in_submit = self.settings.spool_sync or _in_multiprocessing_worker()
         self._sink_states: dict[str, _SinkState] = {}
 
     # --- the request path --------------------------------------------------------------------------------
@@ -138,7 +142,7 @@ class Dispatcher:
         event.snapshot()
         if self._pid != os.getpid():
             self._after_fork()
-        if self._state != "running" or self.settings.spool_sync:
+        if self._state != "running" or self._commit_in_submit:
             self._submit_slow(event)
             return
         queue = self._queue
@@ -160,7 +164,7 @@ class Dispatcher:
                 logger.error("trackgate: the event dispatcher did not start: %s", exc)
             except Exception as exc:
                 swallow("starting the event dispatcher", exc)
-        if self._state == "running" and (not self.settings.spool_sync or time.monotonic() < self._spill_after):
+        if self._state == "running" and (not self._commit_in_submit or time.monotonic() < self._spill_after):
             # (in sync mode too while the spool refuses writes: each request would wait out its lock timeout)
             self._queue.append(event)
             self._poke()
@@ -702,6 +706,11 @@ class Dispatcher:
         with self._count_lock:
             for name, amount in amounts.items():
                 self._counts[name] += amount
+
+
+def _in_multiprocessing_worker() -> bool:
+    multiprocessing = sys.modules.get("multiprocessing")  # (not imported: no multiprocessing child either)
+    return multiprocessing is not None and multiprocessing.parent_process() is not None
 
 
 def _take(queue: deque[Event], count: int) -> list[Event]:
