@@ -220,6 +220,10 @@ class PostgresStore:
             except self.transient_errors:
                 self._drop()
                 raise
+            except self._psycopg.errors.UndefinedTable:
+                # Dropped under us (a reset, a migration): the next connection looks for it, and makes it.
+                self._drop()
+                raise
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -321,3 +322,22 @@ def test_text_of_a_str_subclass_is_text() -> None:
         pass
 
     Event("conversion", name=Goal.SIGNUP, user_id=UserId("42"), timestamp=True).snapshot()  # type: ignore[arg-type]
+
+
+@pytest.mark.postgres
+async def test_a_postgres_table_dropped_under_the_store_is_made_again(empty_postgres: str) -> None:
+    # A reset or a migration drops it while the app runs: events waited until a restart.
+    import psycopg
+
+    sink = StoreSink(empty_postgres)
+    async with aiohttp.ClientSession() as session:
+        assert await sink.send(session, sample(2)) == Outcome()
+        with psycopg.connect(empty_postgres, autocommit=True) as admin:
+            admin.execute(f"DROP TABLE {TABLE}")
+        later = sample(3, start=1_800_000_000.0)
+        with contextlib.suppress(RetryLater):  # (the batch that meets the missing table waits)
+            await sink.send(session, later)
+        assert await sink.send(session, later) == Outcome()
+    await sink.aclose()
+    with psycopg.connect(empty_postgres) as conn:
+        assert conn.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0] == 3
