@@ -120,23 +120,37 @@ def keyword_configured_app() -> Any:
     )
 
 
-async def _asgi_inner(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+async def _lifespan(receive: Callable[..., Any], send: Callable[..., Any], *, at_shutdown: int = 0) -> None:
+    """Answer lifespan; record ``at_shutdown`` events in the app's own shutdown."""
     import trackgate
 
-    if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            for i in range(at_shutdown):
+                trackgate.record(f"server-{i}", "stopped")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def _record_and_answer(scope: dict[str, Any], send: Callable[..., Any], prefix: str) -> None:
+    """GET /?n=N records N events named prefix-0..., then answers "ok"."""
+    import trackgate
+
     query = scope.get("query_string", b"").decode()
-    count = int(query[2:]) if query.startswith("n=") else 1
-    for i in range(count):
-        trackgate.record(scope, f"asgi-{i}")
+    for i in range(int(query[2:]) if query.startswith("n=") else 1):
+        trackgate.record(scope, f"{prefix}-{i}")
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _asgi_inner(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    await _record_and_answer(scope, send, "asgi")
 
 
 def asgi_app() -> Any:
@@ -148,15 +162,9 @@ def asgi_app() -> Any:
 
 async def _refuses_lifespan(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     """As Django's ASGI handler does: lifespan is refused, raising before any message is read."""
-    import trackgate
-
     if scope["type"] != "http":
         raise ValueError(f"can only handle http, not {scope['type']}")
-    query = scope.get("query_string", b"").decode()
-    for i in range(int(query[2:]) if query.startswith("n=") else 1):
-        trackgate.record(scope, f"refusing-{i}")
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"ok"})
+    await _record_and_answer(scope, send, "refusing")
 
 
 def refuses_lifespan_app() -> Any:
@@ -167,18 +175,9 @@ def refuses_lifespan_app() -> Any:
 
 async def _records_at_shutdown(scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
     """An app whose own lifespan shutdown records events (a 'server stopped' event, a queue flushed)."""
-    import trackgate
-
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                for i in range(5):
-                    trackgate.record(f"server-{i}", "stopped")
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await _lifespan(receive, send, at_shutdown=5)
+        return
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
     await send({"type": "http.response.body", "body": b"ok"})
 
