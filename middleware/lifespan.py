@@ -25,15 +25,16 @@ _SHUTDOWN_ANSWERS = ("lifespan.shutdown.complete", "lifespan.shutdown.failed")
 
 async def run_lifespan(app: App, scope: MutableMapping[str, Any], receive: Receive, send: Send,
                        settings: Settings) -> None:
-    received = False
-    drained = False
+    received = shutting_down = drained = False
 
     async def watched_receive() -> Message:
-        nonlocal received
+        nonlocal received, shutting_down
         message = await receive()
         received = True
         if message["type"] == "lifespan.startup":
             _start(settings)
+        elif message["type"] == "lifespan.shutdown":
+            shutting_down = True
         return message
 
     async def watched_send(message: Message) -> None:
@@ -46,12 +47,16 @@ async def run_lifespan(app: App, scope: MutableMapping[str, Any], receive: Recei
     try:
         await app(scope, watched_receive, watched_send)
     except Exception:
-        if received:
-            raise  # the app's own startup or shutdown failed: the server says so
-        await _answer(receive, send, settings)  # it refused lifespan before reading a message
-        return
+        if not received:
+            await _answer(receive, send, settings)  # it refused lifespan before reading a message
+            return
+        if shutting_down and not drained:
+            await _drain(settings)
+        raise  # the app's own startup or shutdown failed: the server says so
     if not received:
         await _answer(receive, send, settings)  # it returned without reading one
+    elif shutting_down and not drained:
+        await _drain(settings)  # it returned from its shutdown without a word
 
 
 async def _answer(receive: Receive, send: Send, settings: Settings) -> None:
