@@ -497,3 +497,34 @@ def test_what_pool_workers_record_survives_the_pools_terminate(tmp_path: Path, s
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=80)
     assert result.returncode == 0, result.stderr
     assert peek_backlog(spool) == 100
+
+
+@pytest.mark.timeout(120)
+def test_a_store_write_stuck_on_a_lock_does_not_hold_the_exit_past_the_shutdown_timeout(tmp_path: Path) -> None:
+    # The store's writes ran on the default thread pool, whose threads Python joins at exit: one waiting on
+    # SQLite's lock (30 s) held a gunicorn worker's SIGTERM that long, whatever TRACKGATE_SHUTDOWN_TIMEOUT said.
+    import sqlite3
+
+    spool, store = tmp_path / "spool.sqlite3", tmp_path / "events.sqlite3"
+    env = environment(spool, "", TRACKGATE_SINKS="store", TRACKGATE_STORE_URL=f"sqlite:///{store}",
+                      TRACKGATE_SHUTDOWN_TIMEOUT="1")
+    command = ("gunicorn", "dispatch_apps:helpers_app()", "--bind", "127.0.0.1:{port}", "--log-level", "warning")
+    process, port = serve(env, *command)
+    locker = None
+    try:
+        assert httpx.get(f"http://127.0.0.1:{port}/signup", timeout=10).status_code == 200
+        wait_for(lambda: store.exists() and peek_backlog(spool) == 0, 20, "the first events were never stored")
+        locker = sqlite3.connect(store, isolation_level=None)
+        locker.execute("BEGIN IMMEDIATE")  # another process's long write transaction
+        assert httpx.get(f"http://127.0.0.1:{port}/signup", timeout=10).status_code == 200
+        time.sleep(1)  # the store write is waiting on the lock
+        started = time.monotonic()
+        stop(process)
+        assert time.monotonic() - started < 20  # (SQLite's own wait is 30 s)
+    finally:
+        if process.poll() is None:
+            stop(process, signal.SIGKILL)
+        if locker is not None:
+            locker.execute("ROLLBACK")
+            locker.close()
+    assert peek_backlog(spool) == 3  # kept for the next start

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import dataclasses
 import logging
@@ -28,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._boundary import swallow
 from ..errors import ConfigError
@@ -231,6 +232,7 @@ class Dispatcher:
                 return self
             self._sink_states = {name: _SinkState(sink) for name, sink in zip(self.sink_names, sinks, strict=True)}
             loop = asyncio.new_event_loop()
+            loop.set_default_executor(_DaemonThreads())
             ready = threading.Event()
             thread = threading.Thread(
                 target=self._run, args=(loop, ready), name="trackgate-dispatch", daemon=True
@@ -706,6 +708,26 @@ class Dispatcher:
         with self._count_lock:
             for name, amount in amounts.items():
                 self._counts[name] += amount
+
+
+class _DaemonThreads(concurrent.futures.ThreadPoolExecutor):
+    """The dispatcher loop's executor (asyncio.to_thread: the store's writes, aiohttp's name look-ups): a
+    daemon thread per call. The default pool's threads are joined at interpreter exit, so one store write
+    waiting on a lock held the process's exit past TRACKGATE_SHUTDOWN_TIMEOUT, for up to half a minute."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # handed to the caller, as the pool does
+                future.set_exception(exc)
+
+        threading.Thread(target=run, name="trackgate-blocking", daemon=True).start()
+        return future
 
 
 def _in_multiprocessing_worker() -> bool:
