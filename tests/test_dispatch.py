@@ -630,3 +630,17 @@ def test_get_dispatcher_shares_one_per_settings_and_stats_adds_them_up(
                                           "backlog"}
     finally:
         dispatcher.drain(5)
+
+
+def test_backoff_leaves_the_apps_random_sequence_alone() -> None:
+    # A seeded random module (an app's, a test framework's) moved under it from the dispatcher's thread.
+    import random
+
+    from trackgate.dispatch.backoff import retry_delay
+
+    random.seed(7)
+    expected = random.random()
+    random.seed(7)
+    for failures in range(1, 20):
+        assert 0.0 <= retry_delay(failures, None) <= 300.0
+    assert random.random() == expected

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import random
 
+# Its own generator: drawing from the random module's would move the host app's seeded sequence (and a
+# test framework's) from a background thread.
+_JITTER = random.Random()
 BASE = 0.5  # seconds before the first retry, on average half of it with full jitter
 CAP = 300.0  # a sink down for long is probed at least every five minutes
 RETRY_AFTER_CAP = 3600.0  # a receiver asking for more than an hour is asking for too much
@@ -17,7 +20,7 @@ RETRY_AFTER_CAP = 3600.0  # a receiver asking for more than an hour is asking fo
 def full_jitter(failures: int, *, base: float = BASE, cap: float = CAP) -> float:
     """A delay uniform in [0, min(cap, base * 2**(failures-1))] (the "full jitter" of AWS's analysis)."""
     ceiling = min(cap, base * 2.0 ** min(max(failures - 1, 0), 30))
-    return random.uniform(0.0, ceiling)
+    return _JITTER.uniform(0.0, ceiling)
 
 
 def retry_delay(failures: int, retry_after: float | None) -> float:
