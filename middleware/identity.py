@@ -12,7 +12,6 @@ import functools
 import os
 import re
 from collections.abc import Mapping
-from types import MappingProxyType
 from typing import NamedTuple
 from urllib.parse import parse_qs
 
@@ -111,12 +110,6 @@ class Identity:
         self._param = settings.visitor_param
         self._param_marker = settings.visitor_param + "="
         self._consent_cookie = ConsentCookie(settings.consent_cookie) if settings.consent_cookie else None
-        # A consent manager's cookie is read (unquoted, searched) once per value, not once per request.
-        self._decide_consent = (
-            functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)(self._consent_cookie.decide)
-            if self._consent_cookie is not None
-            else None
-        )
         consent_name = self._consent_cookie.name if self._consent_cookie is not None else None
         self._interesting = tuple(n for n in (self._cookie_name, consent_name) if n)
         self._only_interesting = self._interesting[0] if len(self._interesting) == 1 else None
@@ -125,8 +118,9 @@ class Identity:
         # Consent that nothing in a request can take away but Sec-GPC (the default set-up): decided without
         # reading anything else.
         self._always_consents = self._implicit and self._consent_cookie is None
-        # A returning visitor sends the same Cookie header request after request: read each one once.
-        # Bounded and thread-safe; it holds only what clients sent and what it says, never a decision.
+        # A returning visitor sends the same Cookie header request after request: read each one once (a
+        # consent manager's cookie, unquoted and searched, included). Bounded and thread-safe; it holds only
+        # what clients sent and what it says, never a decision.
         self._read_cookies = functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)(self._read_cookie_header)
         # The same for the commonest request of all, a returning visitor in the default set-up: its Visitor.
         self._returning = functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)(self._returning_visitor)
@@ -138,16 +132,16 @@ class Identity:
             returning = self._returning(cookie_header) if len(cookie_header) <= COOKIE_CACHE_MAX_CHARS else None
             if returning is not None:  # a returning visit: one look-up
                 return VisitorState(returning, None, returning.code, returning.code)
-        cookies = known = None
+        said = known = None
         if cookie_header and (
             self._only_interesting in cookie_header
             if self._only_interesting is not None
             else any(name in cookie_header for name in self._interesting)
         ):
             if len(cookie_header) <= COOKIE_CACHE_MAX_CHARS:
-                cookies, known = self._read_cookies(cookie_header)
+                known, said = self._read_cookies(cookie_header)
             else:
-                cookies, known = self._read_cookie_header(cookie_header)
+                known, said = self._read_cookie_header(cookie_header)
         # Two different codes: the client holds a copy that ours cannot overwrite (most often a host-only
         # cookie left from before TRACKGATE_COOKIE_DOMAIN was set). Neither is trusted; the response clears
         # the host-only copy, so that the next request sends one code instead of getting a new one forever.
@@ -158,7 +152,7 @@ class Identity:
         # (Two copies of the visitor cookie are still a visitor cookie held: with required consent, a visitor
         # who had consented before TRACKGATE_COOKIE_DOMAIN was set must not become anonymous for good.)
         consents = (self._always_consents and gpc is None) or self._consents(
-            cookies, gpc, holds_code=known is not None or shadowed
+            said, gpc, holds_code=known is not None or shadowed
         )
         if not consents:
             # A refusal in the consent cookie clears the visitor cookie, as set_consent(request, False) does:
@@ -213,37 +207,42 @@ class Identity:
         (no query string, no Sec-GPC); None for any other header (none, or two different codes)."""
         if self._cookie_name not in header:
             return None
-        known = self._read_cookies(header)[1]
+        known = self._read_cookies(header)[0]
         return Visitor(known, False, True) if known else None
 
-    def _read_cookie_header(self, header: str) -> tuple[Mapping[str, str], str | None]:
-        """The cookies (read-only: shared by every request sending this header) and the valid visitor code."""
-        parsed = cookie_parser(header)
-        consent = self._consent_cookie
-        if consent is not None and header.count(consent.name + "=") > 1:
-            # The fast parser keeps the last of two consent cookies (a parent domain's and the site's): a
-            # refusal in either must win over a grant in the other.
-            try:
-                answers = parse_cookie(header).getlist(consent.name)
-            except UnicodeError:
-                answers = []
-            refusal = next((answer for answer in answers if consent.decide(answer) is False), None)
-            if refusal is not None:
-                parsed[consent.name] = refusal
-        cookies = MappingProxyType(parsed)
+    def _read_cookie_header(self, header: str) -> tuple[str | None, bool | None]:
+        """The valid visitor code in a Cookie header, and what its consent cookie says (None: nothing)."""
+        cookies = cookie_parser(header)
+        said = self._consent_said(header, cookies)
         code = cookies.get(self._cookie_name)
         if code is None or not is_valid_code(code):
-            return cookies, None
+            return None, said
         # Two different codes under one name (a parent-domain cookie, an injection attempt): trust neither.
         # The fast parser keeps only the last value; werkzeug's keeps them all.
         if header.count(self._cookie_name + "=") > 1:
             try:
                 values = set(parse_cookie(header).getlist(self._cookie_name))
             except UnicodeError:  # werkzeug reads values as UTF-8 (and a str header as latin-1): another is there
-                return cookies, _TWO_CODES
+                return _TWO_CODES, said
             if len(values) != 1:
-                return cookies, _TWO_CODES
-        return cookies, code
+                return _TWO_CODES, said
+        return code, said
+
+    def _consent_said(self, header: str, cookies: Mapping[str, str]) -> bool | None:
+        consent = self._consent_cookie
+        value = None if consent is None else cookies.get(consent.name)
+        if consent is None or value is None:
+            return None
+        if header.count(consent.name + "=") > 1:
+            # The fast parser keeps the last of two consent cookies (a parent domain's and the site's): a
+            # refusal in either must win over a grant in the other.
+            try:
+                answers = parse_cookie(header).getlist(consent.name)
+            except UnicodeError:
+                answers = []
+            if any(consent.decide(answer) is False for answer in answers):
+                return False
+        return consent.decide(value)
 
     def _code_from_query(self, query_string: str) -> str | None:
         if self._param_marker not in query_string:
@@ -253,19 +252,14 @@ class Identity:
             return None
         return values[0] if is_valid_code(values[0]) else None
 
-    def _consents(self, cookies: Mapping[str, str] | None, gpc: str | None, *, holds_code: bool) -> bool | None:
+    def _consents(self, said: bool | None, gpc: str | None, *, holds_code: bool) -> bool | None:
         """True: consent. False: none (Sec-GPC, or nothing grants it). None: none, refused by the consent
-        cookie."""
+        cookie (``said``: what it says)."""
         settings = self._settings
         if settings.respect_gpc and gpc is not None and gpc.strip() == "1":
             return False
-        if self._consent_cookie is not None and self._decide_consent is not None and cookies is not None:
-            value = cookies.get(self._consent_cookie.name)
-            if value is not None:
-                decide = self._decide_consent if len(value) <= COOKIE_CACHE_MAX_CHARS else self._consent_cookie.decide
-                decided = decide(value)
-                if decided is not None:
-                    return True if decided else None
+        if said is not None:
+            return True if said else None
         if settings.consent == "implicit":
             return True
         # Required consent without a consent cookie: the visitor cookie itself is only ever stored after a
