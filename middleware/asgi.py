@@ -62,7 +62,7 @@ class ASGIMiddleware:
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan" and self._uses_dispatcher:
-                await run_lifespan(self.app, scope, receive, send, self.settings)
+                await run_lifespan(self.app, scope, receive, send, self.gate)
                 return
             await self.app(scope, receive, send)
             return
@@ -211,7 +211,7 @@ def _revalidated(scope: Scope, message: Message, headers: Any) -> Message:
             text = value.decode("latin-1")
             if_none_match = text if if_none_match is None else if_none_match + ", " + text
     text_headers = [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-    kept = revalidated_copy_headers(304, text_headers, if_none_match)
+    kept = revalidated_copy_headers(text_headers, if_none_match)
     if kept is None:
         return message
     return {**message, "headers": [(name.encode("latin-1"), value.encode("latin-1")) for name, value in kept]}

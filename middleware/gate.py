@@ -100,7 +100,7 @@ class Gate:
     ) -> BodyFilter | None:
         """A filter for this response's body when it is HTML to rewrite, else None (pass through)."""
         settings = self.settings
-        if not self._rewrites():
+        if not self.rewrites:
             return None
         plan = plan_rewrite(facts.method, status, headers)
         if plan is None:
@@ -159,15 +159,12 @@ class Gate:
     def head_of_rewritten(self, facts: RequestFacts, status: int, headers: Sequence[tuple[str, str]]) -> bool:
         """True for the HEAD of a page a GET would rewrite: it must show the headers the GET gets, without the
         app's Content-Length (a rewritten body has another, a streamed one none) and with a weak ETag."""
-        return facts.method == "HEAD" and self._rewrites() and plan_rewrite("GET", status, headers) is not None
-
-    def _rewrites(self) -> bool:
-        return self.settings.rewrite != "off" or self.settings.pageview_pixel
+        return facts.method == "HEAD" and self.rewrites and plan_rewrite("GET", status, headers) is not None
 
     @property
     def rewrites(self) -> bool:
         """Whether HTML bodies may be rewritten at all (links, or the page-view pixel)."""
-        return self._rewrites()
+        return self.settings.rewrite != "off" or self.settings.pageview_pixel
 
     def _dispatcher_backlog(self) -> int | None:
         if self._emit is not None:

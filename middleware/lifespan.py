@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._boundary import guarded
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .gate import Gate
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -23,8 +26,9 @@ App = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
 _SHUTDOWN_ANSWERS = ("lifespan.shutdown.complete", "lifespan.shutdown.failed")
 
 
-async def run_lifespan(app: App, scope: MutableMapping[str, Any], receive: Receive, send: Send,
-                       settings: Settings) -> None:
+async def run_lifespan(app: App, scope: MutableMapping[str, Any], receive: Receive, send: Send, gate: Gate) -> None:
+    """The app's lifespan, ``gate``'s dispatcher started (Gate.wake) and drained around it."""
+    settings = gate.settings
     received = shutting_down = drained = False
 
     async def watched_receive() -> Message:
@@ -32,7 +36,7 @@ async def run_lifespan(app: App, scope: MutableMapping[str, Any], receive: Recei
         message = await receive()
         received = True
         if message["type"] == "lifespan.startup":
-            _start(settings)
+            gate.wake()
         elif message["type"] == "lifespan.shutdown":
             shutting_down = True
         return message
@@ -48,34 +52,27 @@ async def run_lifespan(app: App, scope: MutableMapping[str, Any], receive: Recei
         await app(scope, watched_receive, watched_send)
     except Exception:
         if not received:
-            await _answer(receive, send, settings)  # it refused lifespan before reading a message
+            await _answer(receive, send, gate)  # it refused lifespan before reading a message
             return
         if shutting_down and not drained:
             await _drain(settings)
         raise  # the app's own startup or shutdown failed: the server says so
     if not received:
-        await _answer(receive, send, settings)  # it returned without reading one
+        await _answer(receive, send, gate)  # it returned without reading one
     elif shutting_down and not drained:
         await _drain(settings)  # it returned from its shutdown without a word
 
 
-async def _answer(receive: Receive, send: Send, settings: Settings) -> None:
+async def _answer(receive: Receive, send: Send, gate: Gate) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            _start(settings)
+            gate.wake()
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
-            await _drain(settings)
+            await _drain(gate.settings)
             await send({"type": "lifespan.shutdown.complete"})
             return
-
-
-def _start(settings: Settings) -> None:
-    with guarded("starting the event dispatcher"):
-        from .dispatch import get_dispatcher
-
-        get_dispatcher(settings).start()
 
 
 async def _drain(settings: Settings) -> None:

@@ -88,12 +88,12 @@ def rewritten_headers(headers: Sequence[tuple[str, str]], *, head: bool) -> list
 
 
 def revalidated_copy_headers(
-    status: int, headers: Sequence[tuple[str, str]], if_none_match: str | None
+    headers: Sequence[tuple[str, str]], if_none_match: str | None
 ) -> list[tuple[str, str]] | None:
     """The headers of a 304 that confirms a client's rewritten copy (it sent back the weak ETag it was given),
     else None. The app answers with its own strong ETag; a cache that takes a 304's headers in (browsers do)
     would then keep the rewritten bytes under the app's strong validator."""
-    if status != 304 or not if_none_match:
+    if not if_none_match:
         return None
     etag = content_type = None
     for name, value in headers:

@@ -125,7 +125,7 @@ class _Responder:
         headers, content_type = edit_headers(headers, cookie)
         if status[:3] == "304" and self._gate.rewrites:
             with guarded("revalidating a rewritten page"):
-                kept = revalidated_copy_headers(304, headers, self._environ.get("HTTP_IF_NONE_MATCH"))
+                kept = revalidated_copy_headers(headers, self._environ.get("HTTP_IF_NONE_MATCH"))
                 headers = kept if kept is not None else headers
             return self._start_response(status, headers, exc_info)
         if exc_info is None and looks_like_html(content_type):

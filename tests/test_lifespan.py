@@ -4,6 +4,7 @@ dispatcher starts and drains, and the protocol answered for an app that refuses 
 from __future__ import annotations
 
 import asyncio
+import types
 from typing import Any
 
 import pytest
@@ -38,7 +39,8 @@ def _run(app: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     async def send(message: dict[str, Any]) -> None:
         seen.append(message["type"])
 
-    asyncio.run(lifespan.run_lifespan(app, {"type": "lifespan"}, receive, send, trackgate.Settings()))
+    gate = types.SimpleNamespace(settings=trackgate.Settings(), wake=_Dispatcher(seen).start)
+    asyncio.run(lifespan.run_lifespan(app, {"type": "lifespan"}, receive, send, gate))  # type: ignore[arg-type]
     return seen
 
 
