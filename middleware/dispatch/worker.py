@@ -186,23 +186,7 @@ class Dispatcher:
         self._wake_pumps_threadsafe()
 
     def _write_now(self, events: Sequence[Event]) -> None:
-        spool: Spool | None = None
-        try:
-            spool = self._open_spool()
-            spool.add(events, self.sink_names)
-        except _ROW_FAULTS as exc:
-            if spool is None:  # (opening it failed)
-                logger.error("trackgate: the spool %s cannot be opened: %s", self.spool_path, exc)
-                left = list(events)
-            else:  # an event its content keeps out of a row is dropped alone
-                left = self._write_each(spool, events)
-        except Exception as exc:
-            logger.error("trackgate: could not write %d event(s) to the spool: %s", len(events), exc)
-            left = list(events)
-        else:
-            self._enforce_cap(spool)  # before counting, so "spooled" never runs ahead of "dropped"
-            self._count(submitted=len(events), spooled=len(events))
-            return
+        left = self._store(events)
         if not left:
             return
         if self._state == "running":  # the worker writes them when the spool takes them again
@@ -212,6 +196,28 @@ class Dispatcher:
             self._poke()
             return
         self._count(dropped=len(left), submitted=len(left))
+
+    def _store(self, events: Sequence[Event]) -> list[Event]:
+        """Commit events to the spool, a group at once, or one by one when an event's content keeps it out of
+        a row (that one is dropped alone). Returns those the spool itself could not take now, in order."""
+        try:
+            spool = self._open_spool()
+        except Exception as exc:
+            logger.error("trackgate: the spool %s cannot be opened: %s", self.spool_path, exc)
+            return list(events)
+        try:
+            spool.add(events, self.sink_names)
+        except _ROW_FAULTS:
+            left = self._write_each(spool, events)
+        except Exception as exc:  # the spool's own trouble (locked, full, unreadable): every event would meet it
+            logger.error("trackgate: could not write %d event(s) to the spool: %s", len(events), exc)
+            return list(events)
+        else:
+            self._enforce_cap(spool)  # before counting, so "spooled" never runs ahead of "dropped"
+            self._count(submitted=len(events), spooled=len(events))
+            return []
+        self._enforce_cap(spool)
+        return left
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> Dispatcher:
@@ -485,32 +491,15 @@ class Dispatcher:
                 await asyncio.sleep(1.0)  # the spool is not writable now; the events wait in memory
 
     def _commit_queued(self) -> bool:
+        """Commit what waits in memory; False when the spool could not take it all (the rest waits again)."""
         batch = _take(self._queue, len(self._queue))
         if not batch:
             return True
-        try:
-            spool = self._open_spool()
-        except Exception as exc:
-            self._queue.extendleft(reversed(batch))
-            logger.error("trackgate: the spool %s cannot be opened, will retry: %s", self.spool_path, exc)
-            return False
-        try:
-            spool.add(batch, self.sink_names)
-        except _ROW_FAULTS:
-            # One event no row can hold must not hold up the others: they are written one by one.
-            left = self._write_each(spool, batch)
-            self._queue.extendleft(reversed(left))
-            self._enforce_cap(spool)
+        left = self._store(batch)
+        self._queue.extendleft(reversed(left))
+        if len(left) < len(batch):
             self._wake_pumps()
-            return not left
-        except Exception as exc:  # the spool's own trouble (locked, full, unreadable): the events wait in memory
-            self._queue.extendleft(reversed(batch))
-            logger.error("trackgate: could not write %d event(s) to the spool, will retry: %s", len(batch), exc)
-            return False
-        self._enforce_cap(spool)  # before counting, so "spooled" never runs ahead of "dropped"
-        self._count(submitted=len(batch), spooled=len(batch))
-        self._wake_pumps()
-        return True
+        return not left
 
     def _write_each(self, spool: Spool, events: Sequence[Event]) -> list[Event]:
         """Write events one by one: one its content keeps out of a row is dropped (logged, counted). Returns
