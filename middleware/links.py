@@ -221,9 +221,14 @@ def _click_signing(codec: TokenCodec, start: str, metadata: Mapping[str, Any] | 
     # Written into an attribute value as they are: nothing that would need escaping there.
     if mac is None or not all(text.isascii() for text in (start, *marks)) or any(c in start for c in "&\"'<>"):
         return None
-    # (json_text's text is valid UTF-8: metadata it cannot take raised already, as clicks_for raises.)
-    tail = (',"m":' + json_text(dict(metadata)) + "}").encode() if metadata else _NO_METADATA_TAIL
+    tail = _signed_tail(dict(metadata) if metadata else None)
     return ClickSigning(start.encode(), tail, mac, tuple(mark.encode() for mark in marks))
+
+
+def _signed_tail(metadata: dict[str, Any] | None) -> bytes:
+    """ClickSigning.tail for ``metadata``; TypeError or ValueError for metadata no link can carry. (json_text's
+    text is valid UTF-8.)"""
+    return (',"m":' + json_text(metadata) + "}").encode() if metadata else _NO_METADATA_TAIL
 
 
 # The methods whose results the compiled rewriter reproduces when it signs a link itself.
@@ -251,13 +256,11 @@ def _expires_at(expires_in: float | datetime.timedelta | None) -> int | None:
         return None
     seconds = expires_in.total_seconds() if isinstance(expires_in, datetime.timedelta) else expires_in
     try:
-        usable = math.isfinite(seconds) and seconds > 0
-        expires_at = math.ceil(time.time() + seconds) if usable else 0  # rounded up: never before its time
+        if math.isfinite(seconds) and seconds > 0:
+            return math.ceil(time.time() + seconds)  # rounded up: a link never expires before its time
     except OverflowError:  # an int past any float
-        usable = False
-    if not usable:
-        raise ValueError(f"expires_in must be a positive number of seconds, got {str(expires_in)[:40]}")
-    return expires_at
+        pass
+    raise ValueError(f"expires_in must be a positive number of seconds, got {str(expires_in)[:40]}")
 
 
 def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
@@ -317,7 +320,7 @@ class TrackingLinks:
             and plain_url(url)  # check_url passes it: the metadata's faults are the first either way
         ):
             try:
-                tail = _NO_METADATA_TAIL if not metadata else (',"m":' + json_text(metadata) + "}").encode()
+                tail = _signed_tail(metadata)
             except (TypeError, ValueError):
                 tail = b""  # metadata that cannot be a link's: the code below says so, after the URL's faults
             link = sign_click(url, (plain[0], tail, plain[1], ())) if tail else None
