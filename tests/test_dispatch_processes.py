@@ -67,6 +67,12 @@ def gunicorn(env: dict[str, str], *args: str) -> tuple[subprocess.Popen[bytes], 
     return process, f"http://127.0.0.1:{port}"
 
 
+# trackgate's WSGI middleware around the record() helpers (dispatch_apps.helpers_app), under gunicorn.
+HELPERS_UNDER_GUNICORN = (
+    "gunicorn", "dispatch_apps:helpers_app()", "--bind", "127.0.0.1:{port}", "--log-level", "warning"
+)
+
+
 def uvicorn_asgi_app(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], int]:
     """uvicorn serving dispatch_apps:asgi_app (trackgate's ASGI middleware, lifespan on), and its port."""
     return serve(
@@ -465,16 +471,15 @@ def test_a_restarted_wsgi_server_delivers_the_backlog_before_recording_anything(
     # record nothing (or before anyone signs up) left an outage's backlog waiting.
     spool = tmp_path / "spool.sqlite3"
     env = environment(spool, hook.url, TRACKGATE_SHUTDOWN_TIMEOUT="1")
-    command = ("gunicorn", "dispatch_apps:helpers_app()", "--bind", "127.0.0.1:{port}", "--log-level", "warning")
     hook.down()
-    process, port = serve(env, *command)
+    process, port = serve(env, *HELPERS_UNDER_GUNICORN)
     try:
         assert httpx.get(f"http://127.0.0.1:{port}/signup?plan=pro", timeout=10).status_code == 200
         wait_for(lambda: peek_backlog(spool) == 3, 20, "the events were never spooled")
     finally:
         stop(process)
     hook.up()
-    process, port = serve(env, *command)
+    process, port = serve(env, *HELPERS_UNDER_GUNICORN)
     try:
         assert httpx.get(f"http://127.0.0.1:{port}/_tg/health", timeout=10).status_code == 200  # records nothing
         assert hook.wait_delivered(3, 30), hook.payloads()
@@ -508,8 +513,7 @@ def test_a_store_write_stuck_on_a_lock_does_not_hold_the_exit_past_the_shutdown_
     spool, store = tmp_path / "spool.sqlite3", tmp_path / "events.sqlite3"
     env = environment(spool, "", TRACKGATE_SINKS="store", TRACKGATE_STORE_URL=f"sqlite:///{store}",
                       TRACKGATE_SHUTDOWN_TIMEOUT="1")
-    command = ("gunicorn", "dispatch_apps:helpers_app()", "--bind", "127.0.0.1:{port}", "--log-level", "warning")
-    process, port = serve(env, *command)
+    process, port = serve(env, *HELPERS_UNDER_GUNICORN)
     locker = None
     try:
         assert httpx.get(f"http://127.0.0.1:{port}/signup", timeout=10).status_code == 200
