@@ -178,6 +178,8 @@ class PostgresStore:
             self._psycopg.OperationalError,
             self._psycopg.InterfaceError,
             StoreUnavailable,
+            # The table dropped under us (a reset, a migration): the next connection looks for it, and makes it.
+            self._psycopg.errors.UndefinedTable,
         )
         # What one event can cause (a value a column's type refuses, text it cannot hold): that event is refused.
         self.event_errors: tuple[type[Exception], ...] = (UnicodeError, ValueError, self._psycopg.DataError)
@@ -218,10 +220,6 @@ class PostgresStore:
                 with conn.transaction():
                     return work(conn)
             except self.transient_errors:
-                self._drop()
-                raise
-            except self._psycopg.errors.UndefinedTable:
-                # Dropped under us (a reset, a migration): the next connection looks for it, and makes it.
                 self._drop()
                 raise
 

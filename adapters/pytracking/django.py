@@ -27,6 +27,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from trackgate.errors import BadToken, BadURL
 from trackgate.links import host_allowed
 from trackgate.netaddr import client_address
+from trackgate.settings import parse_list
 
 from .tracking import PIXEL_CACHE_HEADERS, PNG_MIME_TYPE, TRACKING_PIXEL, Configuration, TrackingResult, redirect_target
 from .tracking import get_configuration as _merge_configuration
@@ -85,9 +86,7 @@ class OpenTrackingView(TrackingView):
 
 def _allowed_hosts() -> tuple[str, ...]:
     hosts = getattr(settings, "PYTRACKING_REDIRECT_ALLOWED_HOSTS", ())
-    if isinstance(hosts, str):
-        hosts = hosts.split(",")
-    return tuple(host.strip() for host in hosts if host.strip())
+    return parse_list(hosts if isinstance(hosts, str) else ",".join(hosts))  # as TRACKGATE_REDIRECT_ALLOWED_HOSTS
 
 
 def get_request_data(request: HttpRequest) -> dict[str, Any]:
