@@ -173,13 +173,11 @@ def _codec_of_label(label: str) -> str | None:
     try:
         import webencodings  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - depends on the environment
-        try:
-            return codecs.lookup(label).name
-        except (LookupError, ValueError):
-            return None
-    found = webencodings.lookup(label)
-    if found is not None:
-        return str(found.codec_info.name)
+        pass
+    else:
+        found = webencodings.lookup(label)
+        if found is not None:
+            return str(found.codec_info.name)
     try:  # a label the web does not know but Python does (latin-1, utf_8, cp932...), as apps write them
         return codecs.lookup(label).name
     except (LookupError, ValueError):
