@@ -114,10 +114,14 @@ def enable_wal(db: sqlite3.Connection, *, patience: float = 30.0) -> None:
 def peek_backlog(path: Path, *, timeout: float = 0.5) -> int | None:
     """The backlog read on a read-only connection of its own that waits at most ``timeout`` (a health
     check must not wait for a write lock); None when the file cannot be read now."""
+    return _peek_count(path, "events", timeout)
+
+
+def _peek_count(path: Path, table: str, timeout: float = 0.5) -> int | None:
     try:
         db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=timeout)
         try:
-            return int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+            return int(db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
         finally:
             db.close()
     except sqlite3.Error:
@@ -135,22 +139,10 @@ def other_spools(path: Path) -> list[tuple[Path, int, int]]:
     found = []
     for other in sorted(path.parent.glob(_DEFAULT_SPOOL_PREFIX + "*.sqlite3")):
         if other != path:
-            backlog = peek_backlog(other)
-            dead = _peek_dead(other)
+            backlog, dead = _peek_count(other, "events") or 0, _peek_count(other, "dead") or 0
             if backlog or dead:
-                found.append((other, backlog or 0, dead))
+                found.append((other, backlog, dead))
     return found
-
-
-def _peek_dead(path: Path) -> int:
-    try:
-        db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=0.5)
-        try:
-            return int(db.execute("SELECT COUNT(*) FROM dead").fetchone()[0])
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
 
 
 _DEFAULT_SPOOL_PREFIX = "spool-"
