@@ -1,9 +1,15 @@
 """Only the compiled part of the build; everything else is in pyproject.toml.
 
-The rewriter's inner loop in C (middleware/_speedups.c) is optional: without a C compiler the build goes on
-and trackgate runs on its pure-Python reading, which is also the reference the tests compare it with.
+The rewriter's inner loop and the link codec's fast paths (middleware/_speedups.c) and the ASGI shell's
+per-request send (middleware/_asgi_send.c) are optional: without a C compiler the build goes on and
+trackgate runs on its pure-Python code, which is also the reference the tests compare them with.
 """
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("trackgate._speedups", ["middleware/_speedups.c"], optional=True)])
+setup(
+    ext_modules=[
+        Extension("trackgate._speedups", ["middleware/_speedups.c"], optional=True),
+        Extension("trackgate._asgi_send", ["middleware/_asgi_send.c"], optional=True),
+    ]
+)

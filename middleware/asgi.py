@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._boundary import guarded, swallow
 from .facts import below_mount
 from .gate import Emit, Gate
-from .identity import VisitorState
+from .identity import COOKIE_CACHE_MAX_CHARS, Visitor, VisitorState, take_code
 from .lifespan import run_lifespan
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_scope
@@ -35,6 +35,17 @@ from .shell_common import (
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
+
+# The send of responses that need no rewriting, and the reading of the request's headers, in C
+# (_asgi_send.c); the Python code below is the reference. Set to None, the Python code runs.
+# prepare() is the start of __call__ for a first visit and a known returning visitor, with that Responder.
+Responder: Callable[[tuple[Any, ...], Any, VisitorState, Any], Any] | None
+request_headers: Callable[[Any], tuple[str | None, str | None] | None] | None
+prepare: Callable[[tuple[Any, ...], Any, Any], Any] | None
+try:
+    from ._asgi_send import Responder, prepare, request_headers
+except ImportError:  # pragma: no cover - built wherever a C compiler is at hand
+    Responder = request_headers = prepare = None
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -57,6 +68,8 @@ class ASGIMiddleware:
         # Bound once, not once per request.
         self._emit = self.gate.emit
         self._resolve = self.gate.identity.resolve
+        self._send_config = _send_config(self.gate)
+        self._visit_config = _visit_config(self.gate, self._send_config)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -68,6 +81,11 @@ class ASGIMiddleware:
             return
         if self.gate.asleep:
             self.gate.wake()
+        elif prepare is not None and Responder is not None and self._visit_config is not None:
+            responder = prepare(self._visit_config, scope, send)
+            if responder is not None:  # a first visit, or a returning visitor: the visitor is in the scope
+                await self.app(scope, receive, responder)
+                return
         # ASGI's path includes root_path (servers and Starlette's Mount keep it whole): our paths are below it.
         path = scope["path"]
         root = scope.get("root_path")
@@ -75,7 +93,8 @@ class ASGIMiddleware:
             await self._answer(scope, send)
             return
         try:
-            cookie, gpc = _identity_headers(scope["headers"])
+            found = request_headers(scope["headers"]) if request_headers is not None else None
+            cookie, gpc = found if found is not None else _identity_headers(scope["headers"])
             query = scope.get("query_string")
             state = self._resolve(cookie, query.decode("latin-1") if query else "", gpc)
             request_state = scope.get("state")
@@ -88,7 +107,10 @@ class ASGIMiddleware:
             swallow("visitor identity", error)
             await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, _responder(self.gate, scope, state, send))
+        if Responder is not None and self._send_config is not None:
+            await self.app(scope, receive, Responder(self._send_config, scope, state, send))
+        else:
+            await self.app(scope, receive, _responder(self.gate, scope, state, send))
 
     async def _answer(self, scope: Scope, send: Send) -> None:
         facts = from_scope(scope, self.settings.trusted_proxies)
@@ -97,6 +119,43 @@ class ASGIMiddleware:
         headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if facts.method == "HEAD" else reply.body})
+
+
+def _send_config(gate: Gate) -> tuple[Any, ...] | None:
+    """What the compiled Responder needs of a middleware: the Python code it hands a start to that it does
+    not send whole (see _asgi_send.c), and what a new visitor's cookie is made of."""
+    identity = gate.identity
+    try:
+        suffixes = identity.cookie_suffix(False), identity.cookie_suffix(True)
+    except Exception as error:
+        swallow("preparing the visitor cookie", error)
+        return None  # the Python responder says what is wrong, response by response
+    return (gate, _start, _nothing, _OPT_OUT, gate.rewrites, gate.settings.cookie_name, *suffixes)
+
+
+def _visit_config(gate: Gate, send_config: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+    """What the compiled prepare() needs of a middleware (see _asgi_send.c): the prefix, and the visits
+    identity.py decides without reading anything (see Identity.resolve)."""
+    identity = gate.identity
+    if send_config is None or not identity.visitor_param.isascii():
+        return None
+    return (
+        gate.prefix + "/",
+        gate.prefix,
+        identity.implicit,
+        identity.always_consents,
+        (identity.visitor_param + "=").encode("ascii"),
+        take_code,
+        identity.returning_visitor,
+        COOKIE_CACHE_MAX_CHARS,
+        VisitorState,
+        Visitor,
+        STATE_KEY,
+        VISITOR_KEY,
+        EMIT_KEY,
+        gate.emit,
+        send_config,
+    )
 
 
 def _responder(gate: Gate, scope: Scope, state: VisitorState, send: Send) -> Send:

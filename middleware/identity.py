@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 from urllib.parse import parse_qs
 
@@ -45,7 +45,7 @@ def new_code() -> str:
 
     Drawn 64 at a time (see batches.py), on the path of every first visit.
     """
-    return _take_code()
+    return take_code()
 
 
 def _draw_codes() -> list[str]:
@@ -58,7 +58,7 @@ def _draw_codes() -> list[str]:
 
 
 _BATCH = 64
-_take_code = Batches(_draw_codes).take
+take_code = Batches(_draw_codes).take  # new_code itself, one call less
 
 
 def is_valid_code(code: str) -> bool:
@@ -125,6 +125,25 @@ class Identity:
         # The same for the commonest request of all, a returning visitor in the default set-up: its Visitor.
         self._returning = functools.lru_cache(maxsize=COOKIE_CACHE_SIZE)(self._returning_visitor)
 
+    # What the ASGI shell's compiled start (_asgi_send.c) needs to decide the visits resolve() decides
+    # without reading anything: the same conditions, read from here.
+    @property
+    def visitor_param(self) -> str:
+        return self._param
+
+    @property
+    def implicit(self) -> bool:
+        return self._implicit
+
+    @property
+    def always_consents(self) -> bool:
+        return self._always_consents
+
+    @property
+    def returning_visitor(self) -> Callable[[str], Visitor | None]:
+        """The Visitor of a returning visit's Cookie header (see resolve): one look-up in a bounded cache."""
+        return self._returning
+
     def resolve(self, cookie_header: str | None, query_string: str, gpc: str | None) -> VisitorState:
         if not cookie_header and gpc is None and self._implicit and self._param_marker not in query_string:
             return VisitorState(Visitor(new_code(), True, True), "store", None)  # a first visit: nothing to read
@@ -174,14 +193,19 @@ class Identity:
             return self._dump("", max_age=0, secure=self._secure(secure_request))
         if state.cookie_action == "unshadow":
             return self._dump("", max_age=0, secure=self._secure(secure_request), host_only=True)
-        # Codes are validated to need no quoting, so werkzeug's attribute string is made once per kind of
-        # request (https or not) and reused: a new visitor on every request (a load test, a crawler) stays
-        # cheap.
+        return self._cookie_name + "=" + state.visitor.code + self.cookie_suffix(secure_request)
+
+    def cookie_suffix(self, secure_request: bool) -> str:
+        """What follows the code in a stored visitor cookie: its attributes, as werkzeug writes them.
+
+        Codes are validated to need no quoting, so the attribute string is made once per kind of request
+        (https or not) and reused: a new visitor on every request (a load test, a crawler) stays cheap.
+        """
         suffix = self._suffixes.get(secure_request)
         if suffix is None:
             cookie = self._dump("x", max_age=self._settings.cookie_max_age, secure=self._secure(secure_request))
             suffix = self._suffixes[secure_request] = cookie[len(self._cookie_name) + 2 :]
-        return self._cookie_name + "=" + state.visitor.code + suffix
+        return suffix
 
     def _secure(self, secure_request: bool) -> bool:
         setting = self._settings.cookie_secure

@@ -24,6 +24,7 @@ from werkzeug.test import Client
 from werkzeug.wrappers import Request as WerkzeugRequest
 
 import trackgate
+import trackgate.asgi
 
 CODE = re.compile(r"[a-z0-9]{16}\Z")
 VALID = "[A-Za-z0-9._:-]"
@@ -92,8 +93,11 @@ def _asgi_get(path: str, *, headers: dict[str, str] | None = None, https: bool =
     return Answer(response.status_code, response.headers.get_list("set-cookie"), response.json())
 
 
-@pytest.fixture(params=["wsgi", "asgi"])
-def get(request: pytest.FixtureRequest) -> Get:
+@pytest.fixture(params=["wsgi", "asgi", "asgi-python"])
+def get(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Get:
+    if request.param == "asgi-python":  # the ASGI shell without its compiled start and send (_asgi_send.c)
+        for name in ("prepare", "Responder", "request_headers"):
+            monkeypatch.setattr(trackgate.asgi, name, None)
     return _wsgi_get if request.param == "wsgi" else _asgi_get
 
 

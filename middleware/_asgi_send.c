@@ -1,0 +1,514 @@
+/* The ASGI shell's per-request work in C: optional, with asgi.py's pure-Python code as the reference.
+ *
+ * request_headers() is asgi.py's _identity_headers: the Cookie (lines joined) and Sec-GPC headers of a scope.
+ *
+ * prepare() is the start of ASGIMiddleware.__call__ for the two commonest requests of an app's own pages in
+ * the default set-up: a first visit (no cookie) and a returning visitor whose Cookie header identity.py has
+ * read before. It stores the visitor in the scope's state and returns the Responder; for any other request
+ * (tracking paths, a mount, Sec-GPC, a query string that may name the visitor, a header not read before,
+ * anything unexpected) it returns None and asgi.py decides, so it never raises.
+ *
+ * Responder is the ``send`` the app gets (asgi.py's _responder). Most responses are not HTML and change
+ * nothing but a new visitor's cookie: for those the start message is read here and the server's own send
+ * returned, so that each message costs one C call and no coroutine of ours. Any start it does not handle
+ * whole (an HTML type, the opt-out header, a 304 to revalidate, a cookie to delete, headers that are not a
+ * list of byte pairs) goes to asgi.py's _start, and a body being rewritten to its _Rewriting.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <string.h>
+
+static PyObject *str_type, *str_headers, *str_status, *str_scheme, *str_https, *str_start_type, *str_store;
+static PyObject *str_cookie_action, *str_visitor, *str_set_cookie_name;
+static PyObject *str_query_string, *str_root_path, *str_path, *str_state;
+
+/* True when name, any case, is the lowercase word of len bytes. */
+static int names(PyObject *name, const char *word, Py_ssize_t len) {
+    if (PyBytes_GET_SIZE(name) != len) return 0;
+    const char *s = PyBytes_AS_STRING(name);
+    for (Py_ssize_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
+        if (c != word[i]) return 0;
+    }
+    return 1;
+}
+
+static int mentions_html(PyObject *value) {
+    const char *s = PyBytes_AS_STRING(value);
+    Py_ssize_t n = PyBytes_GET_SIZE(value);
+    for (Py_ssize_t i = 0; i + 4 <= n; i++) {
+        if ((s[i] | 32) == 'h' && (s[i + 1] | 32) == 't' && (s[i + 2] | 32) == 'm' && (s[i + 3] | 32) == 'l') return 1;
+    }
+    return 0;
+}
+
+/* A (bytes, bytes) tuple's parts, or 0 for anything else. */
+static int byte_pair(PyObject *item, PyObject **name, PyObject **value) {
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2) return 0;
+    *name = PyTuple_GET_ITEM(item, 0);
+    *value = PyTuple_GET_ITEM(item, 1);
+    return PyBytes_CheckExact(*name) && PyBytes_CheckExact(*value);
+}
+
+static PyObject *request_headers(PyObject *module, PyObject *headers) {
+    if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers)) Py_RETURN_NONE;
+    PyObject *cookie = NULL, *gpc = NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(headers);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name, *value;
+        if (!byte_pair(PySequence_Fast_GET_ITEM(headers, i), &name, &value)) {
+            Py_XDECREF(cookie);
+            Py_XDECREF(gpc);
+            Py_RETURN_NONE;  /* asgi.py reads it, and says what is wrong */
+        }
+        Py_ssize_t len = PyBytes_GET_SIZE(name);
+        const char *s = PyBytes_AS_STRING(name);
+        PyObject **slot = len == 6 && memcmp(s, "cookie", 6) == 0 ? &cookie
+                        : len == 7 && memcmp(s, "sec-gpc", 7) == 0 ? &gpc : NULL;
+        if (!slot) continue;
+        PyObject *text = PyUnicode_DecodeLatin1(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), NULL);
+        if (!text) goto fail;
+        if (slot == &cookie && cookie) {  /* HTTP/2 may split cookies over several lines; they form one list */
+            PyObject *joined = PyUnicode_FromFormat("%U; %U", cookie, text);
+            Py_DECREF(text);
+            if (!joined) goto fail;
+            text = joined;
+        }
+        Py_XSETREF(*slot, text);
+    }
+    return Py_BuildValue("(NN)", cookie ? cookie : Py_NewRef(Py_None), gpc ? gpc : Py_NewRef(Py_None));
+fail:
+    Py_XDECREF(cookie);
+    Py_XDECREF(gpc);
+    return NULL;
+}
+
+/* What every response of one middleware shares (asgi.py's _send_config):
+ * (gate, start, nothing, opt_out, rewrites, cookie_name, suffix_http, suffix_https) */
+enum { C_GATE, C_START, C_NOTHING, C_OPT_OUT, C_REWRITES, C_COOKIE_NAME, C_SUFFIX_HTTP, C_SUFFIX_HTTPS, C_SIZE };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *config, *scope, *state, *send;
+    PyObject *rewriting;  /* the _Rewriting's send once the start said the body is HTML to rewrite */
+    vectorcallfunc vectorcall;
+} Responder;
+
+static PyTypeObject ResponderType;
+static PyObject *Responder_create(PyObject *config, PyObject *scope, PyObject *state, PyObject *send);
+
+static int Responder_traverse(Responder *self, visitproc visit, void *arg) {
+    Py_VISIT(self->config);
+    Py_VISIT(self->scope);
+    Py_VISIT(self->state);
+    Py_VISIT(self->send);
+    Py_VISIT(self->rewriting);
+    return 0;
+}
+
+static int Responder_clear(Responder *self) {
+    Py_CLEAR(self->config);
+    Py_CLEAR(self->scope);
+    Py_CLEAR(self->state);
+    Py_CLEAR(self->send);
+    Py_CLEAR(self->rewriting);
+    return 0;
+}
+
+static void Responder_dealloc(Responder *self) {
+    PyObject_GC_UnTrack(self);
+    Responder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* asgi.py's _start for this message: send what it returns, or hold the start back for its _Rewriting. */
+static PyObject *slow_start(Responder *self, PyObject *message) {
+    PyObject *done = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(self->config, C_START),
+                                                  PyTuple_GET_ITEM(self->config, C_GATE), self->scope, self->state,
+                                                  message, self->send, NULL);
+    if (!done) return NULL;
+    if (!PyTuple_CheckExact(done) || PyTuple_GET_SIZE(done) != 2) {
+        Py_DECREF(done);
+        PyErr_SetString(PyExc_TypeError, "_start returns (message, rewriting)");
+        return NULL;
+    }
+    PyObject *start = PyTuple_GET_ITEM(done, 0), *rewriting = PyTuple_GET_ITEM(done, 1);
+    PyObject *awaitable;
+    if (rewriting != Py_None) {
+        self->rewriting = PyObject_GetAttrString(rewriting, "send");
+        awaitable = self->rewriting ? PyObject_CallNoArgs(PyTuple_GET_ITEM(self->config, C_NOTHING)) : NULL;
+    } else {
+        awaitable = PyObject_CallOneArg(self->send, start);
+    }
+    Py_DECREF(done);
+    return awaitable;
+}
+
+/* The visitor cookie's header for a new code ("store"), as Identity.set_cookie_header makes it. */
+static PyObject *store_cookie(Responder *self) {
+    PyObject *visitor = PyObject_GetAttr(self->state, str_visitor);
+    if (!visitor) return NULL;
+    PyObject *code = PyTuple_Check(visitor) && PyTuple_GET_SIZE(visitor) > 0 ? PyTuple_GET_ITEM(visitor, 0) : NULL;
+    if (!code || !PyUnicode_CheckExact(code) || !PyUnicode_IS_ASCII(code) || !PyDict_CheckExact(self->scope)) {
+        Py_DECREF(visitor);
+        return Py_NewRef(Py_None);
+    }
+    PyObject *scheme = PyDict_GetItemWithError(self->scope, str_scheme);
+    if (!scheme && PyErr_Occurred()) {
+        Py_DECREF(visitor);
+        return NULL;
+    }
+    int https = scheme && PyUnicode_Check(scheme) && PyUnicode_Compare(scheme, str_https) == 0;
+    PyObject *name = PyTuple_GET_ITEM(self->config, C_COOKIE_NAME);
+    PyObject *suffix = PyTuple_GET_ITEM(self->config, https ? C_SUFFIX_HTTPS : C_SUFFIX_HTTP);
+    PyObject *text = PyUnicode_FromFormat("%U=%U%U", name, code, suffix);
+    Py_DECREF(visitor);
+    if (!text) return NULL;
+    PyObject *value = PyUnicode_AsLatin1String(text);
+    Py_DECREF(text);
+    if (!value) return NULL;
+    PyObject *pair = PyTuple_Pack(2, str_set_cookie_name, value);
+    Py_DECREF(value);
+    return pair;
+}
+
+/* The start message when C can send it whole: the app's own, or a copy with the cookie; NULL with no error
+ * set when asgi.py's _start must decide. */
+static PyObject *plain_start(Responder *self, PyObject *message) {
+    PyObject *headers = PyDict_GetItemWithError(message, str_headers);
+    if (!headers) {
+        if (PyErr_Occurred()) return NULL;
+        headers = PyTuple_New(0);  /* no headers at all: ASGI allows it */
+        if (!headers) return NULL;
+    } else {
+        Py_INCREF(headers);
+    }
+    PyObject *result = NULL;
+    if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers)) goto done;
+    PyObject *opt_out = PyTuple_GET_ITEM(self->config, C_OPT_OUT);
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(headers);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *name, *value;
+        if (!byte_pair(PySequence_Fast_GET_ITEM(headers, i), &name, &value)) goto done;
+        if (names(name, "content-type", 12) && mentions_html(value)) goto done;
+        if (names(name, PyBytes_AS_STRING(opt_out), PyBytes_GET_SIZE(opt_out))) goto done;
+    }
+    if (PyTuple_GET_ITEM(self->config, C_REWRITES) == Py_True) {
+        PyObject *status = PyDict_GetItemWithError(message, str_status);
+        if (!status && PyErr_Occurred()) goto done;
+        if (status && PyLong_CheckExact(status) && PyLong_AsLong(status) == 304) goto done;
+    }
+    PyObject *action = PyObject_GetAttr(self->state, str_cookie_action);
+    if (!action) goto done;
+    if (action == Py_None) {
+        Py_DECREF(action);
+        result = Py_NewRef(message);
+        goto done;
+    }
+    int store = PyUnicode_Check(action) && PyUnicode_Compare(action, str_store) == 0;
+    Py_DECREF(action);
+    if (!store) goto done;  /* a cookie to delete */
+    PyObject *cookie = store_cookie(self);
+    if (!cookie || cookie == Py_None) {
+        Py_XDECREF(cookie);
+        goto done;
+    }
+    /* A new message and list: an app may send the same constant start for every response. */
+    PyObject *edited = PyList_New(n + 1);
+    if (!edited) {
+        Py_DECREF(cookie);
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) PyList_SET_ITEM(edited, i, Py_NewRef(PySequence_Fast_GET_ITEM(headers, i)));
+    PyList_SET_ITEM(edited, n, cookie);
+    PyObject *copy = PyDict_Copy(message);
+    if (copy && PyDict_SetItem(copy, str_headers, edited) < 0) Py_CLEAR(copy);
+    Py_DECREF(edited);
+    result = copy;
+done:
+    Py_DECREF(headers);
+    return result;
+}
+
+static int is_start(PyObject *type) {
+    return type == str_start_type || (PyUnicode_Check(type) && PyUnicode_Compare(type, str_start_type) == 0);
+}
+
+static PyObject *Responder_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Responder *self = (Responder *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames) {
+        PyErr_SetString(PyExc_TypeError, "send(message) takes one message");
+        return NULL;
+    }
+    PyObject *message = args[0];
+    if (self->rewriting) return PyObject_CallOneArg(self->rewriting, message);
+    if (!PyDict_CheckExact(message)) {  /* another mapping: asgi.py's reading of it */
+        PyObject *type = PyObject_GetItem(message, str_type);
+        if (!type) return NULL;
+        int start = is_start(type);
+        Py_DECREF(type);
+        return start ? slow_start(self, message) : PyObject_CallOneArg(self->send, message);
+    }
+    PyObject *type = PyDict_GetItemWithError(message, str_type);
+    if (!type) {
+        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, str_type);
+        return NULL;
+    }
+    if (!is_start(type)) return PyObject_CallOneArg(self->send, message);
+    PyObject *start = plain_start(self, message);
+    if (start) {
+        PyObject *awaitable = PyObject_CallOneArg(self->send, start);
+        Py_DECREF(start);
+        return awaitable;
+    }
+    if (PyErr_Occurred()) return NULL;
+    return slow_start(self, message);
+}
+
+static PyObject *Responder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *config, *scope, *state, *send;
+    if (kwargs && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "Responder(config, scope, state, send) takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!OOO:Responder", &PyTuple_Type, &config, &scope, &state, &send)) return NULL;
+    if (PyTuple_GET_SIZE(config) != C_SIZE || !PyBytes_Check(PyTuple_GET_ITEM(config, C_OPT_OUT))
+        || !PyUnicode_Check(PyTuple_GET_ITEM(config, C_COOKIE_NAME))
+        || !PyUnicode_Check(PyTuple_GET_ITEM(config, C_SUFFIX_HTTP))
+        || !PyUnicode_Check(PyTuple_GET_ITEM(config, C_SUFFIX_HTTPS))) {
+        PyErr_SetString(PyExc_TypeError, "config is asgi.py's _send_config");
+        return NULL;
+    }
+    return Responder_create(config, scope, state, send);
+}
+
+static PyMemberDef Responder_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Responder, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyTypeObject ResponderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "trackgate._asgi_send.Responder",
+    .tp_doc = "Responder(config, scope, state, send): the send an app gets; see asgi.py's _responder.",
+    .tp_basicsize = sizeof(Responder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_new = Responder_new,
+    .tp_traverse = (traverseproc)Responder_traverse,
+    .tp_clear = (inquiry)Responder_clear,
+    .tp_dealloc = (destructor)Responder_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Responder, vectorcall),
+    .tp_members = Responder_members,
+};
+
+/* asgi.py's _visit_config: (prefix_slash, prefix, implicit, always_consents, param_marker, new_code,
+ * returning, max_cookie_chars, VisitorState, Visitor, state_key, visitor_key, emit_key, emit, send_config) */
+enum {
+    V_PREFIX_SLASH, V_PREFIX, V_IMPLICIT, V_ALWAYS, V_PARAM_MARKER, V_NEW_CODE, V_RETURNING, V_MAX_CHARS,
+    V_STATE_TYPE, V_VISITOR_TYPE, V_STATE_KEY, V_VISITOR_KEY, V_EMIT_KEY, V_EMIT, V_SEND_CONFIG, V_SIZE
+};
+
+
+static int contains(PyObject *haystack, PyObject *needle) {
+    const char *h = PyBytes_AS_STRING(haystack), *n = PyBytes_AS_STRING(needle);
+    Py_ssize_t hn = PyBytes_GET_SIZE(haystack), nn = PyBytes_GET_SIZE(needle);
+    for (Py_ssize_t i = 0; i + nn <= hn; i++) {
+        if (memcmp(h + i, n, (size_t)nn) == 0) return 1;
+    }
+    return 0;
+}
+
+/* The VisitorState identity.py's resolve() would give, for the two requests it decides without reading
+ * anything; NULL (no error set) for the others. */
+static PyObject *known_state(PyObject *config, PyObject *scope, PyObject *cookie) {
+    PyObject *query = PyDict_GetItemWithError(scope, str_query_string);
+    if (!query && PyErr_Occurred()) return NULL;
+    if (query && query != Py_None && !PyBytes_CheckExact(query)) return NULL;
+    int no_query = !query || query == Py_None || PyBytes_GET_SIZE(query) == 0;
+    if (cookie == Py_None || PyUnicode_GET_LENGTH(cookie) == 0) {
+        if (PyTuple_GET_ITEM(config, V_IMPLICIT) != Py_True) return NULL;
+        if (!no_query && contains(query, PyTuple_GET_ITEM(config, V_PARAM_MARKER))) return NULL;
+        PyObject *code = PyObject_CallNoArgs(PyTuple_GET_ITEM(config, V_NEW_CODE));
+        if (!code) return NULL;
+        /* Visitor(code, True, True), as tuple.__new__ makes it: the named tuple's own __new__ is Python code */
+        PyObject *fields = PyTuple_Pack(3, code, Py_True, Py_True);
+        Py_DECREF(code);
+        PyObject *args = fields ? PyTuple_Pack(1, fields) : NULL;
+        Py_XDECREF(fields);
+        PyObject *visitor_type = PyTuple_GET_ITEM(config, V_VISITOR_TYPE);
+        if (!args) return NULL;
+        if (!PyType_Check(visitor_type) || !PyType_IsSubtype((PyTypeObject *)visitor_type, &PyTuple_Type)) {
+            Py_DECREF(args);
+            return NULL;
+        }
+        PyObject *visitor = PyTuple_Type.tp_new((PyTypeObject *)visitor_type, args, NULL);
+        Py_DECREF(args);
+        if (!visitor) return NULL;
+        PyObject *state = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(config, V_STATE_TYPE), visitor, str_store,
+                                                       Py_None, NULL);
+        Py_DECREF(visitor);
+        return state;
+    }
+    if (PyTuple_GET_ITEM(config, V_ALWAYS) != Py_True || !no_query) return NULL;
+    if (PyUnicode_GET_LENGTH(cookie) > PyLong_AsSsize_t(PyTuple_GET_ITEM(config, V_MAX_CHARS))) return NULL;
+    PyObject *visitor = PyObject_CallOneArg(PyTuple_GET_ITEM(config, V_RETURNING), cookie);
+    if (!visitor || visitor == Py_None) {
+        Py_XDECREF(visitor);
+        return NULL;
+    }
+    if (!PyTuple_Check(visitor) || PyTuple_GET_SIZE(visitor) < 1) {
+        Py_DECREF(visitor);
+        return NULL;
+    }
+    PyObject *code = PyTuple_GET_ITEM(visitor, 0);
+    PyObject *state = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(config, V_STATE_TYPE), visitor, Py_None, code,
+                                                   code, NULL);
+    Py_DECREF(visitor);
+    return state;
+}
+
+static PyObject *prepared(PyObject *config, PyObject *scope, PyObject *send) {
+    if (!PyDict_CheckExact(scope)) return NULL;
+    PyObject *type = PyDict_GetItemWithError(scope, str_type);
+    if (!type || !PyUnicode_Check(type) || PyUnicode_CompareWithASCIIString(type, "http") != 0) return NULL;
+    PyObject *root = PyDict_GetItemWithError(scope, str_root_path);
+    if ((!root && PyErr_Occurred()) || (root && PyObject_IsTrue(root) != 0)) return NULL;  /* mounted: asgi.py finds the path below the mount */
+    PyObject *path = PyDict_GetItemWithError(scope, str_path);
+    if (!path || !PyUnicode_CheckExact(path)) return NULL;
+    PyObject *prefix = PyTuple_GET_ITEM(config, V_PREFIX);
+    PyObject *prefix_slash = PyTuple_GET_ITEM(config, V_PREFIX_SLASH);
+    if (PyUnicode_Tailmatch(path, prefix_slash, 0, PY_SSIZE_T_MAX, -1) != 0) return NULL;  /* ours (or an error) */
+    if (PyUnicode_Compare(path, prefix) == 0 || PyErr_Occurred()) return NULL;
+    PyObject *headers = PyDict_GetItemWithError(scope, str_headers);
+    if (!headers) return NULL;
+    PyObject *found = request_headers(NULL, headers);
+    if (!found || found == Py_None) {
+        Py_XDECREF(found);
+        return NULL;
+    }
+    PyObject *cookie = PyTuple_GET_ITEM(found, 0), *gpc = PyTuple_GET_ITEM(found, 1);
+    PyObject *state = gpc == Py_None ? known_state(config, scope, cookie) : NULL;
+    Py_DECREF(found);
+    if (!state) return NULL;
+    PyObject *holder = PyDict_GetItemWithError(scope, str_state);
+    if (holder && !PyDict_CheckExact(holder)) {  /* a server's own state object: asgi.py writes to it */
+        Py_DECREF(state);
+        return NULL;
+    }
+    if (!holder) {
+        if (PyErr_Occurred()) goto fail;
+        holder = PyDict_New();
+        if (!holder || PyDict_SetItem(scope, str_state, holder) < 0) {
+            Py_XDECREF(holder);
+            goto fail;
+        }
+        Py_DECREF(holder);  /* the scope holds it */
+    }
+    PyObject *visitor = PyObject_GetAttr(state, str_visitor);
+    int stored = visitor && PyDict_SetItem(holder, PyTuple_GET_ITEM(config, V_STATE_KEY), state) == 0
+                 && PyDict_SetItem(holder, PyTuple_GET_ITEM(config, V_VISITOR_KEY), visitor) == 0
+                 && PyDict_SetItem(holder, PyTuple_GET_ITEM(config, V_EMIT_KEY), PyTuple_GET_ITEM(config, V_EMIT)) == 0;
+    Py_XDECREF(visitor);
+    if (!stored) goto fail;
+    PyObject *responder = Responder_create(PyTuple_GET_ITEM(config, V_SEND_CONFIG), scope, state, send);
+    Py_DECREF(state);
+    return responder;
+fail:
+    Py_DECREF(state);
+    return NULL;
+}
+
+static PyObject *prepare(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != V_SIZE) {
+        PyErr_SetString(PyExc_TypeError, "prepare(config, scope, send): config is asgi.py's _visit_config");
+        return NULL;
+    }
+    PyObject *responder = prepared(args[0], args[1], args[2]);
+    if (responder) return responder;
+    PyErr_Clear();  /* asgi.py meets the same fault, and deals with it */
+    Py_RETURN_NONE;
+}
+
+static PyObject *Responder_create(PyObject *config, PyObject *scope, PyObject *state, PyObject *send) {
+    Responder *self = PyObject_GC_New(Responder, &ResponderType);
+    if (!self) return NULL;
+    self->config = Py_NewRef(config);
+    self->scope = Py_NewRef(scope);
+    self->state = Py_NewRef(state);
+    self->send = Py_NewRef(send);
+    self->rewriting = NULL;
+    self->vectorcall = Responder_vectorcall;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+static PyMethodDef methods[] = {
+    {"prepare", (PyCFunction)(void (*)(void))prepare, METH_FASTCALL,
+     "prepare(config, scope, send) -> Responder | None\n\n"
+     "The start of ASGIMiddleware.__call__ for a first or known returning visit; None: asgi.py decides."},
+    {"request_headers", request_headers, METH_O,
+     "request_headers(headers) -> (cookie, gpc) | None\n\n"
+     "asgi.py's _identity_headers for a list or tuple of byte pairs; None for anything else."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "trackgate._asgi_send", NULL, -1, methods, NULL, NULL, NULL, NULL,
+};
+
+/* Mark the type as a coroutine function, as asgi.py marks its Python send (asgiref's WsgiToAsgi and
+ * async_to_sync warn on every call otherwise): Python 3.12's inspect mark, and 3.11's asyncio one. */
+static int mark_coroutine_function(PyObject *dict) {
+    const char *modules[] = {"inspect", "asyncio.coroutines"};
+    const char *markers[] = {"_is_coroutine_mark", "_is_coroutine"};
+    const char *attributes[] = {"_is_coroutine_marker", "_is_coroutine"};
+    for (int i = 0; i < 2; i++) {
+        PyObject *module = PyImport_ImportModule(modules[i]);
+        if (!module) return -1;
+        PyObject *marker = PyObject_GetAttrString(module, markers[i]);
+        Py_DECREF(module);
+        if (!marker) {
+            PyErr_Clear();  /* not in this version of Python */
+            continue;
+        }
+        int failed = PyDict_SetItemString(dict, attributes[i], marker);
+        Py_DECREF(marker);
+        if (failed < 0) return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC PyInit__asgi_send(void) {
+    str_type = PyUnicode_InternFromString("type");
+    str_headers = PyUnicode_InternFromString("headers");
+    str_status = PyUnicode_InternFromString("status");
+    str_scheme = PyUnicode_InternFromString("scheme");
+    str_https = PyUnicode_InternFromString("https");
+    str_start_type = PyUnicode_InternFromString("http.response.start");
+    str_store = PyUnicode_InternFromString("store");
+    str_cookie_action = PyUnicode_InternFromString("cookie_action");
+    str_visitor = PyUnicode_InternFromString("visitor");
+    str_set_cookie_name = PyBytes_FromString("set-cookie");
+    str_query_string = PyUnicode_InternFromString("query_string");
+    str_root_path = PyUnicode_InternFromString("root_path");
+    str_path = PyUnicode_InternFromString("path");
+    str_state = PyUnicode_InternFromString("state");
+    if (!str_type || !str_headers || !str_status || !str_scheme || !str_https || !str_start_type || !str_store
+        || !str_cookie_action || !str_visitor || !str_set_cookie_name || !str_query_string || !str_root_path
+        || !str_path || !str_state) {
+        return NULL;
+    }
+    if (PyType_Ready(&ResponderType) < 0) return NULL;
+    if (mark_coroutine_function(ResponderType.tp_dict) < 0) return NULL;
+    PyType_Modified(&ResponderType);
+    PyObject *module = PyModule_Create(&module_def);
+    if (!module) return NULL;
+    if (PyModule_AddObjectRef(module, "Responder", (PyObject *)&ResponderType) < 0) {
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
+}
