@@ -212,7 +212,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9, help="turns each variant takes under load")
     parser.add_argument("--in-process-only", action="store_true", help="skip the servers (no wrk needed)")
     parser.add_argument("--no-pin", action="store_true", help="do not put the servers and wrk on separate CPUs")
+    parser.add_argument("--servers", default="uvicorn,gunicorn", help="which servers to load (comma-separated)")
     args = parser.parse_args()
+    servers = args.servers.split(",")
     if not args.no_pin and shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
         pinning.update(PINNED)
     if args.in_process_only:
@@ -224,6 +226,8 @@ def main() -> None:
     ratios: dict[tuple[str, str, bool], list[float]] = {}
     with tempfile.TemporaryDirectory() as workdir:
         for server, variants in VARIANTS.items():
+            if server not in servers:
+                continue
             # All variants serve at once (idle ones cost nothing) and take turns under load, a few seconds
             # each, so that the machine's slow and fast moments fall on every variant alike.
             ports = {variant: free_port() for variant in variants}

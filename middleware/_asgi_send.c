@@ -78,7 +78,10 @@ static PyObject *request_headers(PyObject *module, PyObject *headers) {
         }
         Py_XSETREF(*slot, text);
     }
-    return Py_BuildValue("(NN)", cookie ? cookie : Py_NewRef(Py_None), gpc ? gpc : Py_NewRef(Py_None));
+    PyObject *found = PyTuple_Pack(2, cookie ? cookie : Py_None, gpc ? gpc : Py_None);
+    Py_XDECREF(cookie);
+    Py_XDECREF(gpc);
+    return found;
 fail:
     Py_XDECREF(cookie);
     Py_XDECREF(gpc);
@@ -86,8 +89,9 @@ fail:
 }
 
 /* What every response of one middleware shares (asgi.py's _send_config):
- * (gate, start, nothing, opt_out, rewrites, cookie_name, suffix_http, suffix_https) */
-enum { C_GATE, C_START, C_NOTHING, C_OPT_OUT, C_REWRITES, C_COOKIE_NAME, C_SUFFIX_HTTP, C_SUFFIX_HTTPS, C_SIZE };
+ * (gate, start, nothing, opt_out, rewrites, cookie_start, suffix_http, suffix_https), the cookie's parts as
+ * bytes: "name=", then the attributes for a plain and an https request. */
+enum { C_GATE, C_START, C_NOTHING, C_OPT_OUT, C_REWRITES, C_COOKIE_START, C_SUFFIX_HTTP, C_SUFFIX_HTTPS, C_SIZE };
 
 typedef struct {
     PyObject_HEAD
@@ -161,13 +165,17 @@ static PyObject *store_cookie(Responder *self) {
         return NULL;
     }
     int https = scheme && PyUnicode_Check(scheme) && PyUnicode_Compare(scheme, str_https) == 0;
-    PyObject *name = PyTuple_GET_ITEM(self->config, C_COOKIE_NAME);
+    PyObject *start = PyTuple_GET_ITEM(self->config, C_COOKIE_START);
     PyObject *suffix = PyTuple_GET_ITEM(self->config, https ? C_SUFFIX_HTTPS : C_SUFFIX_HTTP);
-    PyObject *text = PyUnicode_FromFormat("%U=%U%U", name, code, suffix);
+    Py_ssize_t a = PyBytes_GET_SIZE(start), b = PyUnicode_GET_LENGTH(code), c = PyBytes_GET_SIZE(suffix);
+    PyObject *value = PyBytes_FromStringAndSize(NULL, a + b + c);
+    if (value) {
+        char *out = PyBytes_AS_STRING(value);
+        memcpy(out, PyBytes_AS_STRING(start), (size_t)a);
+        memcpy(out + a, PyUnicode_DATA(code), (size_t)b);
+        memcpy(out + a + b, PyBytes_AS_STRING(suffix), (size_t)c);
+    }
     Py_DECREF(visitor);
-    if (!text) return NULL;
-    PyObject *value = PyUnicode_AsLatin1String(text);
-    Py_DECREF(text);
     if (!value) return NULL;
     PyObject *pair = PyTuple_Pack(2, str_set_cookie_name, value);
     Py_DECREF(value);
@@ -275,9 +283,9 @@ static PyObject *Responder_new(PyTypeObject *type, PyObject *args, PyObject *kwa
     }
     if (!PyArg_ParseTuple(args, "O!OOO:Responder", &PyTuple_Type, &config, &scope, &state, &send)) return NULL;
     if (PyTuple_GET_SIZE(config) != C_SIZE || !PyBytes_Check(PyTuple_GET_ITEM(config, C_OPT_OUT))
-        || !PyUnicode_Check(PyTuple_GET_ITEM(config, C_COOKIE_NAME))
-        || !PyUnicode_Check(PyTuple_GET_ITEM(config, C_SUFFIX_HTTP))
-        || !PyUnicode_Check(PyTuple_GET_ITEM(config, C_SUFFIX_HTTPS))) {
+        || !PyBytes_Check(PyTuple_GET_ITEM(config, C_COOKIE_START))
+        || !PyBytes_Check(PyTuple_GET_ITEM(config, C_SUFFIX_HTTP))
+        || !PyBytes_Check(PyTuple_GET_ITEM(config, C_SUFFIX_HTTPS))) {
         PyErr_SetString(PyExc_TypeError, "config is asgi.py's _send_config");
         return NULL;
     }
@@ -304,12 +312,20 @@ static PyTypeObject ResponderType = {
     .tp_members = Responder_members,
 };
 
-/* asgi.py's _visit_config: (prefix_slash, prefix, implicit, always_consents, param_marker, new_code,
+/* asgi.py's _visit_config: (prefix_slash, prefix, implicit, always_consents, param_marker, new_code, pop_code,
  * returning, max_cookie_chars, VisitorState, Visitor, state_key, visitor_key, emit_key, emit, send_config) */
 enum {
-    V_PREFIX_SLASH, V_PREFIX, V_IMPLICIT, V_ALWAYS, V_PARAM_MARKER, V_NEW_CODE, V_RETURNING, V_MAX_CHARS,
-    V_STATE_TYPE, V_VISITOR_TYPE, V_STATE_KEY, V_VISITOR_KEY, V_EMIT_KEY, V_EMIT, V_SEND_CONFIG, V_SIZE
+    V_PREFIX_SLASH, V_PREFIX, V_IMPLICIT, V_ALWAYS, V_PARAM_MARKER, V_NEW_CODE, V_POP_CODE, V_RETURNING,
+    V_MAX_CHARS, V_STATE_TYPE, V_VISITOR_TYPE, V_STATE_KEY, V_VISITOR_KEY, V_EMIT_KEY, V_EMIT, V_SEND_CONFIG, V_SIZE
 };
+
+/* identity.new_code(): a code from the batch at hand (pop_code, a deque's pop), else from new_code. */
+static PyObject *new_code(PyObject *config) {
+    PyObject *code = PyObject_CallNoArgs(PyTuple_GET_ITEM(config, V_POP_CODE));
+    if (code || !PyErr_ExceptionMatches(PyExc_IndexError)) return code;
+    PyErr_Clear();  /* used up: new_code draws the next batch */
+    return PyObject_CallNoArgs(PyTuple_GET_ITEM(config, V_NEW_CODE));
+}
 
 
 static int contains(PyObject *haystack, PyObject *needle) {
@@ -331,7 +347,7 @@ static PyObject *known_state(PyObject *config, PyObject *scope, PyObject *cookie
     if (cookie == Py_None || PyUnicode_GET_LENGTH(cookie) == 0) {
         if (PyTuple_GET_ITEM(config, V_IMPLICIT) != Py_True) return NULL;
         if (!no_query && contains(query, PyTuple_GET_ITEM(config, V_PARAM_MARKER))) return NULL;
-        PyObject *code = PyObject_CallNoArgs(PyTuple_GET_ITEM(config, V_NEW_CODE));
+        PyObject *code = new_code(config);
         if (!code) return NULL;
         /* Visitor(code, True, True), as tuple.__new__ makes it: the named tuple's own __new__ is Python code */
         PyObject *fields = PyTuple_Pack(3, code, Py_True, Py_True);

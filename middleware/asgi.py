@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._boundary import guarded, swallow
 from .facts import below_mount
 from .gate import Emit, Gate
-from .identity import COOKIE_CACHE_MAX_CHARS, Visitor, VisitorState, take_code
+from .identity import COOKIE_CACHE_MAX_CHARS, Visitor, VisitorState, new_code, pop_code
 from .lifespan import run_lifespan
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_scope
@@ -126,11 +126,12 @@ def _send_config(gate: Gate) -> tuple[Any, ...] | None:
     not send whole (see _asgi_send.c), and what a new visitor's cookie is made of."""
     identity = gate.identity
     try:
-        suffixes = identity.cookie_suffix(False), identity.cookie_suffix(True)
+        parts = [gate.settings.cookie_name + "=", identity.cookie_suffix(False), identity.cookie_suffix(True)]
+        cookie_parts = [part.encode("latin-1") for part in parts]
     except Exception as error:
         swallow("preparing the visitor cookie", error)
         return None  # the Python responder says what is wrong, response by response
-    return (gate, _start, _nothing, _OPT_OUT, gate.rewrites, gate.settings.cookie_name, *suffixes)
+    return (gate, _start, _nothing, _OPT_OUT, gate.rewrites, *cookie_parts)
 
 
 def _visit_config(gate: Gate, send_config: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
@@ -145,7 +146,8 @@ def _visit_config(gate: Gate, send_config: tuple[Any, ...] | None) -> tuple[Any,
         identity.implicit,
         identity.always_consents,
         (identity.visitor_param + "=").encode("ascii"),
-        take_code,
+        new_code,
+        pop_code,
         identity.returning_visitor,
         COOKIE_CACHE_MAX_CHARS,
         VisitorState,

@@ -45,7 +45,7 @@ def new_code() -> str:
 
     Drawn 64 at a time (see batches.py), on the path of every first visit.
     """
-    return take_code()
+    return _codes.take()
 
 
 def _draw_codes() -> list[str]:
@@ -58,7 +58,8 @@ def _draw_codes() -> list[str]:
 
 
 _BATCH = 64
-take_code = Batches(_draw_codes).take  # new_code itself, one call less
+_codes = Batches(_draw_codes)
+pop_code = _codes.pop_ready  # a code from the batch at hand (IndexError: none left), for compiled code
 
 
 def is_valid_code(code: str) -> bool:
