@@ -1,6 +1,6 @@
 """Requests/s of a hello-world app bare and wrapped, one run, peers side by side.
 
-    python bench/overhead.py [--seconds 2] [--rounds 9]
+    python bench/overhead.py [--seconds 3] [--rounds 7] [--servers uvicorn,gunicorn]
 
 ASGI under uvicorn: bare, trackgate.ASGIMiddleware, starlette's SessionMiddleware (peer).
 WSGI under gunicorn (sync worker): bare, trackgate.WSGIMiddleware, the Kameleoon SDK's
@@ -9,14 +9,16 @@ uvicorn runs with httptools and uvloop when they are installed (`pip install 'uv
 deployments run it); without them its pure-Python h11 parser makes each request about three times
 dearer, and any middleware's share smaller.
 
-Each server is one process, the load comes from wrk in another (`apt-get install wrk`). wrk keeps no
-cookies, so the first load is all new visitors (a cookie made and set on every response, the costliest
-case for trackgate; SessionMiddleware sets none for an empty session); the second sends each library's
-cookie back, as returning visitors do. "bare + a fixed Set-Cookie header" is the bare app sending the
-header trackgate adds for a new visitor: what the header costs the server and the client on its own.
-The variants of a server run side by side and take turns under load; each round's ratio to bare counts,
-and the median of the rounds is reported with their range (the machine is shared: its speed drifts by
-more than the middleware costs). With two CPUs and taskset, the servers run on one CPU and wrk on the other.
+Each variant is measured in pairs with a reference bare server, both loaded at the same time: two
+servers of one kind share one CPU (taskset; two wrk processes share the other), so a slow moment of the
+machine falls on both alike and the ratio of their requests/s is the ratio of what a request costs each.
+(Loaded one after the other, adjacent runs here differed by up to 2x, far more than a middleware costs.)
+The "bare" row pairs two bare servers: how fair the pairing is. wrk keeps no cookies, so the first load is
+all new visitors (a cookie made and set on every response, the costliest case for trackgate;
+SessionMiddleware sets none for an empty session); the second sends each library's cookie back, as
+returning visitors do. "bare + a fixed Set-Cookie header" is the bare app sending the header trackgate adds
+for a new visitor: what the header costs the server and the client on its own. Each round measures every
+pair once; the median of the rounds' ratios is reported with their range.
 """
 
 from __future__ import annotations
@@ -118,17 +120,28 @@ CONNECTIONS = {"uvicorn": 32, "gunicorn": 4}
 RETURNING = "Cookie: tg_vid=abcdefghijklmnop; kameleoonVisitorCode=abcdefghijklmnop"
 
 
-def load(port: int, seconds: int, connections: int, *, returning: bool = False) -> float:
-    url = f"http://127.0.0.1:{port}/"
-    command = [
-        *pinning["load"],
-        *["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *(["-H", RETURNING] if returning else []), url],
+def load_pair(ports: tuple[int, int], seconds: int, connections: int, *, returning: bool = False) -> list[float]:
+    """Requests/s of two servers loaded at the same time, by one wrk each."""
+    runs = [
+        subprocess.Popen(
+            [
+                *pinning["load"],
+                *["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", *(["-H", RETURNING] if returning else [])],
+                f"http://127.0.0.1:{port}/",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for port in ports
     ]
-    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not match:
-        raise RuntimeError(out)
-    return float(match[1])
+    rates = []
+    for run in runs:
+        out, _ = run.communicate()
+        match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        if run.returncode or not match:
+            raise RuntimeError(out)
+        rates.append(float(match[1]))
+    return rates
 
 
 def in_process(rounds: int = 8, calls: int = 10000) -> dict[tuple[str, str, bool], float]:
@@ -208,10 +221,10 @@ def in_process(rounds: int = 8, calls: int = 10000) -> dict[tuple[str, str, bool
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=int, default=2, help="per wrk run")
-    parser.add_argument("--rounds", type=int, default=9, help="turns each variant takes under load")
+    parser.add_argument("--seconds", type=int, default=3, help="per wrk run")
+    parser.add_argument("--rounds", type=int, default=7, help="turns each pair takes under load")
     parser.add_argument("--in-process-only", action="store_true", help="skip the servers (no wrk needed)")
-    parser.add_argument("--no-pin", action="store_true", help="do not put the servers and wrk on separate CPUs")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the servers and wrk to separate CPUs")
     parser.add_argument("--servers", default="uvicorn,gunicorn", help="which servers to load (comma-separated)")
     args = parser.parse_args()
     servers = args.servers.split(",")
@@ -221,29 +234,31 @@ def main() -> None:
         args.rounds = 0
     elif shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
-    # (server, variant, returning) -> requests/s per round, and its ratio to bare in that same round
+    # (server, variant, returning) -> requests/s per round, and its ratio to the reference bare server's
     rates: dict[tuple[str, str, bool], list[float]] = {}
     ratios: dict[tuple[str, str, bool], list[float]] = {}
     with tempfile.TemporaryDirectory() as workdir:
         for server, variants in VARIANTS.items():
             if server not in servers:
                 continue
-            # All variants serve at once (idle ones cost nothing) and take turns under load, a few seconds
-            # each, so that the machine's slow and fast moments fall on every variant alike.
-            ports = {variant: free_port() for variant in variants}
-            processes = [serve(server, variant, port, workdir) for variant, port in ports.items()]
+            # All servers run at once (idle ones cost nothing); each variant is loaded side by side with the
+            # reference bare server.
+            ports = {variant: free_port() for variant in ("reference", *variants)}
+            processes = [
+                serve(server, "bare" if variant == "reference" else variant, port, workdir)
+                for variant, port in ports.items()
+            ]
             try:
                 for port in ports.values():
-                    load(port, 1, CONNECTIONS[server])  # warm-up
+                    load_pair((port, port), 1, CONNECTIONS[server])  # warm-up
                 for round_number in range(args.rounds):
                     order = variants[round_number % len(variants) :] + variants[: round_number % len(variants)]
                     for returning in (False, True):
-                        measured = {
-                            v: load(ports[v], args.seconds, CONNECTIONS[server], returning=returning) for v in order
-                        }
-                        for variant, rate in measured.items():
+                        for variant in order:
+                            pair = (ports["reference"], ports[variant])
+                            reference, rate = load_pair(pair, args.seconds, CONNECTIONS[server], returning=returning)
                             rates.setdefault((server, variant, returning), []).append(rate)
-                            ratios.setdefault((server, variant, returning), []).append(rate / measured["bare"])
+                            ratios.setdefault((server, variant, returning), []).append(rate / reference)
             finally:
                 for process in processes:
                     process.terminate()
@@ -262,16 +277,20 @@ def main() -> None:
     for returning, title in ((False, "new visitors (no cookie sent)"), (True, "returning visitors (cookie sent)")):
         if not rates:
             continue
-        where = "servers on CPU 0, wrk on CPU 1" if pinning["server"] else "CPUs shared"
-        print(f"\n{title}: medians of {args.rounds} rounds ({where}); x bare is the median of each round's ratio")
+        where = "the pair's servers share CPU 0, wrk CPU 1" if pinning["server"] else "CPUs shared"
+        print(f"\n{title}: {args.rounds} rounds of {args.seconds} s pairs ({where})")
+        print("x bare: the median of the rounds' ratios to the bare server loaded alongside; req/s on half a CPU")
         print(f"{'server':9} {'variant':36} {'req/s':>9} {'x bare':>7} {'(range)':>13} {'overhead µs/req':>16}")
         for server, variants in VARIANTS.items():
+            if (server, "bare", returning) not in rates:
+                continue
             bare = statistics.median(rates[server, "bare", returning])
             for variant in variants:
                 key = (server, variant, returning)
                 rate, ratio = statistics.median(rates[key]), statistics.median(ratios[key])
                 spread = f"{min(ratios[key]):.2f}-{max(ratios[key]):.2f}"
-                overhead = (1 / (bare * ratio) - 1 / bare) * 1e6
+                # what one request costs more than a bare one, on a whole CPU (each server had half)
+                overhead = (1 / ratio - 1) / (2 * bare) * 1e6
                 name = PEER_NAMES.get(variant, variant)
                 print(f"{server:9} {name:36} {rate:9.0f} {ratio:7.2f} {spread:>13} {overhead:16.1f}")
 
