@@ -30,6 +30,8 @@ Emit = Callable[[Event], None]
 class Gate:
     def __init__(self, settings: Settings, *, emit: Emit | None = None) -> None:
         self.settings = settings
+        # Whether HTML bodies may be rewritten at all (links, or the page-view pixel).
+        self.rewrites = settings.rewrite != "off" or settings.pageview_pixel
         self.identity = Identity(settings)
         self.prefix = settings.path_prefix
         self._prefix_slash = settings.path_prefix + "/"
@@ -161,10 +163,6 @@ class Gate:
         app's Content-Length (a rewritten body has another, a streamed one none) and with a weak ETag."""
         return facts.method == "HEAD" and self.rewrites and plan_rewrite("GET", status, headers) is not None
 
-    @property
-    def rewrites(self) -> bool:
-        """Whether HTML bodies may be rewritten at all (links, or the page-view pixel)."""
-        return self.settings.rewrite != "off" or self.settings.pageview_pixel
 
     def _dispatcher_backlog(self) -> int | None:
         if self._emit is not None:

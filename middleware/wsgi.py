@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ._boundary import guarded
+from ._boundary import guarded, swallow
 from .gate import Emit, Gate
 from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
@@ -55,6 +55,9 @@ class WSGIMiddleware:
         self.settings = make_settings(settings, overrides)
         # emit: where events go instead of the background dispatcher (a callback, for tests and embedding).
         self.gate = Gate(self.settings, emit=emit)
+        # Bound once, not once per request.
+        self._emit = self.gate.emit
+        self._resolve = self.gate.identity.resolve
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         gate = self.gate
@@ -62,15 +65,16 @@ class WSGIMiddleware:
             gate.wake()
         if gate.owns(environ.get("PATH_INFO", "")):
             return self._answer(environ, start_response)
-        state: VisitorState | None = None
-        with guarded("visitor identity"):
-            state = gate.identity.resolve(
+        # A bare try, not ``guarded``: this runs for every request of the app.
+        try:
+            state = self._resolve(
                 environ.get("HTTP_COOKIE"), environ.get("QUERY_STRING", ""), environ.get("HTTP_SEC_GPC")
             )
             environ[STATE_KEY] = state
             environ[VISITOR_KEY] = state.visitor
-            environ[EMIT_KEY] = gate.emit
-        if state is None:
+            environ[EMIT_KEY] = self._emit
+        except Exception as error:
+            swallow("visitor identity", error)
             return self.app(environ, start_response)
         return _Responder(gate, environ, state, start_response).run(self.app)
 
@@ -119,9 +123,12 @@ class _Responder:
         self._filter = None
         self._pending = None
         cookie = None
-        with guarded("visitor cookie"):
-            secure = self._environ.get("wsgi.url_scheme") == "https"
-            cookie = self._gate.identity.set_cookie_header(self._state, secure)
+        if self._state.cookie_action is not None:
+            try:
+                secure = self._environ.get("wsgi.url_scheme") == "https"
+                cookie = self._gate.identity.set_cookie_header(self._state, secure)
+            except Exception as error:
+                swallow("visitor cookie", error)
         headers, content_type = edit_headers(headers, cookie)
         if status[:3] == "304" and self._gate.rewrites:
             with guarded("revalidating a rewritten page"):
