@@ -313,11 +313,33 @@ static PyTypeObject ResponderType = {
 };
 
 /* asgi.py's _visit_config: (prefix_slash, prefix, implicit, always_consents, param_marker, new_code, pop_code,
- * returning, max_cookie_chars, VisitorState, Visitor, state_key, visitor_key, emit_key, emit, send_config) */
+ * returning, max_cookie_chars, VisitorState, its slots, Visitor, state_key, visitor_key, emit_key, emit,
+ * send_config); the slots are VisitorState's member descriptors, in the order of its __init__'s arguments. */
 enum {
     V_PREFIX_SLASH, V_PREFIX, V_IMPLICIT, V_ALWAYS, V_PARAM_MARKER, V_NEW_CODE, V_POP_CODE, V_RETURNING,
-    V_MAX_CHARS, V_STATE_TYPE, V_VISITOR_TYPE, V_STATE_KEY, V_VISITOR_KEY, V_EMIT_KEY, V_EMIT, V_SEND_CONFIG, V_SIZE
+    V_MAX_CHARS, V_STATE_TYPE, V_STATE_SLOTS, V_VISITOR_TYPE, V_STATE_KEY, V_VISITOR_KEY, V_EMIT_KEY, V_EMIT,
+    V_SEND_CONFIG, V_SIZE
 };
+
+/* VisitorState(visitor, action, known, cookie_code), its slots set as its __init__ sets them, without running
+ * Python code (VisitorState.slots() names them; its __init__ does nothing else). */
+static PyObject *visitor_state(PyObject *config, PyObject *visitor, PyObject *action, PyObject *known,
+                               PyObject *cookie_code) {
+    PyObject *type = PyTuple_GET_ITEM(config, V_STATE_TYPE), *slots = PyTuple_GET_ITEM(config, V_STATE_SLOTS);
+    if (!PyType_Check(type) || !PyTuple_CheckExact(slots) || PyTuple_GET_SIZE(slots) != 4) return NULL;
+    PyObject *state = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
+    if (!state) return NULL;
+    PyObject *values[4] = {visitor, action, known, cookie_code};
+    for (int i = 0; i < 4; i++) {
+        PyObject *slot = PyTuple_GET_ITEM(slots, i);
+        descrsetfunc set = Py_TYPE(slot)->tp_descr_set;
+        if (!set || set(slot, state, values[i]) < 0) {
+            Py_DECREF(state);
+            return NULL;
+        }
+    }
+    return state;
+}
 
 /* identity.new_code(): a code from the batch at hand (pop_code, a deque's pop), else from new_code. */
 static PyObject *new_code(PyObject *config) {
@@ -363,8 +385,7 @@ static PyObject *known_state(PyObject *config, PyObject *scope, PyObject *cookie
         PyObject *visitor = PyTuple_Type.tp_new((PyTypeObject *)visitor_type, args, NULL);
         Py_DECREF(args);
         if (!visitor) return NULL;
-        PyObject *state = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(config, V_STATE_TYPE), visitor, str_store,
-                                                       Py_None, NULL);
+        PyObject *state = visitor_state(config, visitor, str_store, Py_None, Py_None);
         Py_DECREF(visitor);
         return state;
     }
@@ -380,8 +401,7 @@ static PyObject *known_state(PyObject *config, PyObject *scope, PyObject *cookie
         return NULL;
     }
     PyObject *code = PyTuple_GET_ITEM(visitor, 0);
-    PyObject *state = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(config, V_STATE_TYPE), visitor, Py_None, code,
-                                                   code, NULL);
+    PyObject *state = visitor_state(config, visitor, Py_None, code, code);
     Py_DECREF(visitor);
     return state;
 }

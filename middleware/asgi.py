@@ -70,8 +70,23 @@ class ASGIMiddleware:
         self._resolve = self.gate.identity.resolve
         self._send_config = _send_config(self.gate)
         self._visit_config = _visit_config(self.gate, self._send_config)
+        # The compiled start (see prepare), once the gate is awake: the first request wakes it.
+        self._fast: Callable[[tuple[Any, ...], Scope, Send], Send | None] | None = None
+        if not self.gate.asleep:
+            self._fast = self._compiled_start()
+
+    def _compiled_start(self) -> Callable[[tuple[Any, ...], Scope, Send], Send | None] | None:
+        if prepare is None or Responder is None or self._visit_config is None:
+            return None  # not built, or switched off (asgi.prepare = None), or a set-up it cannot read
+        return prepare
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self._fast
+        if fast is not None:
+            responder = fast(self._visit_config, scope, send)  # type: ignore[arg-type]
+            if responder is not None:  # a first visit, or a returning visitor: the visitor is in the scope
+                await self.app(scope, receive, responder)
+                return
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan" and self._uses_dispatcher:
@@ -81,11 +96,7 @@ class ASGIMiddleware:
             return
         if self.gate.asleep:
             self.gate.wake()
-        elif prepare is not None and Responder is not None and self._visit_config is not None:
-            responder = prepare(self._visit_config, scope, send)
-            if responder is not None:  # a first visit, or a returning visitor: the visitor is in the scope
-                await self.app(scope, receive, responder)
-                return
+            self._fast = self._compiled_start()
         # ASGI's path includes root_path (servers and Starlette's Mount keep it whole): our paths are below it.
         path = scope["path"]
         root = scope.get("root_path")
@@ -138,6 +149,7 @@ def _visit_config(gate: Gate, send_config: tuple[Any, ...] | None) -> tuple[Any,
     """What the compiled prepare() needs of a middleware (see _asgi_send.c): the prefix, and the visits
     identity.py decides without reading anything (see Identity.resolve)."""
     identity = gate.identity
+    slots = VisitorState.slots()
     if send_config is None or not identity.visitor_param.isascii():
         return None
     return (
@@ -151,6 +163,7 @@ def _visit_config(gate: Gate, send_config: tuple[Any, ...] | None) -> tuple[Any,
         identity.returning_visitor,
         COOKIE_CACHE_MAX_CHARS,
         VisitorState,
+        slots,
         Visitor,
         STATE_KEY,
         VISITOR_KEY,

@@ -12,7 +12,7 @@ import functools
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs
 
 from starlette.requests import cookie_parser
@@ -83,6 +83,13 @@ class VisitorState:
         # A valid code the client sent (its cookie's, or the query parameter's), kept for a later grant.
         self._known_code = known_code
         self._cookie_code = cookie_code  # the code in the client's visitor cookie, when it sent one
+
+    @staticmethod
+    def slots() -> tuple[Any, ...]:
+        """The member descriptors ``__init__`` sets, in the order of its arguments: compiled code makes a
+        VisitorState with them without calling ``__init__`` (keep the two in step)."""
+        names = ("visitor", "cookie_action", "_known_code", "_cookie_code")
+        return tuple(VisitorState.__dict__[name] for name in names)
 
     def set_consent(self, granted: bool) -> None:
         if granted and not self.visitor.consent:
