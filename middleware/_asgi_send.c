@@ -16,7 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
+#include <stddef.h>
 #include <string.h>
 
 static PyObject *str_type, *str_headers, *str_status, *str_scheme, *str_https, *str_start_type, *str_store;
@@ -141,7 +141,7 @@ static PyObject *slow_start(Responder *self, PyObject *message) {
     PyObject *start = PyTuple_GET_ITEM(done, 0), *rewriting = PyTuple_GET_ITEM(done, 1);
     PyObject *awaitable;
     if (rewriting != Py_None) {
-        self->rewriting = PyObject_GetAttrString(rewriting, "send");
+        Py_XSETREF(self->rewriting, PyObject_GetAttrString(rewriting, "send"));
         awaitable = self->rewriting ? PyObject_CallNoArgs(PyTuple_GET_ITEM(self->config, C_NOTHING)) : NULL;
     } else {
         awaitable = PyObject_CallOneArg(self->send, start);
@@ -182,6 +182,21 @@ static PyObject *store_cookie(Responder *self) {
     return pair;
 }
 
+/* A tuple of a list's items, or NULL (no error set when the list changed while the tuple was made). Anything
+ * that allocates may run Python code (a collection's finalizers and callbacks) that changes the app's list,
+ * and what is sent must be what was read; PyList_AsTuple itself reads the items after allocating. */
+static PyObject *snapshot(PyObject *list) {
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    PyObject *items = PyTuple_New(n);
+    if (!items) return NULL;
+    if (PyList_GET_SIZE(list) != n) {
+        Py_DECREF(items);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) PyTuple_SET_ITEM(items, i, Py_NewRef(PyList_GET_ITEM(list, i)));
+    return items;
+}
+
 /* The start message when C can send it whole: the app's own, or a copy with the cookie; NULL with no error
  * set when asgi.py's _start must decide. */
 static PyObject *plain_start(Responder *self, PyObject *message) {
@@ -189,24 +204,30 @@ static PyObject *plain_start(Responder *self, PyObject *message) {
     if (!headers) {
         if (PyErr_Occurred()) return NULL;
         headers = PyTuple_New(0);  /* no headers at all: ASGI allows it */
-        if (!headers) return NULL;
-    } else {
+    } else if (PyList_CheckExact(headers)) {
+        headers = snapshot(headers);
+    } else if (PyTuple_CheckExact(headers)) {
         Py_INCREF(headers);
+    } else {
+        return NULL;  /* another iterable: asgi.py reads it */
     }
+    if (!headers) return NULL;
     PyObject *result = NULL;
-    if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers)) goto done;
     PyObject *opt_out = PyTuple_GET_ITEM(self->config, C_OPT_OUT);
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(headers);
+    Py_ssize_t n = PyTuple_GET_SIZE(headers);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name, *value;
-        if (!byte_pair(PySequence_Fast_GET_ITEM(headers, i), &name, &value)) goto done;
+        if (!byte_pair(PyTuple_GET_ITEM(headers, i), &name, &value)) goto done;
         if (names(name, "content-type", 12) && mentions_html(value)) goto done;
         if (names(name, PyBytes_AS_STRING(opt_out), PyBytes_GET_SIZE(opt_out))) goto done;
     }
     if (PyTuple_GET_ITEM(self->config, C_REWRITES) == Py_True) {
+        /* A 304 may confirm a rewritten copy: asgi.py's _revalidated. Any status but a plain int is its too. */
         PyObject *status = PyDict_GetItemWithError(message, str_status);
         if (!status && PyErr_Occurred()) goto done;
-        if (status && PyLong_CheckExact(status) && PyLong_AsLong(status) == 304) goto done;
+        if (status && !PyLong_CheckExact(status)) goto done;
+        int overflow = 0;
+        if (status && (PyLong_AsLongAndOverflow(status, &overflow) == 304 || overflow)) goto done;
     }
     PyObject *action = PyObject_GetAttr(self->state, str_cookie_action);
     if (!action) goto done;
@@ -229,7 +250,7 @@ static PyObject *plain_start(Responder *self, PyObject *message) {
         Py_DECREF(cookie);
         goto done;
     }
-    for (Py_ssize_t i = 0; i < n; i++) PyList_SET_ITEM(edited, i, Py_NewRef(PySequence_Fast_GET_ITEM(headers, i)));
+    for (Py_ssize_t i = 0; i < n; i++) PyList_SET_ITEM(edited, i, Py_NewRef(PyTuple_GET_ITEM(headers, i)));
     PyList_SET_ITEM(edited, n, cookie);
     PyObject *copy = PyDict_Copy(message);
     if (copy && PyDict_SetItem(copy, str_headers, edited) < 0) Py_CLEAR(copy);
@@ -246,7 +267,8 @@ static int is_start(PyObject *type) {
 
 static PyObject *Responder_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Responder *self = (Responder *)callable;
-    if (PyVectorcall_NARGS(nargsf) != 1 || kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    if (nargs + nkw != 1 || (nkw && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "message"))) {
         PyErr_SetString(PyExc_TypeError, "send(message) takes one message");
         return NULL;
     }
@@ -275,6 +297,17 @@ static PyObject *Responder_vectorcall(PyObject *callable, PyObject *const *args,
     return slow_start(self, message);
 }
 
+static int valid_send_config(PyObject *config) {
+    if (PyTuple_CheckExact(config) && PyTuple_GET_SIZE(config) == C_SIZE
+        && PyBytes_Check(PyTuple_GET_ITEM(config, C_OPT_OUT)) && PyBytes_Check(PyTuple_GET_ITEM(config, C_COOKIE_START))
+        && PyBytes_Check(PyTuple_GET_ITEM(config, C_SUFFIX_HTTP))
+        && PyBytes_Check(PyTuple_GET_ITEM(config, C_SUFFIX_HTTPS))) {
+        return 1;
+    }
+    PyErr_SetString(PyExc_TypeError, "config is asgi.py's _send_config");
+    return 0;
+}
+
 static PyObject *Responder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     PyObject *config, *scope, *state, *send;
     if (kwargs && PyDict_GET_SIZE(kwargs)) {
@@ -282,20 +315,9 @@ static PyObject *Responder_new(PyTypeObject *type, PyObject *args, PyObject *kwa
         return NULL;
     }
     if (!PyArg_ParseTuple(args, "O!OOO:Responder", &PyTuple_Type, &config, &scope, &state, &send)) return NULL;
-    if (PyTuple_GET_SIZE(config) != C_SIZE || !PyBytes_Check(PyTuple_GET_ITEM(config, C_OPT_OUT))
-        || !PyBytes_Check(PyTuple_GET_ITEM(config, C_COOKIE_START))
-        || !PyBytes_Check(PyTuple_GET_ITEM(config, C_SUFFIX_HTTP))
-        || !PyBytes_Check(PyTuple_GET_ITEM(config, C_SUFFIX_HTTPS))) {
-        PyErr_SetString(PyExc_TypeError, "config is asgi.py's _send_config");
-        return NULL;
-    }
+    if (!valid_send_config(config)) return NULL;
     return Responder_create(config, scope, state, send);
 }
-
-static PyMemberDef Responder_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(Responder, vectorcall), READONLY, NULL},
-    {NULL},
-};
 
 static PyTypeObject ResponderType = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -309,7 +331,6 @@ static PyTypeObject ResponderType = {
     .tp_dealloc = (destructor)Responder_dealloc,
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Responder, vectorcall),
-    .tp_members = Responder_members,
 };
 
 /* asgi.py's _visit_config: (prefix_slash, prefix, implicit, always_consents, param_marker, new_code, pop_code,
@@ -434,20 +455,22 @@ static PyObject *prepared(PyObject *config, PyObject *scope, PyObject *send) {
         Py_DECREF(state);
         return NULL;
     }
-    if (!holder) {
+    if (holder) {
+        Py_INCREF(holder);  /* setting an item may run a finalizer that drops it from the scope */
+    } else {
         if (PyErr_Occurred()) goto fail;
         holder = PyDict_New();
         if (!holder || PyDict_SetItem(scope, str_state, holder) < 0) {
             Py_XDECREF(holder);
             goto fail;
         }
-        Py_DECREF(holder);  /* the scope holds it */
     }
     PyObject *visitor = PyObject_GetAttr(state, str_visitor);
     int stored = visitor && PyDict_SetItem(holder, PyTuple_GET_ITEM(config, V_STATE_KEY), state) == 0
                  && PyDict_SetItem(holder, PyTuple_GET_ITEM(config, V_VISITOR_KEY), visitor) == 0
                  && PyDict_SetItem(holder, PyTuple_GET_ITEM(config, V_EMIT_KEY), PyTuple_GET_ITEM(config, V_EMIT)) == 0;
     Py_XDECREF(visitor);
+    Py_DECREF(holder);
     if (!stored) goto fail;
     PyObject *responder = Responder_create(PyTuple_GET_ITEM(config, V_SEND_CONFIG), scope, state, send);
     Py_DECREF(state);
@@ -458,13 +481,19 @@ fail:
 }
 
 static PyObject *prepare(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != V_SIZE) {
+    PyObject *config = nargs == 3 ? args[0] : NULL;
+    if (!config || !PyTuple_CheckExact(config) || PyTuple_GET_SIZE(config) != V_SIZE
+        || !PyUnicode_Check(PyTuple_GET_ITEM(config, V_PREFIX)) || !PyUnicode_Check(PyTuple_GET_ITEM(config, V_PREFIX_SLASH))
+        || !PyBytes_Check(PyTuple_GET_ITEM(config, V_PARAM_MARKER))) {
         PyErr_SetString(PyExc_TypeError, "prepare(config, scope, send): config is asgi.py's _visit_config");
         return NULL;
     }
-    PyObject *responder = prepared(args[0], args[1], args[2]);
+    if (!valid_send_config(PyTuple_GET_ITEM(config, V_SEND_CONFIG))) return NULL;
+    PyObject *responder = prepared(config, args[1], args[2]);
     if (responder) return responder;
-    PyErr_Clear();  /* asgi.py meets the same fault, and deals with it */
+    /* asgi.py meets the same fault, and deals with it; what is not an Exception (KeyboardInterrupt) goes on */
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
+    PyErr_Clear();
     Py_RETURN_NONE;
 }
 
@@ -496,25 +525,29 @@ static struct PyModuleDef module_def = {
 };
 
 /* Mark the type as a coroutine function, as asgi.py marks its Python send (asgiref's WsgiToAsgi and
- * async_to_sync warn on every call otherwise): Python 3.12's inspect mark, and 3.11's asyncio one. */
+ * async_to_sync warn on every call otherwise): what inspect.markcoroutinefunction (Python 3.12 and later)
+ * sets on a function, and Python 3.11's asyncio mark, become class attributes. */
+static const char MARKS[] =
+    "import asyncio.coroutines, inspect\n"
+    "def function(): pass\n"
+    "if hasattr(inspect, 'markcoroutinefunction'):\n"
+    "    inspect.markcoroutinefunction(function)\n"
+    "marks = dict(vars(function))\n"
+    "if getattr(asyncio.coroutines, '_is_coroutine', None) is not None:\n"
+    "    marks['_is_coroutine'] = asyncio.coroutines._is_coroutine\n";
+
 static int mark_coroutine_function(PyObject *dict) {
-    const char *modules[] = {"inspect", "asyncio.coroutines"};
-    const char *markers[] = {"_is_coroutine_mark", "_is_coroutine"};
-    const char *attributes[] = {"_is_coroutine_marker", "_is_coroutine"};
-    for (int i = 0; i < 2; i++) {
-        PyObject *module = PyImport_ImportModule(modules[i]);
-        if (!module) return -1;
-        PyObject *marker = PyObject_GetAttrString(module, markers[i]);
-        Py_DECREF(module);
-        if (!marker) {
-            PyErr_Clear();  /* not in this version of Python */
-            continue;
-        }
-        int failed = PyDict_SetItemString(dict, attributes[i], marker);
-        Py_DECREF(marker);
-        if (failed < 0) return -1;
+    PyObject *globals = PyDict_New();
+    if (!globals || PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0) {
+        Py_XDECREF(globals);
+        return -1;
     }
-    return 0;
+    PyObject *done = PyRun_String(MARKS, Py_file_input, globals, globals);
+    PyObject *marks = done ? PyDict_GetItemString(globals, "marks") : NULL;
+    int failed = !marks || PyDict_Update(dict, marks) < 0;
+    Py_XDECREF(done);
+    Py_DECREF(globals);
+    return failed ? -1 : 0;
 }
 
 PyMODINIT_FUNC PyInit__asgi_send(void) {

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
+import sys
+from http import HTTPStatus
 from typing import Any
 
 import pytest
@@ -111,7 +114,9 @@ _CASES = st.fixed_dictionaries(
         "with_state": st.booleans(),
         "content_type": _CONTENT_TYPES,
         "opt_out": st.sampled_from([None, b"off", b"on"]),
-        "status": st.sampled_from([200, 304, 302]),
+        "status": st.sampled_from([200, 304, 302, HTTPStatus.NOT_MODIFIED, 2**70]),
+        "if_none_match": st.sampled_from([None, b'W/"abc"', b'"abc"']),
+        "etag": st.sampled_from([None, b'"abc"']),
         "as_tuple": st.booleans(),
         "action": st.sampled_from([None, "grant", "withdraw"]),
     }
@@ -129,7 +134,11 @@ def test_the_compiled_shell_does_what_the_python_shell_does(case: dict[str, Any]
         request_headers.append((b"cookie", cookie.encode()))
     if gpc is not None:
         request_headers.append((b"sec-gpc", gpc))
+    if case["if_none_match"] is not None:
+        request_headers.append((b"if-none-match", case["if_none_match"]))
     response_headers = [(b"content-length", b"20")]
+    if case["etag"] is not None:
+        response_headers.append((b"etag", case["etag"]))
     if content_type is not None:
         response_headers.append((b"content-type", content_type))
     if opt_out is not None:
@@ -207,3 +216,136 @@ def test_a_first_visit_and_a_returning_one_take_the_compiled_start() -> None:
     assert trackgate.asgi.prepare(config, scope([*cookie, (b"sec-gpc", b"1")]), send) is None
     assert trackgate.asgi.prepare(config, {**scope([]), "path": "/_tg/health"}, send) is None
     assert trackgate.asgi.prepare(config, {**scope([]), "type": "websocket"}, send) is None
+
+
+def _start_of(headers: Any) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": 200, "headers": headers}
+
+
+def _scope(headers: list[tuple[bytes, bytes]] | None = None, **extra: Any) -> dict[str, Any]:
+    return {"type": "http", "path": "/", "root_path": "", "query_string": b"", "headers": headers or [], **extra}
+
+
+# Run in a child process: a memory fault there is a failed test, not a crashed test run.
+_LIST_CHANGED_MID_START = """
+import asyncio, gc, sys
+import trackgate
+
+headers = [(b"content-type", b"text/plain")] + [(b"x-%d" % i, b"v") for i in range(50)]
+
+def empty_it(phase, info):
+    if phase == "start":
+        headers.clear()
+
+async def app(scope, receive, send):
+    pairs = [(i, -i) for i in range(5000)]  # no free 2-tuples left: making one reaches the collector
+    gc.callbacks.append(empty_it)
+    gc.set_threshold(1)
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+    finally:
+        gc.callbacks.remove(empty_it)
+        gc.set_threshold(700)
+    await send({"type": "http.response.body", "body": b""})
+
+sent = []
+
+async def send(message):
+    sent.append(message)
+
+async def receive():
+    return {"type": "http.request"}
+
+middleware = trackgate.ASGIMiddleware(app, secret_key="k", emit=lambda event: None)
+cookie = [(b"cookie", b"tg_vid=abc123")] if sys.argv[1] == "returning" else []
+scope = {"type": "http", "path": "/", "root_path": "", "query_string": b"", "headers": cookie}
+asyncio.run(middleware(scope, receive, send))
+gc.collect()
+print([name.decode() for name, _ in sent[0]["headers"]])
+"""
+
+_STATE_DROPPED_MID_START = """
+import gc
+import trackgate
+import trackgate.asgi
+
+middleware = trackgate.ASGIMiddleware(lambda *args: None, secret_key="k", emit=lambda event: None)
+
+async def send(message):
+    return None
+
+for attempt in range(20):
+    scope = {"type": "http", "path": "/", "root_path": "", "query_string": b"", "headers": []}
+
+    class DropsTheState:
+        def __del__(self, scope=scope):
+            scope.pop("state", None)
+
+    scope["state"] = {"trackgate.state": DropsTheState(), "pad%d" % attempt: 1}
+    responder = trackgate.asgi.prepare(middleware._visit_config, scope, send)
+    assert responder is not None
+gc.collect()
+print("served")
+"""
+
+
+def _child(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("visitor", ["new", "returning"])
+def test_an_app_list_changed_by_a_collection_mid_start_is_sent_as_it_was_read(visitor: str) -> None:
+    """Python code run by a garbage collection (a finalizer, a gc callback) may change the app's header list
+    while the compiled send allocates: no crash, and what goes out is what was read (or, when the list changed
+    before it was read, what the Python code reads)."""
+    names = _child(_LIST_CHANGED_MID_START, visitor)
+    assert names in ("[]", "['set-cookie']") or names.startswith("['content-type', 'x-0'")
+
+
+def test_a_finalizer_that_drops_the_scope_state_does_not_crash_the_compiled_start() -> None:
+    """Storing the visitor replaces what the state held; that value's finalizer may drop the state itself."""
+    assert _child(_STATE_DROPPED_MID_START) == "served"
+
+
+def test_a_keyboard_interrupt_inside_the_compiled_start_is_not_swallowed() -> None:
+    """prepare() leaves faults to the Python code, which catches Exception only: what is not one goes on."""
+    middleware = trackgate.ASGIMiddleware(_app(None, {}, b"", []), secret_key="k", emit=lambda event: None)
+    config = list(middleware._visit_config or ())
+    assert config
+
+    def interrupted(header: str) -> None:
+        raise KeyboardInterrupt
+
+    config[config.index(middleware.gate.identity.returning_visitor)] = interrupted
+
+    async def send(message: Any) -> None:
+        return None
+
+    with pytest.raises(KeyboardInterrupt):
+        trackgate.asgi.prepare(tuple(config), _scope([(b"cookie", b"tg_vid=abc123")]), send)  # type: ignore[misc]
+
+
+def test_the_compiled_parts_refuse_a_configuration_they_cannot_read() -> None:
+    middleware = trackgate.ASGIMiddleware(_app(None, {}, b"", []), secret_key="k", emit=lambda event: None)
+    config = list(middleware._visit_config or ())
+    config[-1] = ("too", "short")
+
+    async def send(message: Any) -> None:
+        return None
+
+    with pytest.raises(TypeError):
+        trackgate.asgi.prepare(tuple(config), _scope(), send)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        trackgate.asgi.Responder(("too", "short"), {}, None, send)  # type: ignore[misc]
+
+
+def test_the_compiled_send_takes_its_message_by_keyword_too() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(message=_start_of([]))
+        await send(message={"type": "http.response.body", "body": b""})
+
+    for compiled in (True, False):
+        sent = _served(compiled, {}, _scope(), app)
+        assert [name for name, _ in sent[0]["headers"]] == [b"set-cookie"]
