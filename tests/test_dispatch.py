@@ -198,11 +198,17 @@ def test_a_down_receiver_gets_one_probe_per_backoff_step(
     assert dispatcher.stats()["delivered"] == 0
 
 
-def test_sends_in_flight_with_a_failing_one_do_not_stretch_its_pause(make_dispatcher: MakeDispatcher) -> None:
+def test_sends_in_flight_with_a_failing_one_do_not_stretch_its_pause(
+    make_dispatcher: MakeDispatcher, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Full jitter: the pause is one draw. Each failing send drawing its own and the longest winning would
     # make it nearly the ceiling every time.
+    import trackgate.dispatch.worker
     from trackgate.dispatch.worker import _SinkState
 
+    # A draw that cannot run out while the loop below runs (a draw near zero would, and then a new pause is
+    # rightly drawn); a second draw would still show, as a later end.
+    monkeypatch.setattr(trackgate.dispatch.worker, "retry_delay", lambda failures, retry_after: 30.0)
     dispatcher = make_dispatcher(sinks="store")
     state = _SinkState(sink=None)  # type: ignore[arg-type]
     started = time.monotonic()
