@@ -80,9 +80,7 @@ def serve(server: str, variant: str, port: int, workdir: str) -> subprocess.Pope
             str(port),
             "--log-level",
             "warning",
-            "--no-access-log",
-            "--lifespan",
-            "off",
+            "--no-access-log",  # lifespan stays on (uvicorn's default): it starts trackgate's dispatcher
         ]
     else:
         command = [
@@ -144,7 +142,7 @@ def load_pair(ports: tuple[int, int], seconds: int, connections: int, *, returni
     return rates
 
 
-def in_process(rounds: int = 8, calls: int = 10000) -> dict[tuple[str, str, bool], float]:
+def in_process(servers: list[str], rounds: int = 8, calls: int = 10000) -> dict[tuple[str, str, bool], float]:
     """Microseconds per request of each app called directly, no server: what each middleware adds, without
     the machine's load swinging the figure (best of ``rounds``)."""
     import asyncio
@@ -204,6 +202,8 @@ def in_process(rounds: int = 8, calls: int = 10000) -> dict[tuple[str, str, bool
 
     apps: dict[tuple[str, str], object] = {}
     for server, variants in VARIANTS.items():
+        if server not in servers:
+            continue
         for variant in variants:
             os.environ["BENCH_APP"] = variant
             apps[server, variant] = overhead_apps.asgi_app() if server == "uvicorn" else overhead_apps.wsgi_app()
@@ -239,16 +239,15 @@ def main() -> None:
     ratios: dict[tuple[str, str, bool], list[float]] = {}
     with tempfile.TemporaryDirectory() as workdir:
         for server, variants in VARIANTS.items():
-            if server not in servers:
+            if server not in servers or args.in_process_only:
                 continue
             # All servers run at once (idle ones cost nothing); each variant is loaded side by side with the
             # reference bare server.
             ports = {variant: free_port() for variant in ("reference", *variants)}
-            processes = [
-                serve(server, "bare" if variant == "reference" else variant, port, workdir)
-                for variant, port in ports.items()
-            ]
+            processes: list[subprocess.Popen[bytes]] = []
             try:
+                for variant, port in ports.items():
+                    processes.append(serve(server, "bare" if variant == "reference" else variant, port, workdir))
                 for port in ports.values():
                     load_pair((port, port), 1, CONNECTIONS[server])  # warm-up
                 for round_number in range(args.rounds):
@@ -266,10 +265,12 @@ def main() -> None:
     os.environ.setdefault("TRACKGATE_SECRET_KEY", "bench-key")
     with tempfile.TemporaryDirectory() as workdir:
         os.environ["TRACKGATE_SPOOL_PATH"] = f"{workdir}/spool.sqlite3"
-        costs = in_process()
+        costs = in_process(servers)
     print("\nin process, µs per request (the middleware's own cost; no server, no network)")
     print(f"{'shell':9} {'variant':36} {'new visitor':>12} {'returning':>10}")
     for server, variants in VARIANTS.items():
+        if server not in servers:
+            continue
         shell = "ASGI" if server == "uvicorn" else "WSGI"
         for variant in variants:
             new, back = costs[server, variant, False], costs[server, variant, True]

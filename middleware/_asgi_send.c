@@ -205,7 +205,11 @@ static PyObject *plain_start(Responder *self, PyObject *message) {
         if (PyErr_Occurred()) return NULL;
         headers = PyTuple_New(0);  /* no headers at all: ASGI allows it */
     } else if (PyList_CheckExact(headers)) {
-        headers = snapshot(headers);
+        /* Held while the snapshot is made: a collection it starts may replace the message's list. */
+        Py_INCREF(headers);
+        PyObject *items = snapshot(headers);
+        Py_DECREF(headers);
+        headers = items;
     } else if (PyTuple_CheckExact(headers)) {
         Py_INCREF(headers);
     } else {

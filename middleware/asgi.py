@@ -96,6 +96,7 @@ class ASGIMiddleware:
             return
         if self.gate.asleep:
             self.gate.wake()
+        if self._fast is None:  # awake now (this request woke it, or lifespan's startup did)
             self._fast = self._compiled_start()
         # ASGI's path includes root_path (servers and Starlette's Mount keep it whole): our paths are below it.
         path = scope["path"]

@@ -232,19 +232,25 @@ import asyncio, gc, sys
 import trackgate
 
 headers = [(b"content-type", b"text/plain")] + [(b"x-%d" % i, b"v") for i in range(50)]
+start = {"type": "http.response.start", "status": 200}
 
-def empty_it(phase, info):
-    if phase == "start":
+def change_it(phase, info):
+    if phase != "start":
+        return
+    if sys.argv[2] == "empty":
         headers.clear()
+    elif isinstance(start.get("headers"), list):  # the message held the only reference to its list
+        start["headers"] = [(b"x-late", b"1")]
 
 async def app(scope, receive, send):
     pairs = [(i, -i) for i in range(5000)]  # no free 2-tuples left: making one reaches the collector
-    gc.callbacks.append(empty_it)
+    start["headers"] = headers if sys.argv[2] == "empty" else list(headers)
+    gc.callbacks.append(change_it)
     gc.set_threshold(1)
     try:
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(start)
     finally:
-        gc.callbacks.remove(empty_it)
+        gc.callbacks.remove(change_it)
         gc.set_threshold(700)
     await send({"type": "http.response.body", "body": b""})
 
@@ -295,13 +301,15 @@ def _child(script: str, *args: str) -> str:
     return done.stdout.strip()
 
 
+@pytest.mark.parametrize("change", ["empty", "replace"])
 @pytest.mark.parametrize("visitor", ["new", "returning"])
-def test_an_app_list_changed_by_a_collection_mid_start_is_sent_as_it_was_read(visitor: str) -> None:
-    """Python code run by a garbage collection (a finalizer, a gc callback) may change the app's header list
-    while the compiled send allocates: no crash, and what goes out is what was read (or, when the list changed
-    before it was read, what the Python code reads)."""
-    names = _child(_LIST_CHANGED_MID_START, visitor)
-    assert names in ("[]", "['set-cookie']") or names.startswith("['content-type', 'x-0'")
+def test_an_app_list_changed_by_a_collection_mid_start_is_sent_as_it_was_read(visitor: str, change: str) -> None:
+    """Python code run by a garbage collection (a finalizer, a gc callback) may change the app's header list,
+    or replace it in the message, while the compiled send allocates: no crash, and what goes out is what was
+    read (or, when the list changed before it was read, what the Python code reads)."""
+    names = _child(_LIST_CHANGED_MID_START, visitor, change)
+    late = ("['x-late']", "['x-late', 'set-cookie']")
+    assert names in ("[]", "['set-cookie']", *late) or names.startswith("['content-type', 'x-0'")
 
 
 def test_a_finalizer_that_drops_the_scope_state_does_not_crash_the_compiled_start() -> None:
@@ -349,3 +357,28 @@ def test_the_compiled_send_takes_its_message_by_keyword_too() -> None:
     for compiled in (True, False):
         sent = _served(compiled, {}, _scope(), app)
         assert [name for name, _ in sent[0]["headers"]] == [b"set-cookie"]
+
+
+def test_the_compiled_start_serves_the_app_once_lifespan_has_started_the_dispatcher() -> None:
+    """The default set-up (events to the background dispatcher) under a server that runs lifespan: its
+    startup wakes the gate before any request does, and the commonest requests still take the compiled
+    start."""
+    from starlette.testclient import TestClient
+
+    seen: list[Any] = []
+    page = _app(None, _start_of([(b"content-type", b"text/plain")]), b"hi", seen)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":  # (lifespan: an app that does not take part; trackgate answers it)
+            await page(scope, receive, send)
+
+    middleware = trackgate.ASGIMiddleware(app)
+    assert middleware.gate.asleep and middleware._fast is None
+    with TestClient(middleware) as client:
+        assert not middleware.gate.asleep  # lifespan's startup woke it
+        first = client.get("/")
+        assert first.headers["set-cookie"].startswith("tg_vid=")
+        assert middleware._fast is trackgate.asgi.prepare
+        again = client.get("/")  # the client's jar sends the cookie back: a returning visitor
+        assert "set-cookie" not in again.headers
+    assert [visitor.is_new for visitor in seen] == [True, False]

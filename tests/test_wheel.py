@@ -48,22 +48,24 @@ def test_installed_wheel_imports_from_site_packages(wheel: Path, tmp_path: Path)
         timeout=90,
     )
     probe = (
-        "import importlib.util, trackgate, trackgate.adapters, trackgate._speedups\n"
+        "import importlib.util, trackgate, trackgate.adapters, trackgate._speedups, trackgate._asgi_send\n"
         "print(trackgate.__file__)\n"
         "print(trackgate.adapters.__file__)\n"
         "print(importlib.util.find_spec('middleware'))\n"
         "print(importlib.util.find_spec('adapters'))\n"
         "print(trackgate._speedups.__file__)\n"
+        "print(trackgate._asgi_send.__file__)\n"
     )
     # Run from the venv folder so that the source tree is not on sys.path by accident.
     result = subprocess.run(
         [str(python), "-I", "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True
     )
-    package, adapters, middleware, top_adapters, compiled = result.stdout.splitlines()
+    package, adapters, middleware, top_adapters, compiled, shell = result.stdout.splitlines()
     site = str(venv / "lib")
     assert package.startswith(site) and "site-packages" in package
     assert adapters.startswith(site)
     assert compiled.startswith(site)  # the rewriter's compiled inner loop, built with the wheel
+    assert shell.startswith(site)  # and the ASGI shell's compiled start and send
     assert str(ROOT) not in package + adapters
     assert middleware == "None"
     assert top_adapters == "None"
