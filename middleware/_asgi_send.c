@@ -22,6 +22,7 @@
 static PyObject *str_type, *str_headers, *str_status, *str_scheme, *str_https, *str_start_type, *str_store;
 static PyObject *str_cookie_action, *str_visitor, *str_set_cookie_name;
 static PyObject *str_query_string, *str_root_path, *str_path, *str_state;
+static destructor class_dealloc;  /* what a class statement's classes free their instances with */
 
 /* True when name, any case, is the lowercase word of len bytes. */
 static int names(PyObject *name, const char *word, Py_ssize_t len) {
@@ -123,8 +124,10 @@ static int Responder_clear(Responder *self) {
 
 static void Responder_dealloc(Responder *self) {
     PyObject_GC_UnTrack(self);
+    Py_TRASHCAN_BEGIN(self, Responder_dealloc)
     Responder_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
+    Py_TRASHCAN_END
 }
 
 /* asgi.py's _start for this message: send what it returns, or hold the start back for its _Rewriting. */
@@ -164,7 +167,11 @@ static PyObject *store_cookie(Responder *self) {
         Py_DECREF(visitor);
         return NULL;
     }
-    int https = scheme && PyUnicode_Check(scheme) && PyUnicode_Compare(scheme, str_https) == 0;
+    if (scheme && !PyUnicode_CheckExact(scheme)) {  /* its own __eq__ may say "https": _start asks it */
+        Py_DECREF(visitor);
+        return Py_NewRef(Py_None);
+    }
+    int https = scheme && PyUnicode_Compare(scheme, str_https) == 0;
     PyObject *start = PyTuple_GET_ITEM(self->config, C_COOKIE_START);
     PyObject *suffix = PyTuple_GET_ITEM(self->config, https ? C_SUFFIX_HTTPS : C_SUFFIX_HTTP);
     Py_ssize_t a = PyBytes_GET_SIZE(start), b = PyUnicode_GET_LENGTH(code), c = PyBytes_GET_SIZE(suffix);
@@ -244,7 +251,9 @@ static PyObject *plain_start(Responder *self, PyObject *message) {
     Py_DECREF(action);
     if (!store) goto done;  /* a cookie to delete */
     PyObject *cookie = store_cookie(self);
+    if (!cookie && !PyErr_ExceptionMatches(PyExc_Exception)) goto done;  /* KeyboardInterrupt goes on */
     if (!cookie || cookie == Py_None) {
+        PyErr_Clear();  /* _start makes the cookie again, and swallows what fails ("visitor cookie") */
         Py_XDECREF(cookie);
         goto done;
     }
@@ -265,8 +274,14 @@ done:
     return result;
 }
 
+/* message["type"] == "http.response.start", as send_wrapper asks it: 1, 0, or -1 with an error set. */
 static int is_start(PyObject *type) {
-    return type == str_start_type || (PyUnicode_Check(type) && PyUnicode_Compare(type, str_start_type) == 0);
+    if (type == str_start_type) return 1;
+    if (PyUnicode_CheckExact(type)) return PyUnicode_Compare(type, str_start_type) == 0;
+    Py_INCREF(type);  /* its __eq__ may drop it from the message */
+    int start = PyObject_RichCompareBool(type, str_start_type, Py_EQ);
+    Py_DECREF(type);
+    return start;
 }
 
 static PyObject *Responder_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
@@ -283,6 +298,7 @@ static PyObject *Responder_vectorcall(PyObject *callable, PyObject *const *args,
         if (!type) return NULL;
         int start = is_start(type);
         Py_DECREF(type);
+        if (start < 0) return NULL;
         return start ? slow_start(self, message) : PyObject_CallOneArg(self->send, message);
     }
     PyObject *type = PyDict_GetItemWithError(message, str_type);
@@ -290,7 +306,9 @@ static PyObject *Responder_vectorcall(PyObject *callable, PyObject *const *args,
         if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, str_type);
         return NULL;
     }
-    if (!is_start(type)) return PyObject_CallOneArg(self->send, message);
+    int start_type = is_start(type);
+    if (start_type < 0) return NULL;
+    if (!start_type) return PyObject_CallOneArg(self->send, message);
     PyObject *start = plain_start(self, message);
     if (start) {
         PyObject *awaitable = PyObject_CallOneArg(self->send, start);
@@ -352,6 +370,14 @@ static PyObject *visitor_state(PyObject *config, PyObject *visitor, PyObject *ac
                                PyObject *cookie_code) {
     PyObject *type = PyTuple_GET_ITEM(config, V_STATE_TYPE), *slots = PyTuple_GET_ITEM(config, V_STATE_SLOTS);
     if (!PyType_Check(type) || !PyTuple_CheckExact(slots) || PyTuple_GET_SIZE(slots) != 4) return NULL;
+    /* tp_alloc and the slots' setters stand for object.__new__ and __init__: only for a plain class whose
+     * __slots__ these are (anything else may need its own __new__ to be usable) */
+    PyTypeObject *t = (PyTypeObject *)type;
+    if (t->tp_base != &PyBaseObject_Type || t->tp_new != PyBaseObject_Type.tp_new) return NULL;
+    for (int i = 0; i < 4; i++) {
+        PyObject *slot = PyTuple_GET_ITEM(slots, i);
+        if (!Py_IS_TYPE(slot, &PyMemberDescr_Type) || PyDescr_TYPE(slot) != t) return NULL;
+    }
     PyObject *state = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
     if (!state) return NULL;
     PyObject *values[4] = {visitor, action, known, cookie_code};
@@ -403,7 +429,11 @@ static PyObject *known_state(PyObject *config, PyObject *scope, PyObject *cookie
         Py_XDECREF(fields);
         PyObject *visitor_type = PyTuple_GET_ITEM(config, V_VISITOR_TYPE);
         if (!args) return NULL;
-        if (!PyType_Check(visitor_type) || !PyType_IsSubtype((PyTypeObject *)visitor_type, &PyTuple_Type)) {
+        /* Only a class statement's subclass of tuple with no fields of its own (a named tuple), which
+         * tuple.__new__ makes this way too (it refuses the types it cannot, a struct sequence) */
+        PyTypeObject *vt = (PyTypeObject *)visitor_type;
+        if (!PyType_Check(visitor_type) || vt->tp_base != &PyTuple_Type || vt->tp_dealloc != class_dealloc
+            || vt->tp_basicsize != PyTuple_Type.tp_basicsize || vt->tp_itemsize != PyTuple_Type.tp_itemsize) {
             Py_DECREF(args);
             return NULL;
         }
@@ -434,7 +464,7 @@ static PyObject *known_state(PyObject *config, PyObject *scope, PyObject *cookie
 static PyObject *prepared(PyObject *config, PyObject *scope, PyObject *send) {
     if (!PyDict_CheckExact(scope)) return NULL;
     PyObject *type = PyDict_GetItemWithError(scope, str_type);
-    if (!type || !PyUnicode_Check(type) || PyUnicode_CompareWithASCIIString(type, "http") != 0) return NULL;
+    if (!type || !PyUnicode_CheckExact(type) || PyUnicode_CompareWithASCIIString(type, "http") != 0) return NULL;
     PyObject *root = PyDict_GetItemWithError(scope, str_root_path);
     if ((!root && PyErr_Occurred()) || (root && PyObject_IsTrue(root) != 0)) return NULL;  /* mounted: asgi.py finds the path below the mount */
     PyObject *path = PyDict_GetItemWithError(scope, str_path);
@@ -530,7 +560,8 @@ static struct PyModuleDef module_def = {
 
 /* Mark the type as a coroutine function, as asgi.py marks its Python send (asgiref's WsgiToAsgi and
  * async_to_sync warn on every call otherwise): what inspect.markcoroutinefunction (Python 3.12 and later)
- * sets on a function, and Python 3.11's asyncio mark, become class attributes. */
+ * sets on a function, and Python 3.11's asyncio mark, become class attributes. (The same Python code
+ * defines a tuple subclass, for class_dealloc.) */
 static const char MARKS[] =
     "import asyncio.coroutines, inspect\n"
     "def function(): pass\n"
@@ -538,7 +569,9 @@ static const char MARKS[] =
     "    inspect.markcoroutinefunction(function)\n"
     "marks = dict(vars(function))\n"
     "if getattr(asyncio.coroutines, '_is_coroutine', None) is not None:\n"
-    "    marks['_is_coroutine'] = asyncio.coroutines._is_coroutine\n";
+    "    marks['_is_coroutine'] = asyncio.coroutines._is_coroutine\n"
+    "class Pairs(tuple):\n"
+    "    __slots__ = ()\n";
 
 static int mark_coroutine_function(PyObject *dict) {
     PyObject *globals = PyDict_New();
@@ -548,7 +581,9 @@ static int mark_coroutine_function(PyObject *dict) {
     }
     PyObject *done = PyRun_String(MARKS, Py_file_input, globals, globals);
     PyObject *marks = done ? PyDict_GetItemString(globals, "marks") : NULL;
-    int failed = !marks || PyDict_Update(dict, marks) < 0;
+    PyObject *pairs = done ? PyDict_GetItemString(globals, "Pairs") : NULL;
+    if (pairs && PyType_Check(pairs)) class_dealloc = ((PyTypeObject *)pairs)->tp_dealloc;
+    int failed = !marks || !class_dealloc || PyDict_Update(dict, marks) < 0;
     Py_XDECREF(done);
     Py_DECREF(globals);
     return failed ? -1 : 0;

@@ -382,3 +382,100 @@ def test_the_compiled_start_serves_the_app_once_lifespan_has_started_the_dispatc
         again = client.get("/")  # the client's jar sends the cookie back: a returning visitor
         assert "set-cookie" not in again.headers
     assert [visitor.is_new for visitor in seen] == [True, False]
+
+
+class _AlwaysEqual(str):
+    def __eq__(self, other: object) -> bool:
+        return True
+
+    __hash__ = str.__hash__
+
+
+class _NeverEqual(str):
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    __hash__ = str.__hash__
+
+
+class _Https:
+    """A scheme that is not text but says it is https (as an enum might)."""
+
+    def __eq__(self, other: object) -> bool:
+        return other == "https"
+
+    __hash__ = object.__hash__
+
+
+def _both_ways(app: Any, scope: dict[str, Any]) -> list[Any]:
+    results = []
+    for compiled in (True, False):
+        sent = _served(compiled, {}, dict(scope), app)
+        results.append([(str(m["type"]), [n for n, _ in m.get("headers", [])]) for m in sent])
+    assert results[0] == results[1]
+    return results[0]
+
+
+def test_a_message_type_is_compared_as_the_python_code_compares_it() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": _AlwaysEqual("x.custom"), "status": 200, "headers": []})
+        await send({"type": _NeverEqual("http.response.start"), "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    assert _both_ways(app, _scope())[0] == ("x.custom", [b"set-cookie"])
+
+
+@pytest.mark.parametrize("scheme", [_AlwaysEqual("HTTPS"), _Https()])
+def test_a_scheme_that_says_https_gets_a_secure_cookie_either_way(scheme: object) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(_start_of([]))
+        await send({"type": "http.response.body", "body": b""})
+
+    for compiled in (True, False):
+        sent = _served(compiled, {}, _scope(scheme=scheme), app)
+        (cookie,) = [value for name, value in sent[0]["headers"] if name == b"set-cookie"]
+        assert b"; Secure" in cookie
+
+
+def test_a_fault_while_making_the_cookie_is_the_python_codes_to_report() -> None:
+    """The Python code logs it and sends the start without the cookie (re-raised here, in tests)."""
+
+    class Breaks(str):
+        def __hash__(self) -> int:
+            return hash("scheme")
+
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("a broken scope key")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send(_start_of([]))
+
+    scope = _scope()
+    scope[Breaks("odd")] = 1
+    for compiled in (True, False):
+        with pytest.raises(RuntimeError, match="a broken scope key"):  # from _start's guard, in tests
+            _served(compiled, {}, dict(scope), app)
+
+
+_FORGED_VISITOR_TYPE = """
+import gc, os
+import trackgate
+import trackgate.asgi
+
+middleware = trackgate.ASGIMiddleware(lambda *args: None, secret_key="k", emit=lambda event: None)
+config = list(middleware._visit_config)
+config[config.index(trackgate.Visitor)] = os.stat_result  # a tuple subtype tuple.__new__ refuses to make
+
+async def send(message):
+    return None
+
+for attempt in range(200):
+    scope = {"type": "http", "path": "/", "root_path": "", "query_string": b"", "headers": []}
+    assert trackgate.asgi.prepare(tuple(config), scope, send) is None
+gc.collect()
+print("declined")
+"""
+
+
+def test_the_compiled_start_makes_no_visitor_of_a_type_tuple_new_refuses() -> None:
+    assert _child(_FORGED_VISITOR_TYPE) == "declined"
