@@ -10,7 +10,6 @@ variable (``TRACKGATE_COOKIE_MAX_AGE``) or the keyword, with secrets masked.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import importlib.util
 import logging
@@ -124,14 +123,6 @@ def without_credentials(url: str) -> str:
     if question:
         query = "&".join(part.partition("=")[0] + ("=****" if "=" in part else "") for part in query.split("&"))
     return f"{scheme}://{authority}{slash}{path}{question}{query}"
-
-
-def _is_fernet_key(key: str) -> bool:
-    """What cryptography's Fernet accepts: 32 bytes in URL-safe base64 (checked without importing it)."""
-    try:
-        return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32
-    except (ValueError, UnicodeEncodeError):
-        return False
 
 
 def _require_cryptography(variable: str) -> None:
@@ -260,11 +251,10 @@ class Settings:
         """Keys are used on the first link, not at start-up: one that cannot work must fail here, not answer
         every tracking request with an error."""
         if self.legacy_pytracking_key:
-            if not _is_fernet_key(self.legacy_pytracking_key):
-                raise ConfigError(
-                    "TRACKGATE_LEGACY_PYTRACKING_KEY", "****", "expected a Fernet key (32 url-safe base64 bytes)"
-                )
             _require_cryptography("TRACKGATE_LEGACY_PYTRACKING_KEY")
+            from .tokens import LegacyPytrackingCodec
+
+            LegacyPytrackingCodec(self.legacy_pytracking_key)  # Fernet's own check of the key, as links.py makes it
         if self.encryption_key and self.encryption_key.strip(", "):
             _require_cryptography("TRACKGATE_ENCRYPTION_KEY")
 
