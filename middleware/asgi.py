@@ -70,15 +70,11 @@ class ASGIMiddleware:
         self._resolve = self.gate.identity.resolve
         self._send_config = _send_config(self.gate)
         self._visit_config = _visit_config(self.gate, self._send_config)
-        # The compiled start (see prepare), once the gate is awake: the first request wakes it.
-        self._fast: Callable[[tuple[Any, ...], Scope, Send], Send | None] | None = None
-        if not self.gate.asleep:
-            self._fast = self._compiled_start()
-
-    def _compiled_start(self) -> Callable[[tuple[Any, ...], Scope, Send], Send | None] | None:
-        if prepare is None or Responder is None or self._visit_config is None:
-            return None  # not built, or switched off (asgi.prepare = None), or a set-up it cannot read
-        return prepare
+        # The compiled start (see prepare): None when not built, switched off (asgi.prepare = None) or given a
+        # set-up it cannot read. Used once the gate is awake (the first request, or lifespan's startup).
+        usable = prepare is not None and Responder is not None and self._visit_config is not None
+        self._compiled = prepare if usable else None
+        self._fast = None if self.gate.asleep else self._compiled
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         fast = self._fast
@@ -96,8 +92,7 @@ class ASGIMiddleware:
             return
         if self.gate.asleep:
             self.gate.wake()
-        if self._fast is None:  # awake now (this request woke it, or lifespan's startup did)
-            self._fast = self._compiled_start()
+        self._fast = self._compiled  # awake now (this request woke it, or lifespan's startup did)
         # ASGI's path includes root_path (servers and Starlette's Mount keep it whole): our paths are below it.
         path = scope["path"]
         root = scope.get("root_path")
@@ -150,7 +145,6 @@ def _visit_config(gate: Gate, send_config: tuple[Any, ...] | None) -> tuple[Any,
     """What the compiled prepare() needs of a middleware (see _asgi_send.c): the prefix, and the visits
     identity.py decides without reading anything (see Identity.resolve)."""
     identity = gate.identity
-    slots = VisitorState.slots()
     if send_config is None or not identity.visitor_param.isascii():
         return None
     return (
@@ -164,7 +158,7 @@ def _visit_config(gate: Gate, send_config: tuple[Any, ...] | None) -> tuple[Any,
         identity.returning_visitor,
         COOKIE_CACHE_MAX_CHARS,
         VisitorState,
-        slots,
+        VisitorState.slots(),
         Visitor,
         STATE_KEY,
         VISITOR_KEY,
