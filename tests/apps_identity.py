@@ -88,3 +88,18 @@ consent_asgi_app = trackgate.ASGIMiddleware(
     emit=_drop,
     consent="required",
 )
+
+
+def _dispatching_app() -> trackgate.ASGIMiddleware:
+    """The default set-up (events to the background dispatcher, which the server's lifespan starts), with a
+    route that says whether the request before it took the ASGI shell's compiled start."""
+    import trackgate.asgi
+
+    async def fast(request: Request) -> JSONResponse:
+        return JSONResponse({"compiled": app._fast is not None and app._fast is trackgate.asgi.prepare})
+
+    app = trackgate.ASGIMiddleware(Starlette(routes=[Route("/", _who), Route("/fast", fast)]))
+    return app
+
+
+dispatching_app = _dispatching_app()

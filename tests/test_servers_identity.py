@@ -4,6 +4,7 @@ and the wrapped WSGI app under gunicorn, httpx without a cookie jar."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from servers import get, serve
@@ -103,3 +104,28 @@ def test_a_consent_managers_cookie_grants_only_its_category(kind: str, app: str)
     assert granted.json()["consent"] is True
     [stored] = granted.headers.get_list("set-cookie")
     assert _parts(stored)[:2] == ("tg_vid", granted.json()["code"])
+
+
+def test_under_uvicorn_with_lifespan_the_commonest_requests_take_the_compiled_start(tmp_path: Path) -> None:
+    """uvicorn runs lifespan by default, and its startup starts the dispatcher before any request: the
+    compiled start must still be taken then (it once was only when a request started the dispatcher)."""
+    import trackgate.asgi
+
+    if trackgate.asgi.prepare is None:
+        pytest.skip("the compiled shell is not built")
+    env = {
+        "TRACKGATE_SECRET_KEY": "server-key",
+        "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}",
+    }
+    with serve("uvicorn", "apps_identity:dispatching_app", env=env) as base:
+        first = get(base + "/")
+        code = first.json()["code"]
+        assert first.json()["is_new"] is True
+        assert [_parts(cookie)[:2] for cookie in first.headers.get_list("set-cookie")] == [("tg_vid", code)]
+        assert get(base + "/", headers={"Cookie": f"tg_vid={code}"}).json() == {
+            "code": code,
+            "is_new": False,
+            "consent": True,
+        }
+        assert get(base + "/fast").json() == {"compiled": True}
