@@ -90,9 +90,10 @@ consent_asgi_app = trackgate.ASGIMiddleware(
 )
 
 
-def _dispatching_app() -> trackgate.ASGIMiddleware:
-    """The default set-up (events to the background dispatcher, which the server's lifespan starts), with a
-    route that says whether the request before it took the ASGI shell's compiled start."""
+def dispatching_app() -> trackgate.ASGIMiddleware:
+    """(uvicorn --factory: made in the server only.) The default set-up (events to the background dispatcher,
+    which the server's lifespan starts), with a route that says whether the requests before it took the ASGI
+    shell's compiled start."""
     import trackgate.asgi
 
     async def fast(request: Request) -> JSONResponse:
@@ -100,6 +101,3 @@ def _dispatching_app() -> trackgate.ASGIMiddleware:
 
     app = trackgate.ASGIMiddleware(Starlette(routes=[Route("/", _who), Route("/fast", fast)]))
     return app
-
-
-dispatching_app = _dispatching_app()

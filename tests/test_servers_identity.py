@@ -118,7 +118,7 @@ def test_under_uvicorn_with_lifespan_the_commonest_requests_take_the_compiled_st
         "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
         "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}",
     }
-    with serve("uvicorn", "apps_identity:dispatching_app", env=env) as base:
+    with serve("uvicorn", "apps_identity:dispatching_app", env=env, args=("--factory",)) as base:
         first = get(base + "/")
         code = first.json()["code"]
         assert first.json()["is_new"] is True
