@@ -16,13 +16,26 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stddef.h>
 #include <string.h>
 
 static PyObject *str_type, *str_headers, *str_status, *str_scheme, *str_https, *str_start_type, *str_store;
 static PyObject *str_cookie_action, *str_visitor, *str_set_cookie_name;
 static PyObject *str_query_string, *str_root_path, *str_path, *str_state;
+static PyObject *str_http;
 static destructor class_dealloc;  /* what a class statement's classes free their instances with */
+
+/* a == b for two exact str objects: identity, else (both ASCII) length and bytes, else the general compare,
+ * which costs more than the rest of a type check. */
+static int same_text(PyObject *a, PyObject *b) {
+    if (a == b) return 1;
+    if (PyUnicode_IS_ASCII(a) && PyUnicode_IS_ASCII(b)) {
+        Py_ssize_t len = PyUnicode_GET_LENGTH(a);
+        return len == PyUnicode_GET_LENGTH(b) && memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), (size_t)len) == 0;
+    }
+    return PyUnicode_Compare(a, b) == 0;  /* (never an error for two str) */
+}
 
 /* True when name, any case, is the lowercase word of len bytes. */
 static int names(PyObject *name, const char *word, Py_ssize_t len) {
@@ -53,8 +66,10 @@ static int byte_pair(PyObject *item, PyObject **name, PyObject **value) {
     return PyBytes_CheckExact(*name) && PyBytes_CheckExact(*value);
 }
 
-static PyObject *request_headers(PyObject *module, PyObject *headers) {
-    if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers)) Py_RETURN_NONE;
+/* The Cookie and Sec-GPC headers' text (new references, NULL when absent): 1, or 0 for headers asgi.py must
+ * read (it says what is wrong), or -1 with an error set. */
+static int identity_headers(PyObject *headers, PyObject **found_cookie, PyObject **found_gpc) {
+    if (!PyList_CheckExact(headers) && !PyTuple_CheckExact(headers)) return 0;
     PyObject *cookie = NULL, *gpc = NULL;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(headers);
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -62,7 +77,7 @@ static PyObject *request_headers(PyObject *module, PyObject *headers) {
         if (!byte_pair(PySequence_Fast_GET_ITEM(headers, i), &name, &value)) {
             Py_XDECREF(cookie);
             Py_XDECREF(gpc);
-            Py_RETURN_NONE;  /* asgi.py reads it, and says what is wrong */
+            return 0;
         }
         Py_ssize_t len = PyBytes_GET_SIZE(name);
         const char *s = PyBytes_AS_STRING(name);
@@ -79,14 +94,26 @@ static PyObject *request_headers(PyObject *module, PyObject *headers) {
         }
         Py_XSETREF(*slot, text);
     }
-    PyObject *found = PyTuple_Pack(2, cookie ? cookie : Py_None, gpc ? gpc : Py_None);
-    Py_XDECREF(cookie);
-    Py_XDECREF(gpc);
-    return found;
+    *found_cookie = cookie;
+    *found_gpc = gpc;
+    return 1;
 fail:
     Py_XDECREF(cookie);
     Py_XDECREF(gpc);
-    return NULL;
+    return -1;
+}
+
+static PyObject *request_headers(PyObject *module, PyObject *headers) {
+    PyObject *cookie, *gpc;
+    int found = identity_headers(headers, &cookie, &gpc);
+    if (found <= 0) {
+        if (found < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *pair = PyTuple_Pack(2, cookie ? cookie : Py_None, gpc ? gpc : Py_None);
+    Py_XDECREF(cookie);
+    Py_XDECREF(gpc);
+    return pair;
 }
 
 /* What every response of one middleware shares (asgi.py's _send_config):
@@ -171,7 +198,7 @@ static PyObject *store_cookie(Responder *self) {
         Py_DECREF(visitor);
         return Py_NewRef(Py_None);
     }
-    int https = scheme && PyUnicode_Compare(scheme, str_https) == 0;
+    int https = scheme && same_text(scheme, str_https);
     PyObject *start = PyTuple_GET_ITEM(self->config, C_COOKIE_START);
     PyObject *suffix = PyTuple_GET_ITEM(self->config, https ? C_SUFFIX_HTTPS : C_SUFFIX_HTTP);
     Py_ssize_t a = PyBytes_GET_SIZE(start), b = PyUnicode_GET_LENGTH(code), c = PyBytes_GET_SIZE(suffix);
@@ -247,7 +274,8 @@ static PyObject *plain_start(Responder *self, PyObject *message) {
         result = Py_NewRef(message);
         goto done;
     }
-    int store = PyUnicode_Check(action) && PyUnicode_Compare(action, str_store) == 0;
+    int store = PyUnicode_CheckExact(action) ? same_text(action, str_store)
+                                             : PyUnicode_Check(action) && PyUnicode_Compare(action, str_store) == 0;
     Py_DECREF(action);
     if (!store) goto done;  /* a cookie to delete */
     PyObject *cookie = store_cookie(self);
@@ -277,7 +305,7 @@ done:
 /* message["type"] == "http.response.start", as send_wrapper asks it: 1, 0, or -1 with an error set. */
 static int is_start(PyObject *type) {
     if (type == str_start_type) return 1;
-    if (PyUnicode_CheckExact(type)) return PyUnicode_Compare(type, str_start_type) == 0;
+    if (PyUnicode_CheckExact(type)) return same_text(type, str_start_type);
     Py_INCREF(type);  /* its __eq__ may drop it from the message */
     int start = PyObject_RichCompareBool(type, str_start_type, Py_EQ);
     Py_DECREF(type);
@@ -355,11 +383,12 @@ static PyTypeObject ResponderType = {
     .tp_vectorcall_offset = offsetof(Responder, vectorcall),
 };
 
-/* asgi.py's _visit_config: (prefix_slash, prefix, implicit, always_consents, param_marker, new_code, pop_code,
- * returning, max_cookie_chars, VisitorState, its slots, Visitor, state_key, visitor_key, emit_key, emit,
- * send_config); the slots are VisitorState's member descriptors, in the order of its __init__'s arguments. */
+/* asgi.py's _visit_config: (prefix_slash, prefix, implicit, always_consents, param_marker, code_digits,
+ * refill_code_digits, returning, max_cookie_chars, VisitorState, its slots, Visitor, state_key, visitor_key,
+ * emit_key, emit, send_config); the slots are VisitorState's member descriptors, in the order of its
+ * __init__'s arguments. */
 enum {
-    V_PREFIX_SLASH, V_PREFIX, V_IMPLICIT, V_ALWAYS, V_PARAM_MARKER, V_NEW_CODE, V_POP_CODE, V_RETURNING,
+    V_PREFIX_SLASH, V_PREFIX, V_IMPLICIT, V_ALWAYS, V_PARAM_MARKER, V_CODE_DIGITS, V_REFILL_DIGITS, V_RETURNING,
     V_MAX_CHARS, V_STATE_TYPE, V_STATE_SLOTS, V_VISITOR_TYPE, V_STATE_KEY, V_VISITOR_KEY, V_EMIT_KEY, V_EMIT,
     V_SEND_CONFIG, V_SIZE
 };
@@ -374,30 +403,72 @@ static PyObject *visitor_state(PyObject *config, PyObject *visitor, PyObject *ac
      * __slots__ these are (anything else may need its own __new__ to be usable) */
     PyTypeObject *t = (PyTypeObject *)type;
     if (t->tp_base != &PyBaseObject_Type || t->tp_new != PyBaseObject_Type.tp_new) return NULL;
+    Py_ssize_t offsets[4];
     for (int i = 0; i < 4; i++) {
         PyObject *slot = PyTuple_GET_ITEM(slots, i);
         if (!Py_IS_TYPE(slot, &PyMemberDescr_Type) || PyDescr_TYPE(slot) != t) return NULL;
+        /* what a class statement's __slots__ makes: a writable object reference at an offset (member_set's
+         * work, without its call) */
+        PyMemberDef *member = ((PyMemberDescrObject *)slot)->d_member;
+        if (member->type != T_OBJECT_EX || (member->flags & READONLY) || member->offset < (Py_ssize_t)sizeof(PyObject)
+            || member->offset + (Py_ssize_t)sizeof(PyObject *) > t->tp_basicsize) {
+            return NULL;
+        }
+        offsets[i] = member->offset;
     }
     PyObject *state = ((PyTypeObject *)type)->tp_alloc((PyTypeObject *)type, 0);
     if (!state) return NULL;
     PyObject *values[4] = {visitor, action, known, cookie_code};
     for (int i = 0; i < 4; i++) {
-        PyObject *slot = PyTuple_GET_ITEM(slots, i);
-        descrsetfunc set = Py_TYPE(slot)->tp_descr_set;
-        if (!set || set(slot, state, values[i]) < 0) {
-            Py_DECREF(state);
-            return NULL;
-        }
+        PyObject **place = (PyObject **)((char *)state + offsets[i]);
+        Py_XSETREF(*place, Py_NewRef(values[i]));
     }
     return state;
 }
 
-/* identity.new_code(): a code from the batch at hand (pop_code, a deque's pop), else from new_code. */
+#define CODE_LENGTH 16
+
+/* A first visit's code, as identity.new_code() draws one: the last 16 of identity.code_digits (a bytearray of
+ * random [a-z0-9], refilled by refill_code_digits when short), taken and cut off with no Python code run in
+ * between, so that no two threads take the same. NULL, no error set: asgi.py draws the code. */
 static PyObject *new_code(PyObject *config) {
-    PyObject *code = PyObject_CallNoArgs(PyTuple_GET_ITEM(config, V_POP_CODE));
-    if (code || !PyErr_ExceptionMatches(PyExc_IndexError)) return code;
-    PyErr_Clear();  /* used up: new_code draws the next batch */
-    return PyObject_CallNoArgs(PyTuple_GET_ITEM(config, V_NEW_CODE));
+    PyObject *digits = PyTuple_GET_ITEM(config, V_CODE_DIGITS);
+    if (!PyByteArray_CheckExact(digits)) return NULL;
+    if (PyByteArray_GET_SIZE(digits) < CODE_LENGTH) {
+        PyObject *done = PyObject_CallNoArgs(PyTuple_GET_ITEM(config, V_REFILL_DIGITS));
+        if (!done) return NULL;
+        Py_DECREF(done);
+        if (PyByteArray_GET_SIZE(digits) < CODE_LENGTH) return NULL;
+    }
+    Py_ssize_t left = PyByteArray_GET_SIZE(digits) - CODE_LENGTH;
+    char taken[CODE_LENGTH];
+    memcpy(taken, PyByteArray_AS_STRING(digits) + left, CODE_LENGTH);
+    for (int i = 0; i < CODE_LENGTH; i++) {
+        char c = taken[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'))) return NULL;
+    }
+    if (PyByteArray_Resize(digits, left) < 0) return NULL;  /* (a buffer held on it: asgi.py draws) */
+    PyObject *code = PyUnicode_New(CODE_LENGTH, 127);
+    if (code) memcpy(PyUnicode_DATA(code), taken, CODE_LENGTH);
+    return code;
+}
+
+/* Visitor(code, True, True), as tuple.__new__ makes it (the named tuple's own __new__ is Python code): the
+ * type's allocation, then the items. Only for a class statement's subclass of tuple with no fields of its own
+ * (a named tuple); tuple.__new__ refuses the types it cannot make this way (a struct sequence). */
+static PyObject *new_visitor(PyObject *config, PyObject *code) {
+    PyObject *visitor_type = PyTuple_GET_ITEM(config, V_VISITOR_TYPE);
+    PyTypeObject *vt = (PyTypeObject *)visitor_type;
+    if (!PyType_Check(visitor_type) || vt->tp_base != &PyTuple_Type || vt->tp_dealloc != class_dealloc
+        || vt->tp_basicsize != PyTuple_Type.tp_basicsize || vt->tp_itemsize != PyTuple_Type.tp_itemsize) {
+        return NULL;
+    }
+    PyObject *visitor = vt->tp_alloc(vt, 3);
+    if (!visitor) return NULL;
+    PyTuple_SET_ITEM(visitor, 0, Py_NewRef(code));
+    PyTuple_SET_ITEM(visitor, 1, Py_NewRef(Py_True));
+    PyTuple_SET_ITEM(visitor, 2, Py_NewRef(Py_True));
+    return visitor;
 }
 
 
@@ -411,78 +482,72 @@ static int contains(PyObject *haystack, PyObject *needle) {
 }
 
 /* The VisitorState identity.py's resolve() would give, for the two requests it decides without reading
- * anything; NULL (no error set) for the others. */
-static PyObject *known_state(PyObject *config, PyObject *scope, PyObject *cookie) {
+ * anything (cookie: the Cookie header's text, or NULL), and its visitor in *visitor; NULL for the others. */
+static PyObject *known_state(PyObject *config, PyObject *scope, PyObject *cookie, PyObject **visitor) {
     PyObject *query = PyDict_GetItemWithError(scope, str_query_string);
     if (!query && PyErr_Occurred()) return NULL;
     if (query && query != Py_None && !PyBytes_CheckExact(query)) return NULL;
     int no_query = !query || query == Py_None || PyBytes_GET_SIZE(query) == 0;
-    if (cookie == Py_None || PyUnicode_GET_LENGTH(cookie) == 0) {
+    if (!cookie || PyUnicode_GET_LENGTH(cookie) == 0) {
         if (PyTuple_GET_ITEM(config, V_IMPLICIT) != Py_True) return NULL;
         if (!no_query && contains(query, PyTuple_GET_ITEM(config, V_PARAM_MARKER))) return NULL;
         PyObject *code = new_code(config);
         if (!code) return NULL;
-        /* Visitor(code, True, True), as tuple.__new__ makes it: the named tuple's own __new__ is Python code */
-        PyObject *fields = PyTuple_Pack(3, code, Py_True, Py_True);
+        PyObject *made = new_visitor(config, code);
         Py_DECREF(code);
-        PyObject *args = fields ? PyTuple_Pack(1, fields) : NULL;
-        Py_XDECREF(fields);
-        PyObject *visitor_type = PyTuple_GET_ITEM(config, V_VISITOR_TYPE);
-        if (!args) return NULL;
-        /* Only a class statement's subclass of tuple with no fields of its own (a named tuple), which
-         * tuple.__new__ makes this way too (it refuses the types it cannot, a struct sequence) */
-        PyTypeObject *vt = (PyTypeObject *)visitor_type;
-        if (!PyType_Check(visitor_type) || vt->tp_base != &PyTuple_Type || vt->tp_dealloc != class_dealloc
-            || vt->tp_basicsize != PyTuple_Type.tp_basicsize || vt->tp_itemsize != PyTuple_Type.tp_itemsize) {
-            Py_DECREF(args);
+        if (!made) return NULL;
+        PyObject *state = visitor_state(config, made, str_store, Py_None, Py_None);
+        if (!state) {
+            Py_DECREF(made);
             return NULL;
         }
-        PyObject *visitor = PyTuple_Type.tp_new((PyTypeObject *)visitor_type, args, NULL);
-        Py_DECREF(args);
-        if (!visitor) return NULL;
-        PyObject *state = visitor_state(config, visitor, str_store, Py_None, Py_None);
-        Py_DECREF(visitor);
+        *visitor = made;
         return state;
     }
     if (PyTuple_GET_ITEM(config, V_ALWAYS) != Py_True || !no_query) return NULL;
     if (PyUnicode_GET_LENGTH(cookie) > PyLong_AsSsize_t(PyTuple_GET_ITEM(config, V_MAX_CHARS))) return NULL;
-    PyObject *visitor = PyObject_CallOneArg(PyTuple_GET_ITEM(config, V_RETURNING), cookie);
-    if (!visitor || visitor == Py_None) {
-        Py_XDECREF(visitor);
+    PyObject *known = PyObject_CallOneArg(PyTuple_GET_ITEM(config, V_RETURNING), cookie);
+    if (!known || known == Py_None) {
+        Py_XDECREF(known);
         return NULL;
     }
-    if (!PyTuple_Check(visitor) || PyTuple_GET_SIZE(visitor) < 1) {
-        Py_DECREF(visitor);
+    if (!PyTuple_Check(known) || PyTuple_GET_SIZE(known) < 1) {
+        Py_DECREF(known);
         return NULL;
     }
-    PyObject *code = PyTuple_GET_ITEM(visitor, 0);
-    PyObject *state = visitor_state(config, visitor, Py_None, code, code);
-    Py_DECREF(visitor);
+    PyObject *code = PyTuple_GET_ITEM(known, 0);
+    PyObject *state = visitor_state(config, known, Py_None, code, code);
+    if (!state) {
+        Py_DECREF(known);
+        return NULL;
+    }
+    *visitor = known;
     return state;
 }
 
 static PyObject *prepared(PyObject *config, PyObject *scope, PyObject *send) {
     if (!PyDict_CheckExact(scope)) return NULL;
     PyObject *type = PyDict_GetItemWithError(scope, str_type);
-    if (!type || !PyUnicode_CheckExact(type) || PyUnicode_CompareWithASCIIString(type, "http") != 0) return NULL;
+    if (!type || !PyUnicode_CheckExact(type) || !same_text(type, str_http)) return NULL;
     PyObject *root = PyDict_GetItemWithError(scope, str_root_path);
-    if ((!root && PyErr_Occurred()) || (root && PyObject_IsTrue(root) != 0)) return NULL;  /* mounted: asgi.py finds the path below the mount */
+    if (!root && PyErr_Occurred()) return NULL;
+    /* mounted: asgi.py finds the path below the mount */
+    if (root && (PyUnicode_CheckExact(root) ? PyUnicode_GET_LENGTH(root) != 0 : PyObject_IsTrue(root) != 0)) return NULL;
     PyObject *path = PyDict_GetItemWithError(scope, str_path);
     if (!path || !PyUnicode_CheckExact(path)) return NULL;
     PyObject *prefix = PyTuple_GET_ITEM(config, V_PREFIX);
     PyObject *prefix_slash = PyTuple_GET_ITEM(config, V_PREFIX_SLASH);
     if (PyUnicode_Tailmatch(path, prefix_slash, 0, PY_SSIZE_T_MAX, -1) != 0) return NULL;  /* ours (or an error) */
-    if (PyUnicode_Compare(path, prefix) == 0 || PyErr_Occurred()) return NULL;
+    if (PyUnicode_CheckExact(prefix) ? same_text(path, prefix) : PyUnicode_Compare(path, prefix) == 0) return NULL;
+    if (PyErr_Occurred()) return NULL;
     PyObject *headers = PyDict_GetItemWithError(scope, str_headers);
     if (!headers) return NULL;
-    PyObject *found = request_headers(NULL, headers);
-    if (!found || found == Py_None) {
-        Py_XDECREF(found);
-        return NULL;
-    }
-    PyObject *cookie = PyTuple_GET_ITEM(found, 0), *gpc = PyTuple_GET_ITEM(found, 1);
-    PyObject *state = gpc == Py_None ? known_state(config, scope, cookie) : NULL;
-    Py_DECREF(found);
+    PyObject *cookie, *gpc;
+    if (identity_headers(headers, &cookie, &gpc) <= 0) return NULL;
+    PyObject *visitor = NULL;
+    PyObject *state = gpc ? NULL : known_state(config, scope, cookie, &visitor);
+    Py_XDECREF(cookie);
+    Py_XDECREF(gpc);
     if (!state) return NULL;
     PyObject *holder = PyDict_GetItemWithError(scope, str_state);
     if (holder && !PyDict_CheckExact(holder)) {  /* a server's own state object: asgi.py writes to it */
@@ -499,17 +564,17 @@ static PyObject *prepared(PyObject *config, PyObject *scope, PyObject *send) {
             goto fail;
         }
     }
-    PyObject *visitor = PyObject_GetAttr(state, str_visitor);
-    int stored = visitor && PyDict_SetItem(holder, PyTuple_GET_ITEM(config, V_STATE_KEY), state) == 0
+    int stored = PyDict_SetItem(holder, PyTuple_GET_ITEM(config, V_STATE_KEY), state) == 0
                  && PyDict_SetItem(holder, PyTuple_GET_ITEM(config, V_VISITOR_KEY), visitor) == 0
                  && PyDict_SetItem(holder, PyTuple_GET_ITEM(config, V_EMIT_KEY), PyTuple_GET_ITEM(config, V_EMIT)) == 0;
-    Py_XDECREF(visitor);
     Py_DECREF(holder);
     if (!stored) goto fail;
     PyObject *responder = Responder_create(PyTuple_GET_ITEM(config, V_SEND_CONFIG), scope, state, send);
+    Py_DECREF(visitor);
     Py_DECREF(state);
     return responder;
 fail:
+    Py_DECREF(visitor);
     Py_DECREF(state);
     return NULL;
 }
@@ -604,9 +669,10 @@ PyMODINIT_FUNC PyInit__asgi_send(void) {
     str_root_path = PyUnicode_InternFromString("root_path");
     str_path = PyUnicode_InternFromString("path");
     str_state = PyUnicode_InternFromString("state");
+    str_http = PyUnicode_InternFromString("http");
     if (!str_type || !str_headers || !str_status || !str_scheme || !str_https || !str_start_type || !str_store
         || !str_cookie_action || !str_visitor || !str_set_cookie_name || !str_query_string || !str_root_path
-        || !str_path || !str_state) {
+        || !str_path || !str_state || !str_http) {
         return NULL;
     }
     if (PyType_Ready(&ResponderType) < 0) return NULL;

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ._boundary import guarded, swallow
 from .facts import below_mount
 from .gate import Emit, Gate
-from .identity import COOKIE_CACHE_MAX_CHARS, Visitor, VisitorState, new_code, pop_code
+from .identity import COOKIE_CACHE_MAX_CHARS, Visitor, VisitorState, code_digits, refill_code_digits
 from .lifespan import run_lifespan
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_scope
@@ -153,8 +153,8 @@ def _visit_config(gate: Gate, send_config: tuple[Any, ...] | None) -> tuple[Any,
         identity.implicit,
         identity.always_consents,
         (identity.visitor_param + "=").encode("ascii"),
-        new_code,
-        pop_code,
+        code_digits,
+        refill_code_digits,
         identity.returning_visitor,
         COOKIE_CACHE_MAX_CHARS,
         VisitorState,

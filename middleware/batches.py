@@ -21,12 +21,6 @@ class Batches:
         if hasattr(os, "register_at_fork"):  # POSIX
             os.register_at_fork(after_in_child=self._ready.clear)
 
-    @property
-    def pop_ready(self) -> Callable[[], str]:
-        """The ready values' own pop (IndexError when there are none): ``take`` without a Python frame,
-        for compiled callers that call ``take`` when it fails. The deque stays the same object for good."""
-        return self._ready.pop
-
     def take(self) -> str:
         try:
             return self._ready.pop()

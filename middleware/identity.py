@@ -48,18 +48,33 @@ def new_code() -> str:
     return _codes.take()
 
 
-def _draw_codes() -> list[str]:
+def _draw_digits(needed: int) -> bytes:
     digits = b""
-    needed = _BATCH * _CODE_LENGTH
     while len(digits) < needed:
         digits += os.urandom(needed - len(digits) + needed // 32 + 4).translate(_BYTE_TO_DIGIT, _UNEVEN_BYTES)
-    text = digits[:needed].decode("ascii")
+    return digits[:needed]
+
+
+def _draw_codes() -> list[str]:
+    needed = _BATCH * _CODE_LENGTH
+    text = _draw_digits(needed).decode("ascii")
     return [text[i : i + _CODE_LENGTH] for i in range(0, needed, _CODE_LENGTH)]
 
 
 _BATCH = 64
 _codes = Batches(_draw_codes)
-pop_code = _codes.pop_ready  # a code from the batch at hand (IndexError: none left), for compiled code
+
+# The digits of the codes the compiled start draws (_asgi_send.c), 16 a code from the end: it takes them and
+# cuts them off with no Python code run in between, so that no two threads take the same, and it makes no
+# string it does not hand out. Emptied in a forked child, as the batches are.
+code_digits = bytearray()
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=code_digits.clear)
+
+
+def refill_code_digits() -> None:
+    """Tops up ``code_digits`` (compiled code calls it when fewer than 16 are left)."""
+    code_digits.extend(_draw_digits(_BATCH * _CODE_LENGTH))
 
 
 def is_valid_code(code: str) -> bool:

@@ -4,6 +4,7 @@ request, configuration and response, the app sees the same visitor and the serve
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
@@ -479,3 +480,57 @@ print("declined")
 
 def test_the_compiled_start_makes_no_visitor_of_a_type_tuple_new_refuses() -> None:
     assert _child(_FORGED_VISITOR_TYPE) == "declined"
+
+
+def _first_visit_code(config: Any) -> str | None:
+    """The code the compiled start gives a first visit, or None when it leaves the visit to the Python code."""
+
+    async def send(message: Any) -> None:
+        return None
+
+    scope = _scope()
+    if trackgate.asgi.prepare(config, scope, send) is None:  # type: ignore[misc]
+        return None
+    visitor = scope["state"]["trackgate.visitor"]
+    assert visitor.is_new and visitor.consent
+    code: str = visitor.code
+    return code
+
+
+def _compiled_config() -> Any:
+    middleware = trackgate.ASGIMiddleware(_app(None, {}, b"", []), secret_key="k", emit=lambda event: None)
+    assert middleware._visit_config is not None
+    return middleware._visit_config
+
+
+def test_first_visits_through_the_compiled_start_get_distinct_codes_and_a_forked_child_none_of_its_parents() -> None:
+    """The compiled start draws codes from its own pool of digits (identity.code_digits), refilled as it runs
+    out; a forked child starts with an empty pool, never with what its parent will hand out next."""
+    config = _compiled_config()
+    parent = [_first_visit_code(config) for _ in range(300)]  # several refills of 64
+    assert len(set(parent)) == 300 and all(re.fullmatch(r"[a-z0-9]{16}", str(code)) for code in parent)
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first codes go back to the parent
+        os.close(reader)
+        os.write(writer, " ".join(str(_first_visit_code(config)) for _ in range(64)).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent_next = [_first_visit_code(config) for _ in range(64)]
+    assert len(child) == 64 and "None" not in child and not set(child) & set(parent_next)
+
+
+def test_a_code_pool_that_does_not_hold_digits_leaves_the_first_visit_to_the_python_code() -> None:
+    """Whatever the pool holds (it is a module's bytearray, open to anyone), the compiled start hands out only
+    what the Python code would: 16 of [a-z0-9], else it declines and identity.py draws the code."""
+    config = list(_compiled_config())
+    pool = bytearray(b"ABCDEFGHIJKLMNO\xff")
+    config[config.index(trackgate.identity.code_digits)] = pool
+    assert _first_visit_code(tuple(config)) is None
+    pool[:] = b"a" * 16
+    with memoryview(pool):  # a buffer held on it: it cannot be cut
+        assert _first_visit_code(tuple(config)) is None
+    assert _first_visit_code(tuple(config)) == "a" * 16 and len(pool) == 0
