@@ -75,14 +75,24 @@ class ASGIMiddleware:
         usable = prepare is not None and Responder is not None and self._visit_config is not None
         self._compiled = prepare if usable else None
         self._fast = None if self.gate.asleep else self._compiled
+        # Servers and adapters decide that an app speaks ASGI 3 by asking whether ``app.__call__`` is a
+        # coroutine function (hypercorn, uvicorn, asgiref): they find this one, which is. Calling the app
+        # runs the class's __call__ below, a plain function (one coroutine fewer per request).
+        self.__dict__["__call__"] = self._call
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await type(self).__call__(self, scope, receive, send)
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The app's own awaitable for the visits the compiled start decides, else _serve's."""
         fast = self._fast
         if fast is not None:
             responder = fast(self._visit_config, scope, send)  # type: ignore[arg-type]
             if responder is not None:  # a first visit, or a returning visitor: the visitor is in the scope
-                await self.app(scope, receive, responder)
-                return
+                return self.app(scope, receive, responder)
+        return self._serve(scope, receive, send)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan" and self._uses_dispatcher:

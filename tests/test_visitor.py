@@ -546,6 +546,37 @@ def test_non_http_scopes_pass_through_untouched(kind: str) -> None:
     assert scope == before
 
 
+def test_servers_and_adapters_that_inspect_the_middleware_take_it_for_an_asgi3_app() -> None:
+    """hypercorn, uvicorn and asgiref choose between ASGI 2 and 3 by asking whether ``app.__call__`` is a
+    coroutine function; calling that serves a request as calling the app does."""
+    import inspect
+
+    import uvicorn
+    from asgiref.compatibility import guarantee_single_callable
+
+    middleware = trackgate.ASGIMiddleware(asgi_app, secret_key="k", emit=_no_events)
+    assert inspect.iscoroutinefunction(middleware.__call__)
+    assert asyncio.iscoroutinefunction(middleware.__call__)
+    assert guarantee_single_callable(middleware) is middleware
+    config = uvicorn.Config(middleware)
+    config.load()
+    assert config.interface == "asgi3"
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    for call in (middleware, middleware.__call__):
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any], sent: list[dict[str, Any]] = sent) -> None:
+            sent.append(message)
+
+        asyncio.run(call(_scope(), receive, send))
+        headers = dict(sent[0]["headers"])
+        assert CODE.match(headers[b"set-cookie"].decode().split(";")[0].removeprefix("tg_vid="))
+        assert json.loads(sent[1]["body"])["is_new"] is True
+
+
 def test_scope_without_state_key_works() -> None:
     sent: list[dict[str, Any]] = []
 
