@@ -579,22 +579,110 @@ fail:
     return NULL;
 }
 
-static PyObject *prepare(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    PyObject *config = nargs == 3 ? args[0] : NULL;
-    if (!config || !PyTuple_CheckExact(config) || PyTuple_GET_SIZE(config) != V_SIZE
+static int valid_visit_config(PyObject *config) {
+    if (!PyTuple_CheckExact(config) || PyTuple_GET_SIZE(config) != V_SIZE
         || !PyUnicode_Check(PyTuple_GET_ITEM(config, V_PREFIX)) || !PyUnicode_Check(PyTuple_GET_ITEM(config, V_PREFIX_SLASH))
         || !PyBytes_Check(PyTuple_GET_ITEM(config, V_PARAM_MARKER))) {
         PyErr_SetString(PyExc_TypeError, "prepare(config, scope, send): config is asgi.py's _visit_config");
+        return 0;
+    }
+    return valid_send_config(PyTuple_GET_ITEM(config, V_SEND_CONFIG));
+}
+
+/* prepared(), or NULL with no error set for asgi.py to decide: it meets the same fault, and deals with it.
+ * What is not an Exception (KeyboardInterrupt) goes on, set. */
+static PyObject *start(PyObject *config, PyObject *scope, PyObject *send) {
+    PyObject *responder = prepared(config, scope, send);
+    if (!responder && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear();
+    return responder;
+}
+
+static PyObject *prepare(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !valid_visit_config(args[0])) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "prepare(config, scope, send) takes three arguments");
         return NULL;
     }
-    if (!valid_send_config(PyTuple_GET_ITEM(config, V_SEND_CONFIG))) return NULL;
-    PyObject *responder = prepared(config, args[1], args[2]);
-    if (responder) return responder;
-    /* asgi.py meets the same fault, and deals with it; what is not an Exception (KeyboardInterrupt) goes on */
-    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
-    PyErr_Clear();
+    PyObject *responder = start(args[0], args[1], args[2]);
+    if (responder || PyErr_Occurred()) return responder;
     Py_RETURN_NONE;
 }
+
+/* --- ASGIMiddleware.__call__ ----------------------------------------------------------------------------
+ * asgi.py's _python_call: for the requests prepare() decides, the app's own awaitable with the Responder as
+ * its send (self._fast holds the visit config once the compiled start is in use); else self._serve(...).
+ * An object of its own type in the class, called as a method is (the type is a method descriptor), so that a
+ * request costs no Python frame of ours. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+} Call;
+
+static PyObject *str_fast, *str_app, *str_serve;
+
+static PyObject *Call_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "ASGIMiddleware.__call__ needs the middleware");
+        return NULL;
+    }
+    if (nargs == 4 && !kwnames) {
+        PyObject *self = args[0], *scope = args[1], *receive = args[2], *send = args[3];
+        PyObject *config = PyObject_GetAttr(self, str_fast);
+        if (!config) return NULL;
+        if (config != Py_None) {
+            PyObject *responder = NULL;
+            if (valid_visit_config(config)) {
+                responder = start(config, scope, send);
+            } else {
+                PyErr_Clear();  /* not one prepare() reads: _serve's */
+            }
+            Py_DECREF(config);
+            if (responder) {
+                PyObject *app = PyObject_GetAttr(self, str_app);
+                PyObject *awaitable = NULL;
+                if (app) {
+                    PyObject *app_args[3] = {scope, receive, responder};
+                    awaitable = PyObject_Vectorcall(app, app_args, 3, NULL);
+                    Py_DECREF(app);
+                }
+                Py_DECREF(responder);
+                return awaitable;
+            }
+            if (PyErr_Occurred()) return NULL;
+        } else {
+            Py_DECREF(config);
+        }
+    }
+    return PyObject_VectorcallMethod(str_serve, args, (size_t)nargs, kwnames);
+}
+
+/* Looked up on an instance (an explicit middleware.__call__ that the instance does not itself hold): bound */
+static PyObject *Call_get(PyObject *self, PyObject *instance, PyObject *owner) {
+    if (!instance || instance == Py_None) return Py_NewRef(self);
+    return PyMethod_New(self, instance);
+}
+
+static PyObject *Call_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    if (PyTuple_GET_SIZE(args) || (kwargs && PyDict_GET_SIZE(kwargs))) {
+        PyErr_SetString(PyExc_TypeError, "Call() takes no arguments");
+        return NULL;
+    }
+    Call *self = (Call *)type->tp_alloc(type, 0);
+    if (self) self->vectorcall = Call_vectorcall;
+    return (PyObject *)self;
+}
+
+static PyTypeObject CallType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "trackgate._asgi_send.Call",
+    .tp_doc = "ASGIMiddleware.__call__ in C: the compiled start for the requests it decides, else self._serve.",
+    .tp_basicsize = sizeof(Call),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_new = Call_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Call, vectorcall),
+    .tp_descr_get = Call_get,
+};
 
 static PyObject *Responder_create(PyObject *config, PyObject *scope, PyObject *state, PyObject *send) {
     Responder *self = PyObject_GC_New(Responder, &ResponderType);
@@ -670,17 +758,21 @@ PyMODINIT_FUNC PyInit__asgi_send(void) {
     str_path = PyUnicode_InternFromString("path");
     str_state = PyUnicode_InternFromString("state");
     str_http = PyUnicode_InternFromString("http");
+    str_fast = PyUnicode_InternFromString("_fast");
+    str_app = PyUnicode_InternFromString("app");
+    str_serve = PyUnicode_InternFromString("_serve");
     if (!str_type || !str_headers || !str_status || !str_scheme || !str_https || !str_start_type || !str_store
         || !str_cookie_action || !str_visitor || !str_set_cookie_name || !str_query_string || !str_root_path
-        || !str_path || !str_state || !str_http) {
+        || !str_path || !str_state || !str_http || !str_fast || !str_app || !str_serve) {
         return NULL;
     }
-    if (PyType_Ready(&ResponderType) < 0) return NULL;
+    if (PyType_Ready(&ResponderType) < 0 || PyType_Ready(&CallType) < 0) return NULL;
     if (mark_coroutine_function(ResponderType.tp_dict) < 0) return NULL;
     PyType_Modified(&ResponderType);
     PyObject *module = PyModule_Create(&module_def);
     if (!module) return NULL;
-    if (PyModule_AddObjectRef(module, "Responder", (PyObject *)&ResponderType) < 0) {
+    if (PyModule_AddObjectRef(module, "Responder", (PyObject *)&ResponderType) < 0
+        || PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -39,13 +39,15 @@ if TYPE_CHECKING:
 # The send of responses that need no rewriting, and the reading of the request's headers, in C
 # (_asgi_send.c); the Python code below is the reference. Set to None, the Python code runs.
 # prepare() is the start of __call__ for a first visit and a known returning visitor, with that Responder.
+# Call is the type of ASGIMiddleware.__call__ when built (see there).
 Responder: Callable[[tuple[Any, ...], Any, VisitorState, Any], Any] | None
 request_headers: Callable[[Any], tuple[str | None, str | None] | None] | None
 prepare: Callable[[tuple[Any, ...], Any, Any], Any] | None
+Call: Callable[[], Any] | None
 try:
-    from ._asgi_send import Responder, prepare, request_headers
+    from ._asgi_send import Call, Responder, prepare, request_headers
 except ImportError:  # pragma: no cover - built wherever a C compiler is at hand
-    Responder = request_headers = prepare = None
+    Responder = request_headers = prepare = Call = None
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -70,27 +72,31 @@ class ASGIMiddleware:
         self._resolve = self.gate.identity.resolve
         self._send_config = _send_config(self.gate)
         self._visit_config = _visit_config(self.gate, self._send_config)
-        # The compiled start (see prepare): None when not built, switched off (asgi.prepare = None) or given a
-        # set-up it cannot read. Used once the gate is awake (the first request, or lifespan's startup).
+        # The compiled start's configuration (see prepare): None when not built, switched off
+        # (asgi.prepare = None) or given a set-up it cannot read. Used once the gate is awake (the first
+        # request, or lifespan's startup).
         usable = prepare is not None and Responder is not None and self._visit_config is not None
-        self._compiled = prepare if usable else None
+        self._compiled = self._visit_config if usable else None
         self._fast = None if self.gate.asleep else self._compiled
         # Servers and adapters decide that an app speaks ASGI 3 by asking whether ``app.__call__`` is a
-        # coroutine function (hypercorn, uvicorn, asgiref): they find this one, which is. Calling the app
-        # runs the class's __call__ below, a plain function (one coroutine fewer per request).
-        self.__dict__["__call__"] = self._call
+        # coroutine function (hypercorn, uvicorn, asgiref): they find this one, which is. Calling the
+        # middleware runs the class's __call__ (see below), which is not one.
+        self.__dict__["__call__"] = self._awaited_call
 
-    async def _call(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _awaited_call(self, scope: Scope, receive: Receive, send: Send) -> None:
         await type(self).__call__(self, scope, receive, send)
 
-    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        """The app's own awaitable for the visits the compiled start decides, else _serve's."""
+    def _python_call(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The app's own awaitable for the visits the compiled start decides (one coroutine fewer per
+        request), else _serve's. What Call does in C, without a Python frame."""
         fast = self._fast
-        if fast is not None:
-            responder = fast(self._visit_config, scope, send)  # type: ignore[arg-type]
+        if fast is not None and prepare is not None:
+            responder = prepare(fast, scope, send)
             if responder is not None:  # a first visit, or a returning visitor: the visitor is in the scope
                 return self.app(scope, receive, responder)
         return self._serve(scope, receive, send)
+
+    __call__ = Call() if Call is not None else _python_call
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -97,7 +97,7 @@ def dispatching_app() -> trackgate.ASGIMiddleware:
     import trackgate.asgi
 
     async def fast(request: Request) -> JSONResponse:
-        return JSONResponse({"compiled": app._fast is not None and app._fast is trackgate.asgi.prepare})
+        return JSONResponse({"compiled": app._fast is not None and app._fast is app._visit_config})
 
     app = trackgate.ASGIMiddleware(Starlette(routes=[Route("/", _who), Route("/fast", fast)]))
     return app

@@ -4,6 +4,7 @@ request, configuration and response, the app sees the same visitor and the serve
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
 import subprocess
@@ -77,7 +78,10 @@ def _app(action: str | None, start: dict[str, Any], body: bytes, seen: list[Any]
     return app
 
 
-def _served(compiled: bool, config: dict[str, Any], scope: dict[str, Any], app: Any) -> list[dict[str, Any]]:
+def _served(compiled: bool, config: dict[str, Any], scope: dict[str, Any], app: Any, *, python_call: bool = False
+            ) -> list[dict[str, Any]]:
+    """What the server is sent: through the compiled parts or the Python code; python_call: the compiled start
+    called by the Python reading of ASGIMiddleware.__call__ (what runs where the C one is not built)."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -91,7 +95,8 @@ def _served(compiled: bool, config: dict[str, Any], scope: dict[str, Any], app: 
             for name in ("prepare", "Responder", "request_headers"):
                 patch.setattr(trackgate.asgi, name, None)
         middleware = trackgate.ASGIMiddleware(app, secret_key="k", emit=lambda event: None, **config)
-        asyncio.run(middleware(scope, receive, send))
+        call = functools.partial(trackgate.ASGIMiddleware._python_call, middleware) if python_call else middleware
+        asyncio.run(call(scope, receive, send))  # type: ignore[arg-type]
     return sent
 
 
@@ -151,7 +156,7 @@ def test_the_compiled_shell_does_what_the_python_shell_does(case: dict[str, Any]
     }
     body = b"<html><body><a href='https://e.org/'>x</a></body></html>"[:20]
     results = []
-    for compiled in (True, False):
+    for compiled, python_call in ((True, False), (False, False), (True, True)):
         scope: dict[str, Any] = {
             "type": "http",
             "asgi": {"version": "3.0"},
@@ -171,10 +176,10 @@ def test_the_compiled_shell_does_what_the_python_shell_does(case: dict[str, Any]
         if case["with_state"]:
             scope["state"] = {}
         seen: list[Any] = []
-        sent = _served(compiled, config, scope, _app(case["action"], start, body, seen))
+        sent = _served(compiled, config, scope, _app(case["action"], start, body, seen), python_call=python_call)
         results.append((_normalised(sent, seen), [(v.is_new, v.consent) if v else None for v in seen]))
         assert start["headers"] == (tuple(response_headers) if as_tuple else response_headers)  # never edited
-    assert results[0] == results[1]
+    assert results[0] == results[1] == results[2]
 
 
 def test_the_compiled_send_is_marked_as_a_coroutine_function() -> None:
@@ -379,7 +384,7 @@ def test_the_compiled_start_serves_the_app_once_lifespan_has_started_the_dispatc
         assert not middleware.gate.asleep  # lifespan's startup woke it
         first = client.get("/")
         assert first.headers["set-cookie"].startswith("tg_vid=")
-        assert middleware._fast is trackgate.asgi.prepare
+        assert middleware._fast is middleware._visit_config is not None
         again = client.get("/")  # the client's jar sends the cookie back: a returning visitor
         assert "set-cookie" not in again.headers
     assert [visitor.is_new for visitor in seen] == [True, False]

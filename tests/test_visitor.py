@@ -5,6 +5,7 @@ visitor from any request object, and the shells' WSGI/ASGI manners (pass-through
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import re
@@ -575,6 +576,52 @@ def test_servers_and_adapters_that_inspect_the_middleware_take_it_for_an_asgi3_a
         headers = dict(sent[0]["headers"])
         assert CODE.match(headers[b"set-cookie"].decode().split(";")[0].removeprefix("tg_vid="))
         assert json.loads(sent[1]["body"])["is_new"] is True
+
+
+def _first_visit_through(call: Callable[..., Any], **by_keyword: Any) -> bool:
+    """Whether a first visit served by ``call`` got a visitor cookie and the app a new visitor."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def served() -> None:
+        if by_keyword:
+            await call(scope=_scope(), receive=receive, send=send)
+        else:
+            await call(_scope(), receive, send)
+
+    asyncio.run(served())
+    cookie = dict(sent[0]["headers"]).get(b"set-cookie", b"").decode()
+    return bool(CODE.match(cookie.split(";")[0].removeprefix("tg_vid="))) and json.loads(sent[1]["body"])["is_new"]
+
+
+def test_the_middleware_is_called_by_keyword_through_a_subclass_and_unbound_as_it_is_positionally() -> None:
+    middleware = trackgate.ASGIMiddleware(asgi_app, secret_key="k", emit=_no_events)
+    assert _first_visit_through(middleware, by_keyword=True)
+    assert _first_visit_through(functools.partial(trackgate.ASGIMiddleware.__call__, middleware))
+    del middleware.__dict__["__call__"]  # the class's own, bound
+    assert _first_visit_through(middleware.__call__)
+
+    calls: list[str] = []
+
+    class Counted(trackgate.ASGIMiddleware):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:  # type: ignore[override]
+            calls.append(scope["path"])
+            await super().__call__(scope, receive, send)
+
+    counted = Counted(asgi_app, secret_key="k", emit=_no_events)
+    assert _first_visit_through(counted) and _first_visit_through(counted.__call__)
+    assert calls == ["/", "/"]
+
+
+def test_a_compiled_start_configuration_the_call_cannot_read_leaves_the_request_to_the_python_code() -> None:
+    middleware = trackgate.ASGIMiddleware(asgi_app, secret_key="k", emit=_no_events)
+    middleware._fast = ("not", "a", "configuration")
+    assert _first_visit_through(middleware)
 
 
 def test_scope_without_state_key_works() -> None:
