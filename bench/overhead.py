@@ -24,6 +24,7 @@ pair once; the median of the rounds' ratios is reported with their range.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import re
 import shutil
@@ -263,9 +264,12 @@ def main() -> None:
                     process.terminate()
                     process.wait(timeout=10)
     os.environ.setdefault("TRACKGATE_SECRET_KEY", "bench-key")
-    with tempfile.TemporaryDirectory() as workdir:
-        os.environ["TRACKGATE_SPOOL_PATH"] = f"{workdir}/spool.sqlite3"
-        costs = in_process(servers)
+    # The in-process apps start a dispatcher, which drains at exit: their spool's folder is removed after that
+    # (exit handlers run last registered first).
+    workdir = tempfile.mkdtemp()
+    atexit.register(shutil.rmtree, workdir, True)
+    os.environ["TRACKGATE_SPOOL_PATH"] = f"{workdir}/spool.sqlite3"
+    costs = in_process(servers)
     print("\nin process, µs per request (the middleware's own cost; no server, no network)")
     print(f"{'shell':9} {'variant':36} {'new visitor':>12} {'returning':>10}")
     for server, variants in VARIANTS.items():
