@@ -463,12 +463,22 @@ static PyObject *new_visitor(PyObject *config, PyObject *code) {
         || vt->tp_basicsize != PyTuple_Type.tp_basicsize || vt->tp_itemsize != PyTuple_Type.tp_itemsize) {
         return NULL;
     }
+#if PY_VERSION_HEX < 0x030E0000
     PyObject *visitor = vt->tp_alloc(vt, 3);
     if (!visitor) return NULL;
     PyTuple_SET_ITEM(visitor, 0, Py_NewRef(code));
     PyTuple_SET_ITEM(visitor, 1, Py_NewRef(Py_True));
     PyTuple_SET_ITEM(visitor, 2, Py_NewRef(Py_True));
     return visitor;
+#else  /* tuples may hold more than their items from 3.14 on (a cached hash): tuple.__new__ knows */
+    PyObject *fields = PyTuple_Pack(3, code, Py_True, Py_True);
+    PyObject *args = fields ? PyTuple_Pack(1, fields) : NULL;
+    Py_XDECREF(fields);
+    if (!args) return NULL;
+    PyObject *visitor = PyTuple_Type.tp_new(vt, args, NULL);
+    Py_DECREF(args);
+    return visitor;
+#endif
 }
 
 
@@ -550,10 +560,7 @@ static PyObject *prepared(PyObject *config, PyObject *scope, PyObject *send) {
     Py_XDECREF(gpc);
     if (!state) return NULL;
     PyObject *holder = PyDict_GetItemWithError(scope, str_state);
-    if (holder && !PyDict_CheckExact(holder)) {  /* a server's own state object: asgi.py writes to it */
-        Py_DECREF(state);
-        return NULL;
-    }
+    if (holder && !PyDict_CheckExact(holder)) goto fail;  /* a server's own state object: asgi.py writes to it */
     if (holder) {
         Py_INCREF(holder);  /* setting an item may run a finalizer that drops it from the scope */
     } else {
@@ -608,10 +615,15 @@ static PyObject *prepare(PyObject *module, PyObject *const *args, Py_ssize_t nar
 }
 
 /* --- ASGIMiddleware.__call__ ----------------------------------------------------------------------------
- * asgi.py's _python_call: for the requests prepare() decides, the app's own awaitable with the Responder as
- * its send (self._fast holds the visit config once the compiled start is in use); else self._serve(...).
- * An object of its own type in the class, called as a method is (the type is a method descriptor), so that a
- * request costs no Python frame of ours. */
+ * For the requests prepare() decides, the app's own awaitable with the Responder as its send (self._fast holds
+ * the visit config once the compiled start is in use); else self._serve(...), asgi.py's coroutine. An object
+ * of its own type in the class, called as a method is (the type is a method descriptor), so that a request
+ * costs no Python frame or coroutine of ours.
+ *
+ * Looked up on an instance, it gives the instance's _serve: servers and adapters choose ASGI 3 by asking
+ * whether app.__call__ is a coroutine function (hypercorn, uvicorn, asgiref), and _serve is one, serving a
+ * request the same way. It has a method's name, signature and coroutine marks, for the tools that wrap or
+ * inspect middleware classes' __call__ (sentry-sdk reads its __name__). */
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -656,11 +668,22 @@ static PyObject *Call_vectorcall(PyObject *callable, PyObject *const *args, size
     return PyObject_VectorcallMethod(str_serve, args, (size_t)nargs, kwnames);
 }
 
-/* Looked up on an instance (an explicit middleware.__call__ that the instance does not itself hold): bound */
 static PyObject *Call_get(PyObject *self, PyObject *instance, PyObject *owner) {
     if (!instance || instance == Py_None) return Py_NewRef(self);
-    return PyMethod_New(self, instance);
+    return PyObject_GetAttr(instance, str_serve);
 }
+
+static PyObject *Call_name(PyObject *self, void *closure) {
+    return PyUnicode_FromString((const char *)closure);
+}
+
+static PyGetSetDef Call_getset[] = {
+    {"__name__", Call_name, NULL, NULL, "__call__"},
+    {"__qualname__", Call_name, NULL, NULL, "ASGIMiddleware.__call__"},
+    {"__module__", Call_name, NULL, NULL, "trackgate.asgi"},
+    {"__text_signature__", Call_name, NULL, NULL, "($self, scope, receive, send, /)"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 static PyObject *Call_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     if (PyTuple_GET_SIZE(args) || (kwargs && PyDict_GET_SIZE(kwargs))) {
@@ -682,6 +705,7 @@ static PyTypeObject CallType = {
     .tp_call = PyVectorcall_Call,
     .tp_vectorcall_offset = offsetof(Call, vectorcall),
     .tp_descr_get = Call_get,
+    .tp_getset = Call_getset,
 };
 
 static PyObject *Responder_create(PyObject *config, PyObject *scope, PyObject *state, PyObject *send) {
@@ -711,7 +735,7 @@ static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "trackgate._asgi_send", NULL, -1, methods, NULL, NULL, NULL, NULL,
 };
 
-/* Mark the type as a coroutine function, as asgi.py marks its Python send (asgiref's WsgiToAsgi and
+/* Mark a type as a coroutine function, as asgi.py marks its Python send (asgiref's WsgiToAsgi and
  * async_to_sync warn on every call otherwise): what inspect.markcoroutinefunction (Python 3.12 and later)
  * sets on a function, and Python 3.11's asyncio mark, become class attributes. (The same Python code
  * defines a tuple subclass, for class_dealloc.) */
@@ -767,8 +791,9 @@ PyMODINIT_FUNC PyInit__asgi_send(void) {
         return NULL;
     }
     if (PyType_Ready(&ResponderType) < 0 || PyType_Ready(&CallType) < 0) return NULL;
-    if (mark_coroutine_function(ResponderType.tp_dict) < 0) return NULL;
+    if (mark_coroutine_function(ResponderType.tp_dict) < 0 || mark_coroutine_function(CallType.tp_dict) < 0) return NULL;
     PyType_Modified(&ResponderType);
+    PyType_Modified(&CallType);
     PyObject *module = PyModule_Create(&module_def);
     if (!module) return NULL;
     if (PyModule_AddObjectRef(module, "Responder", (PyObject *)&ResponderType) < 0

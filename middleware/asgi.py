@@ -78,25 +78,6 @@ class ASGIMiddleware:
         usable = prepare is not None and Responder is not None and self._visit_config is not None
         self._compiled = self._visit_config if usable else None
         self._fast = None if self.gate.asleep else self._compiled
-        # Servers and adapters decide that an app speaks ASGI 3 by asking whether ``app.__call__`` is a
-        # coroutine function (hypercorn, uvicorn, asgiref): they find this one, which is. Calling the
-        # middleware runs the class's __call__ (see below), which is not one.
-        self.__dict__["__call__"] = self._awaited_call
-
-    async def _awaited_call(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await type(self).__call__(self, scope, receive, send)
-
-    def _python_call(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
-        """The app's own awaitable for the visits the compiled start decides (one coroutine fewer per
-        request), else _serve's. What Call does in C, without a Python frame."""
-        fast = self._fast
-        if fast is not None and prepare is not None:
-            responder = prepare(fast, scope, send)
-            if responder is not None:  # a first visit, or a returning visitor: the visitor is in the scope
-                return self.app(scope, receive, responder)
-        return self._serve(scope, receive, send)
-
-    __call__ = Call() if Call is not None else _python_call
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -134,6 +115,12 @@ class ASGIMiddleware:
             await self.app(scope, receive, Responder(self._send_config, scope, state, send))
         else:
             await self.app(scope, receive, _responder(self.gate, scope, state, send))
+
+    # Calling the middleware: with the extension built, Call (_asgi_send.c) hands the requests the compiled
+    # start decides to the app with its Responder, returning the app's own awaitable (no Python frame or
+    # coroutine of ours), and the rest to _serve. Looked up on an instance, as servers do to choose ASGI 3,
+    # it gives _serve, a coroutine function.
+    __call__ = Call() if Call is not None else _serve
 
     async def _answer(self, scope: Scope, send: Send) -> None:
         facts = from_scope(scope, self.settings.trusted_proxies)

@@ -603,7 +603,6 @@ def test_the_middleware_is_called_by_keyword_through_a_subclass_and_unbound_as_i
     middleware = trackgate.ASGIMiddleware(asgi_app, secret_key="k", emit=_no_events)
     assert _first_visit_through(middleware, by_keyword=True)
     assert _first_visit_through(functools.partial(trackgate.ASGIMiddleware.__call__, middleware))
-    del middleware.__dict__["__call__"]  # the class's own, bound
     assert _first_visit_through(middleware.__call__)
 
     calls: list[str] = []
@@ -616,6 +615,49 @@ def test_the_middleware_is_called_by_keyword_through_a_subclass_and_unbound_as_i
     counted = Counted(asgi_app, secret_key="k", emit=_no_events)
     assert _first_visit_through(counted) and _first_visit_through(counted.__call__)
     assert calls == ["/", "/"]
+
+
+def test_tools_that_wrap_middleware_classes_call_find_a_method_they_can_wrap() -> None:
+    """Error trackers and tracers (sentry-sdk's Starlette integration, for one) read the name of a middleware
+    class's __call__ and replace it with a wrapper calling the old one with the middleware first."""
+    import inspect
+
+    class Wrapped(trackgate.ASGIMiddleware):
+        pass
+
+    old_call = Wrapped.__call__
+    assert old_call.__name__ == "__call__" and old_call.__qualname__.endswith("__call__")
+    assert list(inspect.signature(old_call).parameters)[-3:] == ["scope", "receive", "send"]
+    assert list(inspect.signature(Wrapped(asgi_app, secret_key="k", emit=_no_events)).parameters) == [
+        "scope", "receive", "send"
+    ]
+    wrapped: list[str] = []
+
+    async def traced_call(app: Any, scope: Any, receive: Any, send: Any) -> None:
+        wrapped.append(old_call.__name__)
+        await old_call(app, scope, receive, send)
+
+    Wrapped.__call__ = traced_call  # type: ignore[method-assign,assignment]
+    assert _first_visit_through(Wrapped(asgi_app, secret_key="k", emit=_no_events)) and wrapped == ["__call__"]
+
+
+def test_a_middleware_nothing_refers_to_is_freed_at_once() -> None:
+    """It holds no reference to itself, so it and its app go without waiting for the cycle collector."""
+    import gc
+    import weakref
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await asgi_app(scope, receive, send)
+
+    middleware = trackgate.ASGIMiddleware(app, secret_key="k", emit=_no_events)
+    assert _first_visit_through(middleware)
+    gone, app_gone = weakref.ref(middleware), weakref.ref(app)
+    gc.disable()
+    try:
+        del middleware, app
+        assert gone() is None and app_gone() is None
+    finally:
+        gc.enable()
 
 
 def test_a_compiled_start_configuration_the_call_cannot_read_leaves_the_request_to_the_python_code() -> None:
