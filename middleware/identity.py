@@ -40,6 +40,11 @@ class Visitor(NamedTuple):
     consent: bool  # False: anonymous, nothing is stored on the client and the code lives for one request
 
 
+# Visitor(code, True, True) as tuple.__new__ makes it, for every first visit: the named tuple's own __new__ is
+# a Python function.
+_first_visitor: Callable[[tuple[str, bool, bool]], Visitor] = functools.partial(tuple.__new__, Visitor)
+
+
 def new_code() -> str:
     """16 characters of [a-z0-9] from the operating system's CSPRNG (what ``secrets`` draws from).
 
@@ -169,7 +174,7 @@ class Identity:
 
     def resolve(self, cookie_header: str | None, query_string: str, gpc: str | None) -> VisitorState:
         if not cookie_header and gpc is None and self._implicit and self._param_marker not in query_string:
-            return VisitorState(Visitor(new_code(), True, True), "store", None)  # a first visit: nothing to read
+            return VisitorState(_first_visitor((new_code(), True, True)), "store", None)  # nothing to read
         if cookie_header and gpc is None and self._always_consents and not query_string:
             returning = self._returning(cookie_header) if len(cookie_header) <= COOKIE_CACHE_MAX_CHARS else None
             if returning is not None:  # a returning visit: one look-up
