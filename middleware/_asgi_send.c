@@ -8,6 +8,9 @@
  * (tracking paths, a mount, Sec-GPC, a query string that may name the visitor, a header not read before,
  * anything unexpected) it returns None and asgi.py decides, so it never raises.
  *
+ * Call is ASGIMiddleware.__call__: it calls prepare()'s work and hands the app the Responder, or leaves the
+ * request to asgi.py's _serve.
+ *
  * Responder is the ``send`` the app gets (asgi.py's _responder). Most responses are not HTML and change
  * nothing but a new visitor's cookie: for those the start message is read here and the server's own send
  * returned, so that each message costs one C call and no coroutine of ours. Any start it does not handle
@@ -481,7 +484,6 @@ static PyObject *new_visitor(PyObject *config, PyObject *code) {
 #endif
 }
 
-
 static int contains(PyObject *haystack, PyObject *needle) {
     const char *h = PyBytes_AS_STRING(haystack), *n = PyBytes_AS_STRING(needle);
     Py_ssize_t hn = PyBytes_GET_SIZE(haystack), nn = PyBytes_GET_SIZE(needle);
@@ -735,9 +737,9 @@ static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT, "trackgate._asgi_send", NULL, -1, methods, NULL, NULL, NULL, NULL,
 };
 
-/* Mark a type as a coroutine function, as asgi.py marks its Python send (asgiref's WsgiToAsgi and
+/* The marks of a coroutine function, as asgi.py marks its Python send (asgiref's WsgiToAsgi and
  * async_to_sync warn on every call otherwise): what inspect.markcoroutinefunction (Python 3.12 and later)
- * sets on a function, and Python 3.11's asyncio mark, become class attributes. (The same Python code
+ * sets on a function, and Python 3.11's asyncio mark, to become class attributes. (The same Python code
  * defines a tuple subclass, for class_dealloc.) */
 static const char MARKS[] =
     "import asyncio.coroutines, inspect\n"
@@ -750,7 +752,8 @@ static const char MARKS[] =
     "class Pairs(tuple):\n"
     "    __slots__ = ()\n";
 
-static int mark_coroutine_function(PyObject *dict) {
+/* Gives each type the marks; -1 with an error set. */
+static int mark_coroutine_functions(PyTypeObject **types, int count) {
     PyObject *globals = PyDict_New();
     if (!globals || PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins()) < 0) {
         Py_XDECREF(globals);
@@ -760,9 +763,14 @@ static int mark_coroutine_function(PyObject *dict) {
     PyObject *marks = done ? PyDict_GetItemString(globals, "marks") : NULL;
     PyObject *pairs = done ? PyDict_GetItemString(globals, "Pairs") : NULL;
     if (pairs && PyType_Check(pairs)) class_dealloc = ((PyTypeObject *)pairs)->tp_dealloc;
-    int failed = !marks || !class_dealloc || PyDict_Update(dict, marks) < 0;
+    int failed = !marks || !class_dealloc;
+    for (int i = 0; i < count && !failed; i++) {
+        failed = PyDict_Update(types[i]->tp_dict, marks) < 0;
+        PyType_Modified(types[i]);
+    }
     Py_XDECREF(done);
     Py_DECREF(globals);
+    if (failed && !PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "coroutine marks");
     return failed ? -1 : 0;
 }
 
@@ -790,10 +798,10 @@ PyMODINIT_FUNC PyInit__asgi_send(void) {
         || !str_path || !str_state || !str_http || !str_fast || !str_app || !str_serve) {
         return NULL;
     }
-    if (PyType_Ready(&ResponderType) < 0 || PyType_Ready(&CallType) < 0) return NULL;
-    if (mark_coroutine_function(ResponderType.tp_dict) < 0 || mark_coroutine_function(CallType.tp_dict) < 0) return NULL;
-    PyType_Modified(&ResponderType);
-    PyType_Modified(&CallType);
+    PyTypeObject *marked[] = {&ResponderType, &CallType};
+    if (PyType_Ready(&ResponderType) < 0 || PyType_Ready(&CallType) < 0 || mark_coroutine_functions(marked, 2) < 0) {
+        return NULL;
+    }
     PyObject *module = PyModule_Create(&module_def);
     if (!module) return NULL;
     if (PyModule_AddObjectRef(module, "Responder", (PyObject *)&ResponderType) < 0

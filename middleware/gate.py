@@ -163,7 +163,6 @@ class Gate:
         app's Content-Length (a rewritten body has another, a streamed one none) and with a weak ETag."""
         return facts.method == "HEAD" and self.rewrites and plan_rewrite("GET", status, headers) is not None
 
-
     def _dispatcher_backlog(self) -> int | None:
         if self._emit is not None:
             return None

@@ -94,7 +94,6 @@ def dispatching_app() -> trackgate.ASGIMiddleware:
     """(uvicorn --factory: made in the server only.) The default set-up (events to the background dispatcher,
     which the server's lifespan starts), with a route that says whether the requests before it took the ASGI
     shell's compiled start."""
-    import trackgate.asgi
 
     async def fast(request: Request) -> JSONResponse:
         return JSONResponse({"compiled": app._fast is not None and app._fast is app._visit_config})
