@@ -104,8 +104,7 @@ def _normalised(messages: list[dict[str, Any]], seen: list[Any]) -> Any:
     return re.sub(r"/_tg/[oc]/[A-Za-z0-9_.-]+", "/_tg/<token>", text)
 
 
-_CASES = st.fixed_dictionaries(
-    {
+_CASE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         "config": _SETTINGS,
         "cookie": _COOKIES,
         "gpc": st.sampled_from([None, b"1", b"0"]),
@@ -120,6 +119,27 @@ _CASES = st.fixed_dictionaries(
         "etag": st.sampled_from([None, b'"abc"']),
         "as_tuple": st.booleans(),
         "action": st.sampled_from([None, "grant", "withdraw"]),
+}
+_CASES = st.fixed_dictionaries(_CASE_FIELDS)
+# The requests the compiled start decides (a first visit or a known returning one, in the default set-up),
+# with everything about the response varied: drawn from all the fields above, they would be rare.
+_DECIDED = st.fixed_dictionaries(
+    {
+        **_CASE_FIELDS,
+        "config": st.fixed_dictionaries(
+            {
+                "rewrite": st.sampled_from(["off", "all"]),
+                "cookie_secure": st.sampled_from([None, True, False]),
+                "cookie_domain": st.sampled_from([None, "example.org"]),
+            }
+        ),
+        "cookie": st.sampled_from([None, "", "tg_vid=abc123", "other=1; tg_vid=abc123"]),
+        "gpc": st.none(),
+        "query": st.sampled_from([b"", None, b"a=1", b"tg_vid=q"]),
+        "where": st.sampled_from([("/", ""), ("/page", ""), ("/_tgx", "")]),
+        "action": st.sampled_from([None, None, None, "grant", "withdraw"]),
+        "status": st.sampled_from([200, 304, 302]),
+        "if_none_match": st.sampled_from([None, b'W/"abc"']),
     }
 )
 
@@ -127,6 +147,20 @@ _CASES = st.fixed_dictionaries(
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=_CASES)
 def test_the_compiled_shell_does_what_the_python_shell_does(case: dict[str, Any]) -> None:
+    _compare(case)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(case=_DECIDED)
+def test_the_responses_the_compiled_start_begins_are_what_the_python_shell_sends(case: dict[str, Any]) -> None:
+    served_by_python = _compare(case)
+    decided = not case["cookie"] or not case["query"]  # (a query string makes a returning visit the Python code's)
+    decided = decided and b"tg_vid=" not in (case["query"] or b"")
+    assert served_by_python == [not decided, True]
+
+
+def _compare(case: dict[str, Any]) -> list[bool]:
+    """Serves the case both ways and compares; whether the Python code (_serve) served it, each way."""
     config, cookie, gpc, query = case["config"], case["cookie"], case["gpc"], case["query"]
     content_type, opt_out, as_tuple = case["content_type"], case["opt_out"], case["as_tuple"]
     path, root = case["where"]
@@ -151,6 +185,7 @@ def test_the_compiled_shell_does_what_the_python_shell_does(case: dict[str, Any]
     }
     body = b"<html><body><a href='https://e.org/'>x</a></body></html>"[:20]
     results = []
+    served_by_python = []
     for compiled in (True, False):
         scope: dict[str, Any] = {
             "type": "http",
@@ -171,10 +206,21 @@ def test_the_compiled_shell_does_what_the_python_shell_does(case: dict[str, Any]
         if case["with_state"]:
             scope["state"] = {}
         seen: list[Any] = []
-        sent = _served(compiled, config, scope, _app(case["action"], start, body, seen))
+        calls: list[Any] = []
+        serve = trackgate.asgi.ASGIMiddleware._serve
+
+        async def counted(self: Any, *args: Any, serve: Any = serve, calls: list[Any] = calls) -> None:
+            calls.append(args)
+            await serve(self, *args)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(trackgate.asgi.ASGIMiddleware, "_serve", counted)
+            sent = _served(compiled, config, scope, _app(case["action"], start, body, seen))
+        served_by_python.append(bool(calls))
         results.append((_normalised(sent, seen), [(v.is_new, v.consent) if v else None for v in seen]))
         assert start["headers"] == (tuple(response_headers) if as_tuple else response_headers)  # never edited
     assert results[0] == results[1]
+    return served_by_python
 
 
 def test_the_compiled_send_is_marked_as_a_coroutine_function() -> None:
