@@ -40,10 +40,9 @@ static int same_text(PyObject *a, PyObject *b) {
     return PyUnicode_Compare(a, b) == 0;  /* (never an error for two str) */
 }
 
-/* True when name, any case, is the lowercase word of len bytes. */
-static int names(PyObject *name, const char *word, Py_ssize_t len) {
-    if (PyBytes_GET_SIZE(name) != len) return 0;
-    const char *s = PyBytes_AS_STRING(name);
+/* True when the n characters at s, any case, are the lowercase word of len bytes. */
+static int is_word(const char *s, Py_ssize_t n, const char *word, Py_ssize_t len) {
+    if (n != len) return 0;
     for (Py_ssize_t i = 0; i < len; i++) {
         char c = s[i];
         if (c >= 'A' && c <= 'Z') c = (char)(c + 32);
@@ -52,13 +51,19 @@ static int names(PyObject *name, const char *word, Py_ssize_t len) {
     return 1;
 }
 
-static int mentions_html(PyObject *value) {
-    const char *s = PyBytes_AS_STRING(value);
-    Py_ssize_t n = PyBytes_GET_SIZE(value);
+static int names(PyObject *name, const char *word, Py_ssize_t len) {
+    return is_word(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name), word, len);
+}
+
+static int says_html(const char *s, Py_ssize_t n) {
     for (Py_ssize_t i = 0; i + 4 <= n; i++) {
         if ((s[i] | 32) == 'h' && (s[i + 1] | 32) == 't' && (s[i + 2] | 32) == 'm' && (s[i + 3] | 32) == 'l') return 1;
     }
     return 0;
+}
+
+static int mentions_html(PyObject *value) {
+    return says_html(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value));
 }
 
 /* A (bytes, bytes) tuple's parts, or 0 for anything else. */
@@ -129,6 +134,7 @@ typedef struct {
     PyObject *config, *scope, *state, *send;
     PyObject *rewriting;  /* the _Rewriting's send once the start said the body is HTML to rewrite */
     vectorcallfunc vectorcall;
+    int started;  /* (WSGI's start: the response was started here, not by wsgi.py's _Responder) */
 } Responder;
 
 static PyTypeObject ResponderType;
@@ -493,16 +499,16 @@ static int contains(PyObject *haystack, PyObject *needle) {
     return 0;
 }
 
+/* What a request's query string says to identity.py's resolve(). */
+enum query_kind { NO_QUERY, QUERY, QUERY_NAMING_VISITOR };
+
 /* The VisitorState identity.py's resolve() would give, for the two requests it decides without reading
  * anything (cookie: the Cookie header's text, or NULL), and its visitor in *visitor; NULL for the others. */
-static PyObject *known_state(PyObject *config, PyObject *scope, PyObject *cookie, PyObject **visitor) {
-    PyObject *query = PyDict_GetItemWithError(scope, str_query_string);
-    if (!query && PyErr_Occurred()) return NULL;
-    if (query && query != Py_None && !PyBytes_CheckExact(query)) return NULL;
-    int no_query = !query || query == Py_None || PyBytes_GET_SIZE(query) == 0;
+static PyObject *known_state(PyObject *config, enum query_kind query, PyObject *cookie, PyObject **visitor) {
+    int no_query = query == NO_QUERY;
     if (!cookie || PyUnicode_GET_LENGTH(cookie) == 0) {
         if (PyTuple_GET_ITEM(config, V_IMPLICIT) != Py_True) return NULL;
-        if (!no_query && contains(query, PyTuple_GET_ITEM(config, V_PARAM_MARKER))) return NULL;
+        if (query == QUERY_NAMING_VISITOR) return NULL;
         PyObject *code = new_code(config);
         if (!code) return NULL;
         PyObject *made = new_visitor(config, code);
@@ -537,6 +543,15 @@ static PyObject *known_state(PyObject *config, PyObject *scope, PyObject *cookie
     return state;
 }
 
+/* 1 when the path (an exact str) is the app's, as Gate.owns sees it; 0 when it is trackgate's, or on an error. */
+static int apps_path(PyObject *config, PyObject *path) {
+    PyObject *prefix = PyTuple_GET_ITEM(config, V_PREFIX);
+    PyObject *prefix_slash = PyTuple_GET_ITEM(config, V_PREFIX_SLASH);
+    if (PyUnicode_Tailmatch(path, prefix_slash, 0, PY_SSIZE_T_MAX, -1) != 0) return 0;  /* ours (or an error) */
+    if (PyUnicode_CheckExact(prefix) ? same_text(path, prefix) : PyUnicode_Compare(path, prefix) == 0) return 0;
+    return !PyErr_Occurred();
+}
+
 static PyObject *prepared(PyObject *config, PyObject *scope, PyObject *send) {
     if (!PyDict_CheckExact(scope)) return NULL;
     PyObject *type = PyDict_GetItemWithError(scope, str_type);
@@ -546,18 +561,19 @@ static PyObject *prepared(PyObject *config, PyObject *scope, PyObject *send) {
     /* mounted: asgi.py finds the path below the mount */
     if (root && (PyUnicode_CheckExact(root) ? PyUnicode_GET_LENGTH(root) != 0 : PyObject_IsTrue(root) != 0)) return NULL;
     PyObject *path = PyDict_GetItemWithError(scope, str_path);
-    if (!path || !PyUnicode_CheckExact(path)) return NULL;
-    PyObject *prefix = PyTuple_GET_ITEM(config, V_PREFIX);
-    PyObject *prefix_slash = PyTuple_GET_ITEM(config, V_PREFIX_SLASH);
-    if (PyUnicode_Tailmatch(path, prefix_slash, 0, PY_SSIZE_T_MAX, -1) != 0) return NULL;  /* ours (or an error) */
-    if (PyUnicode_CheckExact(prefix) ? same_text(path, prefix) : PyUnicode_Compare(path, prefix) == 0) return NULL;
-    if (PyErr_Occurred()) return NULL;
+    if (!path || !PyUnicode_CheckExact(path) || !apps_path(config, path)) return NULL;
+    PyObject *query = PyDict_GetItemWithError(scope, str_query_string);
+    if (!query && PyErr_Occurred()) return NULL;
+    if (query && query != Py_None && !PyBytes_CheckExact(query)) return NULL;
+    enum query_kind query_kind = !query || query == Py_None || PyBytes_GET_SIZE(query) == 0 ? NO_QUERY
+                               : contains(query, PyTuple_GET_ITEM(config, V_PARAM_MARKER)) ? QUERY_NAMING_VISITOR
+                               : QUERY;
     PyObject *headers = PyDict_GetItemWithError(scope, str_headers);
     if (!headers) return NULL;
     PyObject *cookie, *gpc;
     if (identity_headers(headers, &cookie, &gpc) <= 0) return NULL;
     PyObject *visitor = NULL;
-    PyObject *state = gpc ? NULL : known_state(config, scope, cookie, &visitor);
+    PyObject *state = gpc ? NULL : known_state(config, query_kind, cookie, &visitor);
     Py_XDECREF(cookie);
     Py_XDECREF(gpc);
     if (!state) return NULL;
@@ -598,12 +614,15 @@ static int valid_visit_config(PyObject *config) {
     return valid_send_config(PyTuple_GET_ITEM(config, V_SEND_CONFIG));
 }
 
-/* prepared(), or NULL with no error set for asgi.py to decide: it meets the same fault, and deals with it.
- * What is not an Exception (KeyboardInterrupt) goes on, set. */
+/* What a compiled start made, or NULL with no error set for the Python code to decide: it meets the same
+ * fault, and deals with it. What is not an Exception (KeyboardInterrupt) goes on, set. */
+static PyObject *for_python(PyObject *made) {
+    if (!made && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear();
+    return made;
+}
+
 static PyObject *start(PyObject *config, PyObject *scope, PyObject *send) {
-    PyObject *responder = prepared(config, scope, send);
-    if (!responder && PyErr_Occurred() && PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear();
-    return responder;
+    return for_python(prepared(config, scope, send));
 }
 
 static PyObject *prepare(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
@@ -710,23 +729,326 @@ static PyTypeObject CallType = {
     .tp_getset = Call_getset,
 };
 
-static PyObject *Responder_create(PyObject *config, PyObject *scope, PyObject *state, PyObject *send) {
-    Responder *self = PyObject_GC_New(Responder, &ResponderType);
+/* A Responder, or (type WSGIStartType) a WSGIStart: one response's config, scope or environ, state and send. */
+static PyObject *responder_of(PyTypeObject *type, vectorcallfunc call, PyObject *config, PyObject *scope,
+                              PyObject *state, PyObject *send) {
+    Responder *self = PyObject_GC_New(Responder, type);
     if (!self) return NULL;
     self->config = Py_NewRef(config);
     self->scope = Py_NewRef(scope);
     self->state = Py_NewRef(state);
     self->send = Py_NewRef(send);
     self->rewriting = NULL;
-    self->vectorcall = Responder_vectorcall;
+    self->vectorcall = call;
+    self->started = 0;
     PyObject_GC_Track(self);
     return (PyObject *)self;
 }
+
+static PyObject *Responder_create(PyObject *config, PyObject *scope, PyObject *state, PyObject *send) {
+    return responder_of(&ResponderType, Responder_vectorcall, config, scope, state, send);
+}
+
+/* --- The WSGI shell --------------------------------------------------------------------------------------
+ * WSGICall is WSGIMiddleware.__call__, as Call is ASGIMiddleware's: for a first visit and a known returning
+ * visitor (the visits prepare() decides, read from the environ), the visitor goes into the environ and the
+ * app is called with a start_response of ours, a WSGIStart; every other request goes to wsgi.py's _serve.
+ *
+ * A WSGIStart starts the responses that change nothing but a new visitor's cookie itself: a str status and a
+ * list of str pairs, no HTML type, no opt-out header, no 304 to revalidate, no exc_info. On any other call it
+ * makes wsgi.py's _Responder for the response (the one _serve would have made) and hands it this call and
+ * every later one, and what the app returns. */
+
+/* wsgi.py's _wsgi_send_config: (gate, _Responder, opt_out, rewrites, cookie_start, suffix_http, suffix_https),
+ * the opt-out header's name and the cookie's parts ASCII str. */
+enum { W_GATE, W_RESPONDER, W_OPT_OUT, W_REWRITES, W_COOKIE_START, W_SUFFIX_HTTP, W_SUFFIX_HTTPS, W_SIZE };
+
+static PyTypeObject WSGIStartType;
+static PyObject *str_path_info, *str_query_upper, *str_http_cookie, *str_http_sec_gpc, *str_url_scheme;
+static PyObject *str_set_cookie_title, *str_empty, *str_on_start, *str_after_app;
+
+static int ascii_text(PyObject *text) {
+    return PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text);
+}
+
+/* wsgi.py's _wsgi_config: _visit_config's layout, with the parameter's marker as str and the send config
+ * above. */
+static int valid_wsgi_config(PyObject *config) {
+    if (PyTuple_CheckExact(config) && PyTuple_GET_SIZE(config) == V_SIZE
+        && PyUnicode_Check(PyTuple_GET_ITEM(config, V_PREFIX)) && PyUnicode_Check(PyTuple_GET_ITEM(config, V_PREFIX_SLASH))
+        && PyUnicode_CheckExact(PyTuple_GET_ITEM(config, V_PARAM_MARKER))) {
+        PyObject *send = PyTuple_GET_ITEM(config, V_SEND_CONFIG);
+        if (PyTuple_CheckExact(send) && PyTuple_GET_SIZE(send) == W_SIZE && ascii_text(PyTuple_GET_ITEM(send, W_OPT_OUT))
+            && ascii_text(PyTuple_GET_ITEM(send, W_COOKIE_START)) && ascii_text(PyTuple_GET_ITEM(send, W_SUFFIX_HTTP))
+            && ascii_text(PyTuple_GET_ITEM(send, W_SUFFIX_HTTPS))) {
+            return 1;
+        }
+    }
+    PyErr_SetString(PyExc_TypeError, "config is wsgi.py's _wsgi_config");
+    return 0;
+}
+
+/* ("Set-Cookie", the visitor cookie) for a new code, as Identity.set_cookie_header makes it; NULL, no error
+ * set, when _Responder must make it. */
+static PyObject *wsgi_cookie(Responder *self) {
+    PyObject *visitor = PyObject_GetAttr(self->state, str_visitor);
+    if (!visitor) return NULL;
+    PyObject *code = PyTuple_Check(visitor) && PyTuple_GET_SIZE(visitor) > 0 ? PyTuple_GET_ITEM(visitor, 0) : NULL;
+    PyObject *scheme = NULL;
+    if (code && ascii_text(code)) {
+        scheme = PyDict_GetItemWithError(self->scope, str_url_scheme);  /* (the environ: a dict, see wsgi_prepared) */
+        if (!scheme && !PyErr_Occurred()) scheme = str_empty;
+    }
+    if (!scheme || !PyUnicode_CheckExact(scheme)) {  /* (a scheme's own __eq__ may say "https": _Responder asks it) */
+        Py_DECREF(visitor);
+        return NULL;
+    }
+    PyObject *start = PyTuple_GET_ITEM(self->config, W_COOKIE_START);
+    PyObject *suffix = PyTuple_GET_ITEM(self->config, same_text(scheme, str_https) ? W_SUFFIX_HTTPS : W_SUFFIX_HTTP);
+    Py_ssize_t a = PyUnicode_GET_LENGTH(start), b = PyUnicode_GET_LENGTH(code), c = PyUnicode_GET_LENGTH(suffix);
+    PyObject *value = PyUnicode_New(a + b + c, 127);
+    if (value) {
+        char *out = PyUnicode_DATA(value);
+        memcpy(out, PyUnicode_DATA(start), (size_t)a);
+        memcpy(out + a, PyUnicode_DATA(code), (size_t)b);
+        memcpy(out + a + b, PyUnicode_DATA(suffix), (size_t)c);
+    }
+    Py_DECREF(visitor);
+    if (!value) return NULL;
+    PyObject *pair = PyTuple_Pack(2, str_set_cookie_title, value);
+    Py_DECREF(value);
+    return pair;
+}
+
+/* True for a header _Responder must see: not a pair of ASCII str, an HTML type, or the opt-out header. */
+static int wsgi_header_for_python(PyObject *item, PyObject *opt_out) {
+    if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2) return 1;
+    PyObject *name = PyTuple_GET_ITEM(item, 0), *value = PyTuple_GET_ITEM(item, 1);
+    if (!ascii_text(name) || !PyUnicode_CheckExact(value)) return 1;  /* (a non-ASCII name may lower() to ours) */
+    const char *s = PyUnicode_DATA(name);
+    Py_ssize_t n = PyUnicode_GET_LENGTH(name);
+    if (is_word(s, n, "content-type", 12)) {
+        if (!PyUnicode_IS_ASCII(value)) return 1;
+        if (says_html(PyUnicode_DATA(value), PyUnicode_GET_LENGTH(value))) return 1;
+    }
+    return is_word(s, n, PyUnicode_DATA(opt_out), PyUnicode_GET_LENGTH(opt_out));
+}
+
+/* The headers to start the response with when C starts it: a copy of the app's list, with a new visitor's
+ * cookie; NULL with no error set when _Responder must. */
+static PyObject *wsgi_plain_headers(Responder *self, PyObject *status, PyObject *headers) {
+    if (!PyUnicode_CheckExact(status) || !PyList_CheckExact(headers)) return NULL;
+    if (PyTuple_GET_ITEM(self->config, W_REWRITES) == Py_True && PyUnicode_GET_LENGTH(status) >= 3
+        && PyUnicode_READ_CHAR(status, 0) == '3' && PyUnicode_READ_CHAR(status, 1) == '0'
+        && PyUnicode_READ_CHAR(status, 2) == '4') {
+        return NULL;  /* a 304 may confirm a rewritten copy */
+    }
+    PyObject *action = PyObject_GetAttr(self->state, str_cookie_action);
+    if (!action) return NULL;
+    int store = action != Py_None && PyUnicode_CheckExact(action) && same_text(action, str_store);
+    int plain = action == Py_None || store;  /* (else a cookie to delete) */
+    Py_DECREF(action);
+    if (!plain) return NULL;
+    PyObject *cookie = NULL;
+    if (store && !(cookie = wsgi_cookie(self))) return NULL;
+    /* Copied before it is read, and nothing allocated between the copy's allocation and the copy: a collection
+     * may run Python code that changes the app's list, and what is sent must be what was read. */
+    Py_ssize_t n = PyList_GET_SIZE(headers);
+    PyObject *edited = PyList_New(n + (cookie != NULL));
+    if (!edited || PyList_GET_SIZE(headers) != n) {
+        Py_XDECREF(edited);
+        Py_XDECREF(cookie);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) PyList_SET_ITEM(edited, i, Py_NewRef(PyList_GET_ITEM(headers, i)));
+    if (cookie) PyList_SET_ITEM(edited, n, cookie);
+    PyObject *opt_out = PyTuple_GET_ITEM(self->config, W_OPT_OUT);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (wsgi_header_for_python(PyList_GET_ITEM(edited, i), opt_out)) {
+            Py_DECREF(edited);
+            return NULL;
+        }
+    }
+    return edited;
+}
+
+/* The response's _Responder (borrowed), made on first use. */
+static PyObject *wsgi_responder(Responder *self) {
+    if (!self->rewriting) {
+        PyObject *config = self->config;
+        self->rewriting = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(config, W_RESPONDER),
+                                                       PyTuple_GET_ITEM(config, W_GATE), self->scope, self->state,
+                                                       self->send, NULL);
+    }
+    return self->rewriting;
+}
+
+static PyObject *WSGIStart_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Responder *self = (Responder *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (!self->rewriting && !kwnames && (nargs == 2 || (nargs == 3 && args[2] == Py_None))) {
+        PyObject *headers = wsgi_plain_headers(self, args[0], args[1]);
+        if (headers) {
+            self->started = 1;
+            PyObject *start_args[2] = {args[0], headers};
+            PyObject *write = PyObject_Vectorcall(self->send, start_args, 2, NULL);
+            Py_DECREF(headers);
+            return write;
+        }
+        if (PyErr_Occurred()) {
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;  /* KeyboardInterrupt goes on */
+            PyErr_Clear();  /* _Responder meets the same fault, and deals with it */
+        }
+    }
+    PyObject *responder = wsgi_responder(self);
+    PyObject *on_start = responder ? PyObject_GetAttr(responder, str_on_start) : NULL;
+    if (!on_start) return NULL;
+    PyObject *write = PyObject_Vectorcall(on_start, args, nargsf, kwnames);
+    Py_DECREF(on_start);
+    return write;
+}
+
+static PyTypeObject WSGIStartType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "trackgate._asgi_send.WSGIStart",
+    .tp_doc = "The start_response a WSGI app gets from the compiled start (see wsgi.py's _Responder).",
+    .tp_basicsize = sizeof(Responder),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_traverse = (traverseproc)Responder_traverse,
+    .tp_clear = (inquiry)Responder_clear,
+    .tp_dealloc = (destructor)Responder_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Responder, vectorcall),
+};
+
+/* What the app returned, as the server gets it: itself when C started the response, else what _Responder
+ * makes of it (the app started its response through _Responder, or has not started it yet). */
+static PyObject *wsgi_after_app(Responder *starter, PyObject *result) {
+    if (!starter->rewriting && starter->started) return result;
+    PyObject *responder = wsgi_responder(starter);
+    PyObject *body = responder ? PyObject_CallMethodOneArg(responder, str_after_app, result) : NULL;
+    Py_DECREF(result);
+    return body;
+}
+
+/* The visitor in the environ and the WSGIStart for a first or known returning visit (see prepared()), else
+ * NULL. */
+static PyObject *wsgi_prepared(PyObject *config, PyObject *environ, PyObject *start_response) {
+    if (!PyDict_CheckExact(environ)) return NULL;
+    PyObject *path = PyDict_GetItemWithError(environ, str_path_info);
+    if (!path && PyErr_Occurred()) return NULL;
+    if (path && !PyUnicode_CheckExact(path)) return NULL;
+    if (!apps_path(config, path ? path : str_empty)) return NULL;
+    if (PyDict_GetItemWithError(environ, str_http_sec_gpc) || PyErr_Occurred()) return NULL;
+    PyObject *cookie = PyDict_GetItemWithError(environ, str_http_cookie);
+    if (cookie ? !PyUnicode_CheckExact(cookie) : PyErr_Occurred() != NULL) return NULL;
+    PyObject *query = PyDict_GetItemWithError(environ, str_query_upper);
+    if (query ? !PyUnicode_CheckExact(query) : PyErr_Occurred() != NULL) return NULL;
+    enum query_kind query_kind = NO_QUERY;
+    if (query && PyUnicode_GET_LENGTH(query)) {
+        Py_ssize_t at = PyUnicode_Find(query, PyTuple_GET_ITEM(config, V_PARAM_MARKER), 0, PY_SSIZE_T_MAX, 1);
+        if (at == -2) return NULL;
+        query_kind = at >= 0 ? QUERY_NAMING_VISITOR : QUERY;
+    }
+    PyObject *visitor = NULL;
+    Py_XINCREF(cookie);  /* (known_state runs Python code, which may change the environ) */
+    PyObject *state = known_state(config, query_kind, cookie, &visitor);
+    Py_XDECREF(cookie);
+    if (!state) return NULL;
+    PyObject *starter = NULL;
+    if (PyDict_SetItem(environ, PyTuple_GET_ITEM(config, V_STATE_KEY), state) == 0
+        && PyDict_SetItem(environ, PyTuple_GET_ITEM(config, V_VISITOR_KEY), visitor) == 0
+        && PyDict_SetItem(environ, PyTuple_GET_ITEM(config, V_EMIT_KEY), PyTuple_GET_ITEM(config, V_EMIT)) == 0) {
+        starter = responder_of(&WSGIStartType, WSGIStart_vectorcall, PyTuple_GET_ITEM(config, V_SEND_CONFIG),
+                               environ, state, start_response);
+    }
+    Py_DECREF(visitor);
+    Py_DECREF(state);
+    return starter;
+}
+
+static PyObject *wsgi_prepare(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !valid_wsgi_config(args[0])) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "wsgi_prepare(config, environ, start_response) takes three arguments");
+        }
+        return NULL;
+    }
+    PyObject *starter = for_python(wsgi_prepared(args[0], args[1], args[2]));
+    if (starter || PyErr_Occurred()) return starter;
+    Py_RETURN_NONE;
+}
+
+static PyObject *WSGICall_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "WSGIMiddleware.__call__ needs the middleware");
+        return NULL;
+    }
+    if (nargs == 3 && !kwnames) {
+        PyObject *self = args[0], *environ = args[1], *start_response = args[2];
+        PyObject *config = PyObject_GetAttr(self, str_fast);
+        if (!config) return NULL;
+        PyObject *starter = NULL;
+        if (config != Py_None) {
+            if (valid_wsgi_config(config)) {
+                starter = for_python(wsgi_prepared(config, environ, start_response));
+            } else {
+                PyErr_Clear();  /* not one wsgi_prepared() reads: _serve's */
+            }
+        }
+        Py_DECREF(config);
+        if (starter) {
+            PyObject *app = PyObject_GetAttr(self, str_app);
+            PyObject *result = NULL;
+            if (app) {
+                PyObject *app_args[2] = {environ, starter};
+                result = PyObject_Vectorcall(app, app_args, 2, NULL);
+                Py_DECREF(app);
+            }
+            if (result) result = wsgi_after_app((Responder *)starter, result);
+            Py_DECREF(starter);
+            return result;
+        }
+        if (PyErr_Occurred()) return NULL;
+    }
+    return PyObject_VectorcallMethod(str_serve, args, (size_t)nargs, kwnames);
+}
+
+static PyGetSetDef WSGICall_getset[] = {
+    {"__name__", Call_name, NULL, NULL, "__call__"},
+    {"__qualname__", Call_name, NULL, NULL, "WSGIMiddleware.__call__"},
+    {"__module__", Call_name, NULL, NULL, "trackgate.wsgi"},
+    {"__text_signature__", Call_name, NULL, NULL, "($self, environ, start_response, /)"},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyObject *WSGICall_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *self = Call_new(type, args, kwargs);
+    if (self) ((Call *)self)->vectorcall = WSGICall_vectorcall;
+    return self;
+}
+
+static PyTypeObject WSGICallType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "trackgate._asgi_send.WSGICall",
+    .tp_doc = "WSGIMiddleware.__call__ in C: the compiled start for the requests it decides, else self._serve.",
+    .tp_basicsize = sizeof(Call),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_METHOD_DESCRIPTOR,
+    .tp_new = WSGICall_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Call, vectorcall),
+    .tp_descr_get = Call_get,
+    .tp_getset = WSGICall_getset,
+};
 
 static PyMethodDef methods[] = {
     {"prepare", (PyCFunction)(void (*)(void))prepare, METH_FASTCALL,
      "prepare(config, scope, send) -> Responder | None\n\n"
      "The start of ASGIMiddleware.__call__ for a first or known returning visit; None: asgi.py decides."},
+    {"wsgi_prepare", (PyCFunction)(void (*)(void))wsgi_prepare, METH_FASTCALL,
+     "wsgi_prepare(config, environ, start_response) -> WSGIStart | None\n\n"
+     "The start of WSGIMiddleware.__call__ for a first or known returning visit; None: wsgi.py decides."},
     {"request_headers", request_headers, METH_O,
      "request_headers(headers) -> (cookie, gpc) | None\n\n"
      "asgi.py's _identity_headers for a list or tuple of byte pairs; None for anything else."},
@@ -793,19 +1115,33 @@ PyMODINIT_FUNC PyInit__asgi_send(void) {
     str_fast = PyUnicode_InternFromString("_fast");
     str_app = PyUnicode_InternFromString("app");
     str_serve = PyUnicode_InternFromString("_serve");
+    str_path_info = PyUnicode_InternFromString("PATH_INFO");
+    str_query_upper = PyUnicode_InternFromString("QUERY_STRING");
+    str_http_cookie = PyUnicode_InternFromString("HTTP_COOKIE");
+    str_http_sec_gpc = PyUnicode_InternFromString("HTTP_SEC_GPC");
+    str_url_scheme = PyUnicode_InternFromString("wsgi.url_scheme");
+    str_set_cookie_title = PyUnicode_InternFromString("Set-Cookie");
+    str_empty = PyUnicode_InternFromString("");
+    str_on_start = PyUnicode_InternFromString("_on_start");
+    str_after_app = PyUnicode_InternFromString("after_app");
     if (!str_type || !str_headers || !str_status || !str_scheme || !str_https || !str_start_type || !str_store
         || !str_cookie_action || !str_visitor || !str_set_cookie_name || !str_query_string || !str_root_path
-        || !str_path || !str_state || !str_http || !str_fast || !str_app || !str_serve) {
+        || !str_path || !str_state || !str_http || !str_fast || !str_app || !str_serve || !str_path_info
+        || !str_query_upper || !str_http_cookie || !str_http_sec_gpc || !str_url_scheme || !str_set_cookie_title
+        || !str_empty || !str_on_start || !str_after_app) {
         return NULL;
     }
     PyTypeObject *marked[] = {&ResponderType, &CallType};
-    if (PyType_Ready(&ResponderType) < 0 || PyType_Ready(&CallType) < 0 || mark_coroutine_functions(marked, 2) < 0) {
+    if (PyType_Ready(&ResponderType) < 0 || PyType_Ready(&CallType) < 0 || PyType_Ready(&WSGIStartType) < 0
+        || PyType_Ready(&WSGICallType) < 0 || mark_coroutine_functions(marked, 2) < 0) {
         return NULL;
     }
     PyObject *module = PyModule_Create(&module_def);
     if (!module) return NULL;
     if (PyModule_AddObjectRef(module, "Responder", (PyObject *)&ResponderType) < 0
-        || PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0) {
+        || PyModule_AddObjectRef(module, "Call", (PyObject *)&CallType) < 0
+        || PyModule_AddObjectRef(module, "WSGIStart", (PyObject *)&WSGIStartType) < 0
+        || PyModule_AddObjectRef(module, "WSGICall", (PyObject *)&WSGICallType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._boundary import guarded, swallow
 from .gate import Emit, Gate
-from .identity import VisitorState
+from .identity import COOKIE_CACHE_MAX_CHARS, Visitor, VisitorState, code_digits, refill_code_digits
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_environ
 from .settings import Settings
 from .shell_common import (
+    OPT_OUT_HEADER,
     edit_headers,
     endpoint_visitor,
     looks_like_html,
@@ -33,6 +34,16 @@ from .shell_common import (
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
+
+# The start of __call__ for a first visit and a known returning visitor, in C (_asgi_send.c, beside the ASGI
+# shell's): WSGICall is the type of WSGIMiddleware.__call__ when built (see there), wsgi_prepare its first
+# step (for tests). The Python code below is the reference; set to None, it runs.
+WSGICall: Callable[[], Any] | None
+wsgi_prepare: Callable[[tuple[Any, ...], Any, Any], Any] | None
+try:
+    from ._asgi_send import WSGICall, wsgi_prepare
+except ImportError:  # pragma: no cover - built wherever a C compiler is at hand
+    WSGICall = wsgi_prepare = None
 
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 Environ = dict[str, Any]
@@ -58,11 +69,16 @@ class WSGIMiddleware:
         # Bound once, not once per request.
         self._emit = self.gate.emit
         self._resolve = self.gate.identity.resolve
+        # The compiled start's configuration: None when not built, switched off (wsgi.WSGICall = None before
+        # the middleware is made) or given a set-up it cannot read. Used once the gate is awake.
+        self._compiled = _wsgi_config(self.gate) if WSGICall is not None else None
+        self._fast = None if self.gate.asleep else self._compiled
 
-    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    def _serve(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         gate = self.gate
         if gate.asleep:
             gate.wake()
+        self._fast = self._compiled  # awake now
         if gate.owns(environ.get("PATH_INFO", "")):
             return self._answer(environ, start_response)
         # A bare try, not ``guarded``: this runs for every request of the app.
@@ -77,6 +93,12 @@ class WSGIMiddleware:
             swallow("visitor identity", error)
             return self.app(environ, start_response)
         return _Responder(gate, environ, state, start_response).run(self.app)
+
+    # Calling the middleware: with the extension built, WSGICall (_asgi_send.c) starts the requests the
+    # compiled start decides (the visitor in the environ, a start_response of its own that hands any response
+    # it does not start itself to a _Responder) and leaves the rest to _serve. Looked up on an instance, it
+    # gives _serve.
+    __call__ = WSGICall() if WSGICall is not None else _serve
 
     def _answer(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
         facts = from_environ(environ, self.settings.trusted_proxies)
@@ -105,7 +127,10 @@ class _Responder:
         self._server_write: Callable[[bytes], object] | None = None
 
     def run(self, app: WSGIApp) -> Iterable[bytes]:
-        result = app(self._environ, self._on_start)
+        return self.after_app(app(self._environ, self._on_start))
+
+    def after_app(self, result: Iterable[bytes]) -> Iterable[bytes]:
+        """What the server gets of what the app returned."""
         if self._pending is not None:
             if isinstance(result, list | tuple):
                 return self._whole(result)
@@ -241,6 +266,39 @@ class _FilteredBody:
         close = getattr(self._result, "close", None)
         if close is not None:
             close()
+
+
+def _wsgi_config(gate: Gate) -> tuple[Any, ...] | None:
+    """What the compiled start needs of a middleware (see _asgi_send.c): the prefix, the visits identity.py
+    decides without reading anything (see Identity.resolve), and what a new visitor's cookie is made of."""
+    identity = gate.identity
+    try:
+        cookie_parts = [gate.settings.cookie_name + "=", identity.cookie_suffix(False), identity.cookie_suffix(True)]
+    except Exception as error:
+        swallow("preparing the visitor cookie", error)
+        return None  # the Python code says what is wrong, response by response
+    if not all(part.isascii() for part in [*cookie_parts, identity.visitor_param]):
+        return None
+    send_config = (gate, _Responder, OPT_OUT_HEADER, gate.rewrites, *cookie_parts)
+    return (
+        gate.prefix + "/",
+        gate.prefix,
+        identity.implicit,
+        identity.always_consents,
+        identity.visitor_param + "=",
+        code_digits,
+        refill_code_digits,
+        identity.returning_visitor,
+        COOKIE_CACHE_MAX_CHARS,
+        VisitorState,
+        VisitorState.slots(),
+        Visitor,
+        STATE_KEY,
+        VISITOR_KEY,
+        EMIT_KEY,
+        gate.emit,
+        send_config,
+    )
 
 
 def _without_length(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
