@@ -876,9 +876,15 @@ static PyObject *wsgi_plain_headers(Responder *self, PyObject *status, PyObject 
 static PyObject *wsgi_responder(Responder *self) {
     if (!self->rewriting) {
         PyObject *config = self->config;
-        self->rewriting = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(config, W_RESPONDER),
-                                                       PyTuple_GET_ITEM(config, W_GATE), self->scope, self->state,
-                                                       self->send, NULL);
+        PyObject *made = PyObject_CallFunctionObjArgs(PyTuple_GET_ITEM(config, W_RESPONDER),
+                                                      PyTuple_GET_ITEM(config, W_GATE), self->scope, self->state,
+                                                      self->send, NULL);
+        if (!made) return NULL;
+        if (self->rewriting) {
+            Py_DECREF(made);  /* another thread made one meanwhile (the call ran Python code): one a response */
+        } else {
+            self->rewriting = made;
+        }
     }
     return self->rewriting;
 }
@@ -940,8 +946,8 @@ static PyObject *wsgi_prepared(PyObject *config, PyObject *environ, PyObject *st
     if (path && !PyUnicode_CheckExact(path)) return NULL;
     if (!apps_path(config, path ? path : str_empty)) return NULL;
     if (PyDict_GetItemWithError(environ, str_http_sec_gpc) || PyErr_Occurred()) return NULL;
-    PyObject *cookie = PyDict_GetItemWithError(environ, str_http_cookie);
-    if (cookie ? !PyUnicode_CheckExact(cookie) : PyErr_Occurred() != NULL) return NULL;
+    /* Each value read before the next look-up: a key of another type in the environ may run its __eq__ in any
+     * look-up, and drop what an earlier one returned (borrowed). */
     PyObject *query = PyDict_GetItemWithError(environ, str_query_upper);
     if (query ? !PyUnicode_CheckExact(query) : PyErr_Occurred() != NULL) return NULL;
     enum query_kind query_kind = NO_QUERY;
@@ -950,6 +956,8 @@ static PyObject *wsgi_prepared(PyObject *config, PyObject *environ, PyObject *st
         if (at == -2) return NULL;
         query_kind = at >= 0 ? QUERY_NAMING_VISITOR : QUERY;
     }
+    PyObject *cookie = PyDict_GetItemWithError(environ, str_http_cookie);
+    if (cookie ? !PyUnicode_CheckExact(cookie) : PyErr_Occurred() != NULL) return NULL;
     PyObject *visitor = NULL;
     Py_XINCREF(cookie);  /* (known_state runs Python code, which may change the environ) */
     PyObject *state = known_state(config, query_kind, cookie, &visitor);

@@ -410,3 +410,75 @@ def test_a_304_that_confirms_a_rewritten_copy_gets_that_copys_headers_either_way
         sent = headers_sent(True, dict(environ))
         assert sent == headers_sent(False, dict(environ))
         assert ("ETag", 'W/"abc"') in sent and ("Accept-Ranges", "none") in sent
+
+
+# Run in a child process: a memory fault there is a failed test, not a crashed test run.
+_COOKIE_DROPPED_BY_A_KEY = """
+import trackgate
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"served"]
+
+middleware = trackgate.WSGIMiddleware(app, secret_key="k", emit=lambda event: None)
+middleware.gate.identity.resolve("tg_vid=abc123", "", None)  # a returning visitor the shell knows
+
+class DropsTheCookie:
+    # A key that looks up like "QUERY_STRING" and, compared, takes the cookie out of the environ.
+    def __init__(self, environ):
+        self.environ = environ
+    def __hash__(self):
+        return hash("QUERY_STRING")
+    def __eq__(self, other):
+        self.environ.pop("HTTP_COOKIE", None)
+        return False
+
+for attempt in range(50):
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/", "wsgi.url_scheme": "http",
+               "HTTP_COOKIE": "".join(["tg_vid=", "abc123"])}  # held by the environ alone
+    environ[DropsTheCookie(environ)] = 1
+    assert list(middleware(environ, lambda status, headers, exc_info=None: None)) == [b"served"]
+print("served")
+"""
+
+
+def test_an_environ_key_that_drops_the_cookie_mid_lookup_does_not_crash_the_compiled_start() -> None:
+    """Any look-up in the environ may run a key's __eq__ (a key of another type with the same hash), which may
+    change the environ: what the compiled start read before must still be there."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, "-c", _COOKIE_DROPPED_BY_A_KEY], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "served"
+
+
+def test_two_threads_sharing_one_start_response_leave_no_responder_behind() -> None:
+    """The Python responder the compiled start makes on demand runs Python code while it is made: another
+    thread calling the same start_response meanwhile must not leave a second one alive."""
+    import threading
+    import time
+
+    made: list[weakref.ref[Any]] = []
+
+    class Slow(trackgate.wsgi._Responder):
+        __slots__ = ("__weakref__",)
+
+        def __init__(self, *args: Any) -> None:
+            made.append(weakref.ref(self))
+            time.sleep(0.05)  # the other thread runs meanwhile
+            super().__init__(*args)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        headers = (("Content-Type", "text/plain"),)  # a tuple: the compiled start leaves it to the responder
+        other = threading.Thread(target=start_response, args=("200 OK", headers))
+        other.start()
+        start_response("200 OK", headers)
+        other.join()
+        return [b"x"]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trackgate.wsgi, "_Responder", Slow)
+        middleware = trackgate.WSGIMiddleware(app, secret_key="k", emit=lambda event: None)
+    assert list(middleware(_bare_environ(), lambda status, headers, exc_info=None: None)) == [b"x"]
+    gc.collect()
+    assert len(made) == 2 and all(ref() is None for ref in made)
