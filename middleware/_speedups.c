@@ -9,7 +9,7 @@
  * An href value is looked up in the rewriter's cache first. A plain absolute http(s) URL (printable ASCII
  * with "&amp;" the only character reference, UTF-8 in a UTF-8 document, a host name without port) is signed
  * here when the rewriter passes a ClickSigning (links.py): the same JSON, zlib, base64 and HMAC as links.py's
- * click maker, through the zlib and binascii modules and the HMAC state it hands over.
+ * click maker, through the zlib module and the HMAC state it hands over (base64 here, as binascii writes it).
  * Every other value is the rewriter's _link_value() to decide. A tag longer than max_held (rewrite.py's
  * MAX_HELD) is never rewritten; in the outbound scope a link to the page's own host (own_host) stays.
  */
@@ -23,10 +23,7 @@
 #define MAX_TOKEN_CHARS 16384    /* tokens.MAX_TOKEN_CHARS */
 #define MAX_URL_CHARS 4096       /* links.MAX_URL_CHARS */
 
-static PyObject *b2a_base64;     /* binascii.b2a_base64 */
 static PyObject *zlib_compress;  /* zlib.compress */
-static PyObject *a2b_base64;     /* binascii.a2b_base64 */
-static PyObject *compare_digest; /* hmac.compare_digest */
 static PyObject *str_copy, *str_update, *str_digest;
 
 static inline int is_ws(unsigned char c) {
@@ -224,24 +221,69 @@ typedef struct {
     Py_ssize_t own_host_len;
 } Signing;
 
-/* base64 without padding, URL-safe, appended to out (binascii does the encoding). */
+/* URL-safe base64 without padding (tokens.py's base64_encode, there through binascii), appended to out. */
+static const char BASE64_DIGITS[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
 static int put_base64(PyObject *data, char *out, Py_ssize_t *used, Py_ssize_t room) {
-    PyObject *encoded = PyObject_CallOneArg(b2a_base64, data);
-    if (!encoded) return -1;
-    const char *text = PyBytes_AS_STRING(encoded);
-    Py_ssize_t len = PyBytes_GET_SIZE(encoded);
-    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == '=')) len--;
+    const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data), len = (n * 4 + 2) / 3;
     if (*used + len > room) {
-        Py_DECREF(encoded);
         PyErr_SetString(PyExc_OverflowError, "token buffer");
         return -1;
     }
-    for (Py_ssize_t k = 0; k < len; k++) {
-        char c = text[k];
-        out[(*used)++] = c == '+' ? '-' : c == '/' ? '_' : c;
+    char *o = out + *used;
+    Py_ssize_t k = 0;
+    for (; k + 3 <= n; k += 3) {
+        unsigned int group = (unsigned int)in[k] << 16 | (unsigned int)in[k + 1] << 8 | in[k + 2];
+        *o++ = BASE64_DIGITS[group >> 18];
+        *o++ = BASE64_DIGITS[(group >> 12) & 63];
+        *o++ = BASE64_DIGITS[(group >> 6) & 63];
+        *o++ = BASE64_DIGITS[group & 63];
     }
-    Py_DECREF(encoded);
+    if (k < n) {  /* one or two bytes left: two or three digits, no "=" */
+        unsigned int group = (unsigned int)in[k] << 16 | (k + 1 < n ? (unsigned int)in[k + 1] << 8 : 0);
+        *o++ = BASE64_DIGITS[group >> 18];
+        *o++ = BASE64_DIGITS[(group >> 12) & 63];
+        if (k + 1 < n) *o++ = BASE64_DIGITS[(group >> 6) & 63];
+    }
+    *used += len;
     return 0;
+}
+
+/* The bytes of URL-safe base64 without padding as binascii reads it there (tokens.py's _b64decode): NULL, no
+ * error set, for text it would read otherwise (a character out of the alphabet, which it skips, or a length
+ * it refuses). Bits past the last byte are ignored, as binascii ignores them. */
+static signed char base64_values[256];  /* a digit's value, -1 for other bytes (filled by the module's init) */
+
+static PyObject *read_base64(const char *text, Py_ssize_t n) {
+    if (n % 4 == 1) return NULL;
+    PyObject *bytes = PyBytes_FromStringAndSize(NULL, n * 3 / 4);
+    if (!bytes) return NULL;
+    unsigned char *o = (unsigned char *)PyBytes_AS_STRING(bytes);
+    unsigned int group = 0;
+    int bits = 0;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int value = base64_values[(unsigned char)text[k]];
+        if (value < 0) {
+            Py_DECREF(bytes);
+            return NULL;
+        }
+        group = (group << 6 | (unsigned int)value) & 0xffffff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            *o++ = (unsigned char)(group >> bits);
+        }
+    }
+    return bytes;
+}
+
+/* hmac.compare_digest of two byte strings: the time taken depends on their lengths only. */
+static int same_bytes(const char *a, Py_ssize_t a_len, const char *b, Py_ssize_t b_len) {
+    if (a_len != b_len) return 0;
+    unsigned char differ = 0;
+    for (Py_ssize_t k = 0; k < a_len; k++) differ |= (unsigned char)(a[k] ^ b[k]);
+    return differ == 0;
 }
 
 /* Whether rewrite.py would leave an href alone, track it, or must look closer. */
@@ -251,13 +293,21 @@ enum { LEAVE, SIGN, ASK };
  * (unless literal: a URL given as text), UTF-8 kept as it is in a UTF-8 document. ASK for anything else that needs reading: another character
  * reference, whitespace or controls (stripped or dropped there), backslashes and quotes (escaped in JSON),
  * merge tags, bytes of another charset. */
+static unsigned char href_plain[256];  /* 1: a byte read_href copies with nothing to check (filled at init) */
+
 static int read_href(const unsigned char *raw, Py_ssize_t raw_len, int utf8, int literal, unsigned char *url,
                      Py_ssize_t *len) {
     Py_ssize_t used = 0;
-    int wide = 0;
+    int wide = 0, maybe_merge_tag = 0;
     for (Py_ssize_t k = 0; k < raw_len; k++) {
         unsigned char c = raw[k];
-        if (c == '&' && !literal) {
+        if (href_plain[c]) {
+            url[used++] = c;
+            continue;
+        }
+        if (c == '{' || c == '*' || c == '%' || c == '[') {
+            maybe_merge_tag = 1;
+        } else if (c == '&' && !literal) {
             if (k + 5 > raw_len || memcmp(raw + k, "&amp;", 5) != 0) return ASK;
             k += 4;
         } else if (c < 0x21 || c == 0x7f || c == '\\' || c == '"' || c == '\'') {
@@ -269,7 +319,7 @@ static int read_href(const unsigned char *raw, Py_ssize_t raw_len, int utf8, int
         }
         url[used++] = c;
     }
-    for (Py_ssize_t k = 0; k + 1 < used; k++) {
+    for (Py_ssize_t k = 0; maybe_merge_tag && k + 1 < used; k++) {
         unsigned char c = url[k], d = url[k + 1];
         if ((c == '{' && (d == '{' || d == '%')) || (c == '*' && d == '|') || (c == '%' && d == '%') ||
             (c == '[' && d == '[')) {
@@ -684,70 +734,38 @@ static PyObject *unsign(PyObject *module, PyObject *args) {
     Py_ssize_t body_len = dot - text, signature_len = len - body_len - 1;
     PyObject *body = PyBytes_FromStringAndSize(text, body_len);
     if (!body) return NULL;
-    PyObject *expected = PyBytes_FromStringAndSize(dot + 1, signature_len);
-    if (!expected) {
-        Py_DECREF(body);
-        return NULL;
-    }
     int verified = 0;
     for (Py_ssize_t m = 0; m < PyTuple_GET_SIZE(macs) && !verified; m++) {
         PyObject *mac = PyObject_CallMethodNoArgs(PyTuple_GET_ITEM(macs, m), str_copy);
         PyObject *done = mac ? PyObject_CallMethodOneArg(mac, str_update, body) : NULL;
         PyObject *digest = done ? PyObject_CallMethodNoArgs(mac, str_digest) : NULL;
-        char signature[64];
-        Py_ssize_t signature_used = 0;
-        PyObject *made = NULL;
-        if (digest && PyBytes_Check(digest) && PyBytes_GET_SIZE(digest) != 32) {  /* not SHA-256: tokens.py reads it */
-            Py_DECREF(digest);
-            Py_DECREF(done);
-            Py_DECREF(mac);
-            Py_DECREF(body);
-            Py_DECREF(expected);
-            Py_RETURN_NONE;
-        }
-        if (digest && put_base64(digest, signature, &signature_used, (Py_ssize_t)sizeof signature) == 0) {
-            made = PyBytes_FromStringAndSize(signature, signature_used);
-        }
-        PyObject *same = made ? PyObject_CallFunctionObjArgs(compare_digest, made, expected, NULL) : NULL;
         Py_XDECREF(mac);
         Py_XDECREF(done);
-        Py_XDECREF(digest);
-        Py_XDECREF(made);
-        if (!same) {
+        if (!digest) {
             Py_DECREF(body);
-            Py_DECREF(expected);
             return NULL;
         }
-        verified = same == Py_True;
-        Py_DECREF(same);
+        if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 32) {  /* not SHA-256: tokens.py reads it */
+            Py_DECREF(digest);
+            Py_DECREF(body);
+            Py_RETURN_NONE;
+        }
+        /* The base64 text is compared, not decoded bytes (see tokens.py's _unsign). */
+        char signature[44];
+        Py_ssize_t signature_used = 0;
+        int made = put_base64(digest, signature, &signature_used, (Py_ssize_t)sizeof signature);
+        Py_DECREF(digest);
+        if (made < 0) {
+            Py_DECREF(body);
+            return NULL;
+        }
+        verified = same_bytes(signature, signature_used, dot + 1, signature_len);
     }
-    Py_DECREF(expected);
-    if (!verified) {  /* every key tried: tokens.py says so without trying them all again (a forgery) */
-        Py_DECREF(body);
-        Py_RETURN_FALSE;
-    }
-    /* URL-safe base64 without padding, as binascii reads it (tokens.py's _b64decode) */
-    PyObject *standard = PyBytes_FromStringAndSize(NULL, body_len + 3);
-    if (!standard) {
-        Py_DECREF(body);
-        return NULL;
-    }
-    char *out = PyBytes_AS_STRING(standard);
-    for (Py_ssize_t k = 0; k < body_len; k++) {
-        char c = text[k];
-        out[k] = c == '-' ? '+' : c == '_' ? '/' : c;
-    }
-    Py_ssize_t padding = (4 - body_len % 4) % 4;
-    for (Py_ssize_t k = 0; k < padding; k++) out[body_len + k] = '=';
     Py_DECREF(body);
-    if (_PyBytes_Resize(&standard, body_len + padding) < 0) return NULL;
-    PyObject *payload = PyObject_CallOneArg(a2b_base64, standard);
-    Py_DECREF(standard);
-    if (!payload) {  /* not base64 after all: tokens.py says so */
-        PyErr_Clear();
-        Py_RETURN_NONE;
-    }
-    return payload;
+    if (!verified) Py_RETURN_FALSE;  /* every key tried: tokens.py says so without trying them all again */
+    PyObject *payload = read_base64(text, body_len);
+    if (payload || PyErr_Occurred()) return payload;
+    Py_RETURN_NONE;  /* base64 binascii reads otherwise: tokens.py reads it */
 }
 
 static PyMethodDef methods[] = {
@@ -772,22 +790,14 @@ static struct PyModuleDef module_def = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    PyObject *binascii = PyImport_ImportModule("binascii");
-    if (!binascii) return NULL;
-    b2a_base64 = PyObject_GetAttrString(binascii, "b2a_base64");
-    a2b_base64 = PyObject_GetAttrString(binascii, "a2b_base64");
-    Py_DECREF(binascii);
-    if (!b2a_base64 || !a2b_base64) return NULL;
-    PyObject *hmac = PyImport_ImportModule("hmac");
-    if (!hmac) return NULL;
-    compare_digest = PyObject_GetAttrString(hmac, "compare_digest");
-    Py_DECREF(hmac);
-    if (!compare_digest) return NULL;
     PyObject *zlib = PyImport_ImportModule("zlib");
     if (!zlib) return NULL;
     zlib_compress = PyObject_GetAttrString(zlib, "compress");
     Py_DECREF(zlib);
     if (!zlib_compress) return NULL;
+    for (int c = 0x21; c < 0x7f; c++) href_plain[c] = strchr("&\\\"'{*%[", c) == NULL;
+    memset(base64_values, -1, sizeof base64_values);
+    for (int d = 0; d < 64; d++) base64_values[(unsigned char)BASE64_DIGITS[d]] = (signed char)d;
     str_copy = PyUnicode_InternFromString("copy");
     str_update = PyUnicode_InternFromString("update");
     str_digest = PyUnicode_InternFromString("digest");

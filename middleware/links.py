@@ -25,7 +25,7 @@ from .errors import BadToken, BadURL, ConfigError, TokenExpired
 from .events import new_event_id
 from .fastjson import encode_string
 from .settings import Settings
-from .tokens import LegacyPytrackingCodec, Purpose, TokenCodec, json_text
+from .tokens import LegacyPytrackingCodec, Purpose, TokenCodec, json_bytes, json_text
 
 # click_url for a plain http(s) URL in C (_speedups.c), built wherever a C compiler was at hand: the same
 # link as the Python code below makes (tests compare both); None for the rest, or without the module.
@@ -202,6 +202,11 @@ class TrackingResult(NamedTuple):
         }
 
 
+# TrackingResult(*fields) as tuple.__new__ makes it, for every tracked request: the named tuple's own __new__
+# is a Python function.
+_new_result: Callable[[tuple[Any, ...]], TrackingResult] = functools.partial(tuple.__new__, TrackingResult)
+
+
 class ClickSigning(NamedTuple):
     """What the compiled rewriter (_speedups.c) needs to make a plain click link itself, byte for byte the
     link ``clicks_for(metadata)`` makes: start + token, the token signing ``{"u":"<url>"`` + tail."""
@@ -226,9 +231,8 @@ def _click_signing(codec: TokenCodec, start: str, metadata: Mapping[str, Any] | 
 
 
 def _signed_tail(metadata: dict[str, Any] | None) -> bytes:
-    """ClickSigning.tail for ``metadata``; TypeError or ValueError for metadata no link can carry. (json_text's
-    text is valid UTF-8.)"""
-    return (',"m":' + json_text(metadata) + "}").encode() if metadata else _NO_METADATA_TAIL
+    """ClickSigning.tail for ``metadata``; TypeError or ValueError for metadata no link can carry."""
+    return b',"m":' + json_bytes(metadata) + b"}" if metadata else _NO_METADATA_TAIL
 
 
 # The methods whose results the compiled rewriter reproduces when it signs a link itself.
@@ -288,6 +292,7 @@ class TrackingLinks:
         # Links in emails need an absolute origin; pages use their own (see for_page).
         self.base_url = (base_url or settings.base_url or "").rstrip("/") or None
         self.prefix = settings.path_prefix
+        self._prefix_slash = self.prefix + "/"
         self._click_prefix = self.prefix + "/c/"
         self._open_prefix = self.prefix + "/o/"
         encryption_keys = tuple(k.strip() for k in (settings.encryption_key or "").split(",") if k.strip())
@@ -445,7 +450,7 @@ class TrackingLinks:
             raise BadToken("not a string")
         # Tokens hold no "/", "?" or "#", so the last "{prefix}/" of the URL or path starts ours.
         path = url_or_path.partition("#")[0].partition("?")[0].rstrip("/")
-        at = path.rfind(self.prefix + "/")
+        at = path.rfind(self._prefix_slash)
         if at >= 0:
             segment, _, token = path[at + len(self.prefix) + 1 :].partition("/")
             purpose = _SEGMENT_KIND.get(segment)
@@ -501,7 +506,7 @@ class TrackingLinks:
         referrer = None if legacy else data.get("r")
         if (title is not None and type(title) is not str) or (referrer is not None and type(referrer) is not str):
             raise BadToken("title or referrer is not text")
-        if url is not None:
+        if url is not None and not (plain_url is not None and plain_url(url)):  # (check_url's first look, inline)
             try:
                 check_url(url)
             except BadURL as refused:
@@ -513,18 +518,20 @@ class TrackingLinks:
         else:
             kind = "open" if url is None or legacy else "pageview"
         now = time.time()
-        return TrackingResult(
-            url,
-            self.settings.webhook_url,
-            metadata,
-            request_data,
-            int(now),
-            kind,
-            visitor,
-            new_event_id(now),
-            legacy,
-            title if not legacy else None,  # a page's, or an email's
-            referrer if kind == "pageview" else None,
+        return _new_result(
+            (
+                url,
+                self.settings.webhook_url,
+                metadata,
+                request_data,
+                int(now),
+                kind,
+                visitor,
+                new_event_id(now),
+                legacy,
+                title if not legacy else None,  # a page's, or an email's
+                referrer if kind == "pageview" else None,
+            )
         )
 
     def _legacy_result(

@@ -91,10 +91,11 @@ def _b64decode(text: bytes) -> bytes:
 
 def json_text(value: Any) -> str:
     """Compact JSON text as tokens hold it (``ValueError`` for NaN, lone surrogates, cycles)."""
-    return _dump_json(value).decode()
+    return json_bytes(value).decode()
 
 
-def _dump_json(data: Any) -> bytes:
+def json_bytes(data: Any) -> bytes:
+    """json_text's UTF-8, as a token's payload holds it."""
     try:
         return _encode_json(data).encode()
     except UnicodeEncodeError:
@@ -210,7 +211,7 @@ class TokenCodec:
             raise ValueError(f"the key {_EXPIRES!r} is reserved for the token's expiry")
         if expires_at is not None:
             data = {**data, _EXPIRES: int(expires_at)}
-        return self.dumps_json(_dump_json(data), purpose)
+        return self.dumps_json(json_bytes(data), purpose)
 
     def dumps_json(self, raw: bytes, purpose: Purpose) -> str:
         """The token for an already encoded payload: the compact JSON ``dumps`` would have made.
@@ -239,7 +240,9 @@ class TokenCodec:
     def loads(self, token: str, purpose: Purpose, *, now: float | None = None) -> dict[str, Any]:
         """The data of an authentic token for ``purpose``; raises only ``BadToken`` and its subclasses (and
         ``ValueError`` for a purpose that is not one of ``PURPOSES``)."""
-        macs = self._macs_for(purpose)
+        macs = self._macs.get(purpose)  # (_macs_for, inline: this runs for every tracked request)
+        if macs is None:
+            macs = self._macs_for(purpose)
         if not isinstance(token, str) or not token:
             raise BadToken("empty token")
         if len(token) > MAX_TOKEN_CHARS:
@@ -248,8 +251,8 @@ class TokenCodec:
             raw = unsign(token, macs) if unsign is not None else None
             if raw is False:  # C tried every key: a forgery is not worth trying them all again
                 raise ForeignToken(_FOREIGN[purpose])
-            payload = raw if isinstance(raw, bytes) else self._unsign(token, purpose)
-            return _check_expiry(_parse_json(payload), now)
+            data = _parse_json(raw if type(raw) is bytes else self._unsign(token, purpose))
+            return _check_expiry(data, now) if _EXPIRES in data else data
         if self._ciphers:
             return _check_expiry(_parse_json(self._unseal(token, purpose)), now)
         raise BadToken("not a signed token")
