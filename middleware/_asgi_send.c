@@ -189,6 +189,23 @@ static PyObject *slow_start(Responder *self, PyObject *message) {
     return awaitable;
 }
 
+/* A stored visitor cookie's value, start + code + suffix, into out: the code an ASCII str, the others of a and c
+ * bytes. */
+static void put_cookie(char *out, const char *start, Py_ssize_t a, PyObject *code, const char *suffix, Py_ssize_t c) {
+    Py_ssize_t b = PyUnicode_GET_LENGTH(code);
+    memcpy(out, start, (size_t)a);
+    memcpy(out + a, PyUnicode_DATA(code), (size_t)b);
+    memcpy(out + a + b, suffix, (size_t)c);
+}
+
+/* (name, value), the value's reference taken over; NULL when value is. */
+static PyObject *header_pair(PyObject *name, PyObject *value) {
+    if (!value) return NULL;
+    PyObject *pair = PyTuple_Pack(2, name, value);
+    Py_DECREF(value);
+    return pair;
+}
+
 /* The visitor cookie's header for a new code ("store"), as Identity.set_cookie_header makes it. */
 static PyObject *store_cookie(Responder *self) {
     PyObject *visitor = PyObject_GetAttr(self->state, str_visitor);
@@ -210,19 +227,11 @@ static PyObject *store_cookie(Responder *self) {
     int https = scheme && same_text(scheme, str_https);
     PyObject *start = PyTuple_GET_ITEM(self->config, C_COOKIE_START);
     PyObject *suffix = PyTuple_GET_ITEM(self->config, https ? C_SUFFIX_HTTPS : C_SUFFIX_HTTP);
-    Py_ssize_t a = PyBytes_GET_SIZE(start), b = PyUnicode_GET_LENGTH(code), c = PyBytes_GET_SIZE(suffix);
-    PyObject *value = PyBytes_FromStringAndSize(NULL, a + b + c);
-    if (value) {
-        char *out = PyBytes_AS_STRING(value);
-        memcpy(out, PyBytes_AS_STRING(start), (size_t)a);
-        memcpy(out + a, PyUnicode_DATA(code), (size_t)b);
-        memcpy(out + a + b, PyBytes_AS_STRING(suffix), (size_t)c);
-    }
+    Py_ssize_t a = PyBytes_GET_SIZE(start), c = PyBytes_GET_SIZE(suffix);
+    PyObject *value = PyBytes_FromStringAndSize(NULL, a + PyUnicode_GET_LENGTH(code) + c);
+    if (value) put_cookie(PyBytes_AS_STRING(value), PyBytes_AS_STRING(start), a, code, PyBytes_AS_STRING(suffix), c);
     Py_DECREF(visitor);
-    if (!value) return NULL;
-    PyObject *pair = PyTuple_Pack(2, str_set_cookie_name, value);
-    Py_DECREF(value);
-    return pair;
+    return header_pair(str_set_cookie_name, value);
 }
 
 /* A tuple of a list's items, or NULL (no error set when the list changed while the tuple was made). Anything
@@ -805,19 +814,11 @@ static PyObject *wsgi_cookie(Responder *self) {
     }
     PyObject *start = PyTuple_GET_ITEM(self->config, W_COOKIE_START);
     PyObject *suffix = PyTuple_GET_ITEM(self->config, same_text(scheme, str_https) ? W_SUFFIX_HTTPS : W_SUFFIX_HTTP);
-    Py_ssize_t a = PyUnicode_GET_LENGTH(start), b = PyUnicode_GET_LENGTH(code), c = PyUnicode_GET_LENGTH(suffix);
-    PyObject *value = PyUnicode_New(a + b + c, 127);
-    if (value) {
-        char *out = PyUnicode_DATA(value);
-        memcpy(out, PyUnicode_DATA(start), (size_t)a);
-        memcpy(out + a, PyUnicode_DATA(code), (size_t)b);
-        memcpy(out + a + b, PyUnicode_DATA(suffix), (size_t)c);
-    }
+    Py_ssize_t a = PyUnicode_GET_LENGTH(start), c = PyUnicode_GET_LENGTH(suffix);
+    PyObject *value = PyUnicode_New(a + PyUnicode_GET_LENGTH(code) + c, 127);
+    if (value) put_cookie(PyUnicode_DATA(value), PyUnicode_DATA(start), a, code, PyUnicode_DATA(suffix), c);
     Py_DECREF(visitor);
-    if (!value) return NULL;
-    PyObject *pair = PyTuple_Pack(2, str_set_cookie_title, value);
-    Py_DECREF(value);
-    return pair;
+    return header_pair(str_set_cookie_title, value);
 }
 
 /* True for a header _Responder must see: not a pair of ASCII str, an HTML type, or the opt-out header. */

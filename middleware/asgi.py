@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 from ._boundary import guarded, swallow
 from .facts import below_mount
 from .gate import Emit, Gate
-from .identity import COOKIE_CACHE_MAX_CHARS, Visitor, VisitorState, code_digits, refill_code_digits
+from .identity import VisitorState
 from .lifespan import run_lifespan
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_scope
 from .settings import Settings
 from .shell_common import (
     OPT_OUT_HEADER,
+    compiled_visit_config,
     endpoint_visitor,
     looks_like_html,
     make_settings,
@@ -150,25 +151,7 @@ def _visit_config(gate: Gate, send_config: tuple[Any, ...] | None) -> tuple[Any,
     identity = gate.identity
     if send_config is None or not identity.visitor_param.isascii():
         return None
-    return (
-        gate.prefix + "/",
-        gate.prefix,
-        identity.implicit,
-        identity.always_consents,
-        (identity.visitor_param + "=").encode("ascii"),
-        code_digits,
-        refill_code_digits,
-        identity.returning_visitor,
-        COOKIE_CACHE_MAX_CHARS,
-        VisitorState,
-        VisitorState.slots(),
-        Visitor,
-        STATE_KEY,
-        VISITOR_KEY,
-        EMIT_KEY,
-        gate.emit,
-        send_config,
-    )
+    return compiled_visit_config(gate, (identity.visitor_param + "=").encode("ascii"), send_config)
 
 
 def _responder(gate: Gate, scope: Scope, state: VisitorState, send: Send) -> Send:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from werkzeug.http import parse_etags, quote_etag, unquote_etag
 
 from ._boundary import swallow
-from .identity import Identity
+from .identity import (
+    COOKIE_CACHE_MAX_CHARS,
+    Identity,
+    Visitor,
+    VisitorState,
+    code_digits,
+    refill_code_digits,
+)
+from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .gate import Gate
 
 OPT_OUT_HEADER = "x-trackgate"
 
@@ -118,3 +129,29 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies:
     from .netaddr import client_address as through_proxies
 
     return through_proxies(peer, forwarded_for, trusted_proxies)
+
+
+def compiled_visit_config(gate: Gate, param_marker: str | bytes, send_config: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What the compiled starts need of a middleware (_asgi_send.c's V_* layout, in this order): the prefix,
+    the visits identity.py decides without reading anything (see Identity.resolve), and the shell's send
+    configuration. ``param_marker`` is "<visitor parameter>=" as the shell's query string holds it."""
+    identity = gate.identity
+    return (
+        gate.prefix + "/",
+        gate.prefix,
+        identity.implicit,
+        identity.always_consents,
+        param_marker,
+        code_digits,
+        refill_code_digits,
+        identity.returning_visitor,
+        COOKIE_CACHE_MAX_CHARS,
+        VisitorState,
+        VisitorState.slots(),
+        Visitor,
+        STATE_KEY,
+        VISITOR_KEY,
+        EMIT_KEY,
+        gate.emit,
+        send_config,
+    )

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._boundary import guarded, swallow
 from .gate import Emit, Gate
-from .identity import COOKIE_CACHE_MAX_CHARS, Visitor, VisitorState, code_digits, refill_code_digits
+from .identity import VisitorState
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
 from .requestfacts import from_environ
 from .settings import Settings
 from .shell_common import (
     OPT_OUT_HEADER,
+    compiled_visit_config,
     edit_headers,
     endpoint_visitor,
     looks_like_html,
@@ -269,8 +270,8 @@ class _FilteredBody:
 
 
 def _wsgi_config(gate: Gate) -> tuple[Any, ...] | None:
-    """What the compiled start needs of a middleware (see _asgi_send.c): the prefix, the visits identity.py
-    decides without reading anything (see Identity.resolve), and what a new visitor's cookie is made of."""
+    """What the compiled start needs of a middleware (see compiled_visit_config), with what a new visitor's
+    cookie is made of."""
     identity = gate.identity
     try:
         cookie_parts = [gate.settings.cookie_name + "=", identity.cookie_suffix(False), identity.cookie_suffix(True)]
@@ -280,25 +281,7 @@ def _wsgi_config(gate: Gate) -> tuple[Any, ...] | None:
     if not all(part.isascii() for part in [*cookie_parts, identity.visitor_param]):
         return None
     send_config = (gate, _Responder, OPT_OUT_HEADER, gate.rewrites, *cookie_parts)
-    return (
-        gate.prefix + "/",
-        gate.prefix,
-        identity.implicit,
-        identity.always_consents,
-        identity.visitor_param + "=",
-        code_digits,
-        refill_code_digits,
-        identity.returning_visitor,
-        COOKIE_CACHE_MAX_CHARS,
-        VisitorState,
-        VisitorState.slots(),
-        Visitor,
-        STATE_KEY,
-        VISITOR_KEY,
-        EMIT_KEY,
-        gate.emit,
-        send_config,
-    )
+    return compiled_visit_config(gate, identity.visitor_param + "=", send_config)
 
 
 def _without_length(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
