@@ -225,6 +225,10 @@ typedef struct {
 static const char BASE64_DIGITS[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 static int put_base64(PyObject *data, char *out, Py_ssize_t *used, Py_ssize_t room) {
+    if (!PyBytes_Check(data)) {  /* (what a link source's own HMAC state gives may be anything) */
+        PyErr_Format(PyExc_TypeError, "a bytes object is required, not '%.100s'", Py_TYPE(data)->tp_name);
+        return -1;
+    }
     const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t n = PyBytes_GET_SIZE(data), len = (n * 4 + 2) / 3;
     if (*used + len > room) {
@@ -440,6 +444,16 @@ static PyObject *signed_value(const Signing *signing, const unsigned char *raw, 
     if (!done) goto fail;
     digest = PyObject_CallMethodNoArgs(mac, str_digest);
     if (!digest) goto fail;
+    if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 32) {  /* not SHA-256: the Python code decides */
+        Py_DECREF(payload);
+        Py_XDECREF(packed);
+        Py_DECREF(body);
+        Py_DECREF(mac);
+        Py_DECREF(done);
+        Py_DECREF(digest);
+        Py_DECREF(value);
+        return NULL;
+    }
     if (used + 1 > room) goto overflow;
     out[used++] = '.';
     if (put_base64(digest, out, &used, room) < 0) goto fail;

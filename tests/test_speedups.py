@@ -241,6 +241,48 @@ def test_a_signed_body_of_any_base64_reads_the_same_both_ways(payload: bytes, ed
         same_both_ways(lambda: links._codec.loads(token, "click"), (trackgate.tokens, "unsign"))  # noqa: B023
 
 
+_ODD_DIGEST = """
+import sys
+from trackgate import rewrite_html
+
+odd = {"str": "A" * 32, "bytearray": bytearray(32), "negative": -(2 ** 2130), "short": b"x" * 8}[sys.argv[1]]
+
+class Mac:  # a link source's own HMAC state, whose digest() is not SHA-256's bytes
+    def copy(self):
+        return self
+    def update(self, data):
+        pass
+    def digest(self):
+        return odd
+
+class Links:
+    def click_url(self, url, metadata=None):
+        return "https://t.example.org/c/made-by-the-source"
+    def open_url(self, metadata=None):
+        return "https://t.example.org/o/pixel"
+    def is_tracking_url(self, url):
+        return False
+    def click_signing(self, metadata=None):
+        return (b"https://t.example.org/c/", b"}", Mac(), ())
+
+for _ in range(50):
+    out = rewrite_html(b'<a href="https://a.org/p">x</a>', Links(), open_tracking=False, charset="utf-8")
+print(out.decode())
+"""
+
+
+@pytest.mark.parametrize("digest", ["str", "bytearray", "negative", "short"])
+def test_a_link_source_whose_mac_gives_no_sha256_digest_makes_its_own_links(digest: str) -> None:
+    """The compiled signing reads what the link source's HMAC state gives: anything but 32 bytes leaves the
+    link to the source (in a child process: a memory fault there is a failed test, not a crashed run)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _ODD_DIGEST, digest], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == '<a href="https://t.example.org/c/made-by-the-source">x</a>'
+
+
 def test_a_subclass_that_tells_its_own_links_apart_is_asked_for_each_link() -> None:
     class WithUnsubscribe(TrackingLinks):
         def is_tracking_url(self, url: str) -> bool:
