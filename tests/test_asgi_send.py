@@ -12,6 +12,7 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
+import shell_cases
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,23 +21,7 @@ import trackgate.asgi
 
 pytestmark = pytest.mark.skipif(trackgate.asgi.prepare is None, reason="the compiled shell is not built")
 
-_COOKIES = st.sampled_from(
-    [
-        None,
-        "",
-        "tg_vid=abc123",
-        "other=1; tg_vid=abc123",
-        "tg_vid=abc123; tg_vid=zzz",
-        "tg_vid=abc123; tg_vid=abc123",
-        "tg_vid=bad value",
-        "tg_vid=" + "x" * 300,
-        "cc=1",
-        "cc=0; tg_vid=abc123",
-        "cc=1; tg_vid=abc123",
-        "theme=dark",
-        "tg_vid=abc123; " + "pad=" + "p" * 5000,
-    ]
-)
+_COOKIES = shell_cases.COOKIES
 _QUERIES = st.sampled_from([b"", b"a=1", b"tg_vid=fromquery", b"tg_vid=abc123", b"tg_vid=", b"x=tg_vid=q", None])
 _PATHS = st.sampled_from(
     [
@@ -52,16 +37,7 @@ _PATHS = st.sampled_from(
 _CONTENT_TYPES = st.sampled_from(
     [None, b"text/plain", b"text/html; charset=utf-8", b"TEXT/HTML", b"application/json", b"application/xhtml+xml"]
 )
-_SETTINGS = st.fixed_dictionaries(
-    {
-        "consent": st.sampled_from(["implicit", "required"]),
-        "consent_cookie": st.sampled_from([None, "cc"]),
-        "respect_gpc": st.booleans(),
-        "rewrite": st.sampled_from(["off", "all"]),
-        "cookie_secure": st.sampled_from([None, True, False]),
-        "cookie_domain": st.sampled_from([None, "example.org"]),
-    }
-)
+_SETTINGS = shell_cases.SETTINGS
 
 
 def _app(action: str | None, start: dict[str, Any], body: bytes, seen: list[Any]) -> Any:
@@ -118,7 +94,7 @@ _CASE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         "if_none_match": st.sampled_from([None, b'W/"abc"', b'"abc"']),
         "etag": st.sampled_from([None, b'"abc"']),
         "as_tuple": st.booleans(),
-        "action": st.sampled_from([None, "grant", "withdraw"]),
+        "action": shell_cases.ACTIONS,
 }
 _CASES = st.fixed_dictionaries(_CASE_FIELDS)
 # The requests the compiled start decides (a first visit or a known returning one, in the default set-up),
@@ -126,18 +102,12 @@ _CASES = st.fixed_dictionaries(_CASE_FIELDS)
 _DECIDED = st.fixed_dictionaries(
     {
         **_CASE_FIELDS,
-        "config": st.fixed_dictionaries(
-            {
-                "rewrite": st.sampled_from(["off", "all"]),
-                "cookie_secure": st.sampled_from([None, True, False]),
-                "cookie_domain": st.sampled_from([None, "example.org"]),
-            }
-        ),
-        "cookie": st.sampled_from([None, "", "tg_vid=abc123", "other=1; tg_vid=abc123"]),
+        "config": shell_cases.DECIDED_SETTINGS,
+        "cookie": shell_cases.DECIDED_COOKIES,
         "gpc": st.none(),
         "query": st.sampled_from([b"", None, b"a=1", b"tg_vid=q"]),
         "where": st.sampled_from([("/", ""), ("/page", ""), ("/_tgx", "")]),
-        "action": st.sampled_from([None, None, None, "grant", "withdraw"]),
+        "action": shell_cases.DECIDED_ACTIONS,
         "status": st.sampled_from([200, 304, 302]),
         "if_none_match": st.sampled_from([None, b'W/"abc"']),
     }

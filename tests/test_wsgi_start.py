@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+import shell_cases
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
@@ -22,38 +23,14 @@ import trackgate.wsgi
 
 pytestmark = pytest.mark.skipif(trackgate.wsgi.WSGICall is None, reason="the compiled shell is not built")
 
-_COOKIES = st.sampled_from(
-    [
-        None,
-        "",
-        "tg_vid=abc123",
-        "other=1; tg_vid=abc123",
-        "tg_vid=abc123; tg_vid=zzz",
-        "tg_vid=bad value",
-        "tg_vid=" + "x" * 300,
-        "cc=1",
-        "cc=0; tg_vid=abc123",
-        "cc=1; tg_vid=abc123",
-        "theme=dark",
-        "tg_vid=abc123; " + "pad=" + "p" * 5000,
-    ]
-)
+_COOKIES = shell_cases.COOKIES
 _QUERIES = st.sampled_from(["", "a=1", "tg_vid=fromquery", "tg_vid=abc123", "tg_vid=", "x=tg_vid=q", None])
 _PATHS = st.sampled_from(["/", "/page", "/_tg/health", "/_tg", "/_tgx", None])
 _CONTENT_TYPES = st.sampled_from(
     [None, "text/plain", "text/html; charset=utf-8", "TEXT/HTML", "application/json", "application/xhtml+xml",
      "text/plain; x=\u00e9", "text/html; x=\u0100"]
 )
-_SETTINGS = st.fixed_dictionaries(
-    {
-        "consent": st.sampled_from(["implicit", "required"]),
-        "consent_cookie": st.sampled_from([None, "cc"]),
-        "respect_gpc": st.booleans(),
-        "rewrite": st.sampled_from(["off", "all"]),
-        "cookie_secure": st.sampled_from([None, True, False]),
-        "cookie_domain": st.sampled_from([None, "example.org"]),
-    }
-)
+_SETTINGS = shell_cases.SETTINGS
 _CASE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         "config": _SETTINGS,
         "cookie": _COOKIES,
@@ -70,7 +47,7 @@ _CASE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         "etag": st.sampled_from([None, '"abc"']),
         "as_tuple": st.booleans(),
         "style": st.sampled_from(["list", "generator", "write", "error", "closing"]),
-        "action": st.sampled_from([None, "grant", "withdraw"]),
+        "action": shell_cases.ACTIONS,
 }
 _CASES = st.fixed_dictionaries(_CASE_FIELDS)
 # The requests the compiled start decides (a first visit or a known returning one, in the default set-up),
@@ -78,18 +55,12 @@ _CASES = st.fixed_dictionaries(_CASE_FIELDS)
 _DECIDED = st.fixed_dictionaries(
     {
         **_CASE_FIELDS,
-        "config": st.fixed_dictionaries(
-            {
-                "rewrite": st.sampled_from(["off", "all"]),
-                "cookie_secure": st.sampled_from([None, True, False]),
-                "cookie_domain": st.sampled_from([None, "example.org"]),
-            }
-        ),
-        "cookie": st.sampled_from([None, "", "tg_vid=abc123", "other=1; tg_vid=abc123"]),
+        "config": shell_cases.DECIDED_SETTINGS,
+        "cookie": shell_cases.DECIDED_COOKIES,
         "gpc": st.none(),
         "query": st.sampled_from(["", None]),
         "path": st.sampled_from(["/", "/page", "/_tgx", None]),
-        "action": st.sampled_from([None, None, None, "grant", "withdraw"]),
+        "action": shell_cases.DECIDED_ACTIONS,
         "if_none_match": st.sampled_from([None, 'W/"abc"']),
         # (text of wider characters than latin-1: no byte-wise reading of it may miss the "html")
         "content_type": st.sampled_from(
