@@ -1,4 +1,4 @@
-/* The ASGI shell's per-request work in C: optional, with asgi.py's pure-Python code as the reference.
+/* The shells' per-request work in C: optional, with asgi.py's and wsgi.py's pure-Python code as the reference.
  *
  * request_headers() is asgi.py's _identity_headers: the Cookie (lines joined) and Sec-GPC headers of a scope.
  *
@@ -16,6 +16,9 @@
  * returned, so that each message costs one C call and no coroutine of ours. Any start it does not handle
  * whole (an HTML type, the opt-out header, a 304 to revalidate, a cookie to delete, headers that are not a
  * list of byte pairs) goes to asgi.py's _start, and a body being rewritten to its _Rewriting.
+ *
+ * WSGICall is WSGIMiddleware.__call__, wsgi_prepare() its start and WSGIStart the start_response the app
+ * gets: the same visits, for wsgi.py (see "The WSGI shell" below).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -401,10 +404,10 @@ static PyTypeObject ResponderType = {
     .tp_vectorcall_offset = offsetof(Responder, vectorcall),
 };
 
-/* asgi.py's _visit_config: (prefix_slash, prefix, implicit, always_consents, param_marker, code_digits,
- * refill_code_digits, returning, max_cookie_chars, VisitorState, its slots, Visitor, state_key, visitor_key,
- * emit_key, emit, send_config); the slots are VisitorState's member descriptors, in the order of its
- * __init__'s arguments. */
+/* shell_common.compiled_visit_config (asgi.py's _visit_config): (prefix_slash, prefix, implicit,
+ * always_consents, param_marker, code_digits, refill_code_digits, returning, max_cookie_chars, VisitorState,
+ * its slots, Visitor, state_key, visitor_key, emit_key, emit, send_config); the slots are VisitorState's
+ * member descriptors, in the order of its __init__'s arguments. */
 enum {
     V_PREFIX_SLASH, V_PREFIX, V_IMPLICIT, V_ALWAYS, V_PARAM_MARKER, V_CODE_DIGITS, V_REFILL_DIGITS, V_RETURNING,
     V_MAX_CHARS, V_STATE_TYPE, V_STATE_SLOTS, V_VISITOR_TYPE, V_STATE_KEY, V_VISITOR_KEY, V_EMIT_KEY, V_EMIT,
@@ -768,8 +771,8 @@ static PyObject *Responder_create(PyObject *config, PyObject *scope, PyObject *s
  * makes wsgi.py's _Responder for the response (the one _serve would have made) and hands it this call and
  * every later one, and what the app returns. */
 
-/* wsgi.py's _wsgi_send_config: (gate, _Responder, opt_out, rewrites, cookie_start, suffix_http, suffix_https),
- * the opt-out header's name and the cookie's parts ASCII str. */
+/* The send config in wsgi.py's _wsgi_config: (gate, _Responder, opt_out, rewrites, cookie_start,
+ * suffix_http, suffix_https), the opt-out header's name and the cookie's parts ASCII str. */
 enum { W_GATE, W_RESPONDER, W_OPT_OUT, W_REWRITES, W_COOKIE_START, W_SUFFIX_HTTP, W_SUFFIX_HTTPS, W_SIZE };
 
 static PyTypeObject WSGIStartType;
@@ -780,7 +783,7 @@ static int ascii_text(PyObject *text) {
     return PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text);
 }
 
-/* wsgi.py's _wsgi_config: _visit_config's layout, with the parameter's marker as str and the send config
+/* wsgi.py's _wsgi_config: compiled_visit_config's layout, with the parameter's marker as str and the send config
  * above. */
 static int valid_wsgi_config(PyObject *config) {
     if (PyTuple_CheckExact(config) && PyTuple_GET_SIZE(config) == V_SIZE

@@ -1,4 +1,5 @@
-/* The rewriter's inner loop in C: optional, with rewrite.py's pure-Python reading as the reference.
+/* The rewriter's inner loop, and the link codec's plain cases (sign_click, plain_url, unsign), in C: optional,
+ * with rewrite.py's, links.py's and tokens.py's pure-Python code as the reference.
  *
  * scan() reads HTML from a position exactly as rewrite.py's _STEP pattern does: it skips text, comments
  * and every tag that changes nothing (their attributes read as the HTML tokenizer reads them, so a quoted
