@@ -41,6 +41,19 @@ def _plain_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
 wsgi_app = trackgate.WSGIMiddleware(_plain_wsgi, emit=_drop)
 
 
+def _start_reporting_wsgi(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    """The visitor, and the kind of start_response the app got: the compiled start's (WSGIStart) or the
+    Python shell's (a bound method)."""
+    report = {**_describe(trackgate.get_visitor(environ)), "start": type(start_response).__name__}
+    body = json.dumps(report).encode()
+    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+# The default set-up (events to the background dispatcher, which the first request starts).
+start_reporting_wsgi_app = trackgate.WSGIMiddleware(_start_reporting_wsgi)
+
+
 def _glue_app() -> Starlette:
     """A Starlette app configured through trackgate's Starlette glue, as a user would write it."""
     from trackgate.adapters.starlette import middleware, visitor

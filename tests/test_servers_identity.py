@@ -129,3 +129,32 @@ def test_under_uvicorn_with_lifespan_the_commonest_requests_take_the_compiled_st
             "consent": True,
         }
         assert get(base + "/fast").json() == {"compiled": True}
+
+
+def test_under_gunicorn_the_commonest_requests_take_the_wsgi_compiled_start(tmp_path: Path) -> None:
+    """The WSGI shell's compiled start, through a real gunicorn and a real client: a first visit (after the
+    request that starts the dispatcher) and a returning one take it and get what the Python shell gives;
+    a visitor named in the query string is left to the Python shell."""
+    import trackgate.wsgi
+
+    if trackgate.wsgi.WSGICall is None:
+        pytest.skip("the compiled shell is not built")
+    env = {
+        "TRACKGATE_SECRET_KEY": "server-key",
+        "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}",
+    }
+    with serve("gunicorn", "apps_identity:start_reporting_wsgi_app", env=env) as base:
+        assert get(base + "/").json()["start"] == "method"  # this one woke the gate: the Python shell's
+        first = get(base + "/")
+        code = first.json()["code"]
+        assert first.json() == {"code": code, "is_new": True, "consent": True, "start": "WSGIStart"}
+        name, value, attributes = _parts(first.headers["set-cookie"])
+        assert (name, value) == ("tg_vid", code) and CODE.match(code)
+        assert set(attributes) == {"max-age", "httponly", "path", "samesite"}
+        again = get(base + "/", headers={"Cookie": f"tg_vid={code}"})
+        assert again.json() == {"code": code, "is_new": False, "consent": True, "start": "WSGIStart"}
+        assert "set-cookie" not in again.headers
+        named = get(base + "/?tg_vid=fromquery")
+        assert named.json() == {"code": "fromquery", "is_new": False, "consent": True, "start": "method"}
+        assert _parts(named.headers["set-cookie"])[:2] == ("tg_vid", "fromquery")
