@@ -144,7 +144,7 @@ def test_under_gunicorn_the_commonest_requests_take_the_wsgi_compiled_start(tmp_
         "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
         "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}",
     }
-    with serve("gunicorn", "apps_identity:start_reporting_wsgi_app", env=env) as base:
+    with serve("gunicorn", "apps_identity:start_reporting_wsgi_app", env=env, args=("--workers", "1")) as base:
         assert get(base + "/").json()["start"] == "method"  # this one woke the gate: the Python shell's
         first = get(base + "/")
         code = first.json()["code"]
