@@ -30,6 +30,8 @@ static PyObject *str_type, *str_headers, *str_status, *str_scheme, *str_https, *
 static PyObject *str_cookie_action, *str_visitor, *str_set_cookie_name;
 static PyObject *str_query_string, *str_root_path, *str_path, *str_state;
 static PyObject *str_http;
+static PyObject *str_path_info, *str_query_upper, *str_http_cookie, *str_http_sec_gpc, *str_url_scheme;
+static PyObject *str_set_cookie_title, *str_empty, *str_on_start, *str_after_app;
 static destructor class_dealloc;  /* what a class statement's classes free their instances with */
 
 /* a == b for two exact str objects: identity, else (both ASCII) length and bytes, else the general compare,
@@ -209,25 +211,42 @@ static PyObject *header_pair(PyObject *name, PyObject *value) {
     return pair;
 }
 
-/* The visitor cookie's header for a new code ("store"), as Identity.set_cookie_header makes it. */
+/* What a new visitor's cookie is made of, as Identity.set_cookie_header reads it: the visitor (a new
+ * reference in *visitor), its code (an ASCII str, borrowed from it) and whether the request's scheme, under
+ * key in the scope or environ, is "https". 1; 0, nothing held, when the Python code must make the cookie (a
+ * code that is not ASCII text, a scheme that is not text: its own __eq__ may say "https"); -1 with an error
+ * set. */
+static int cookie_facts(Responder *self, PyObject *key, PyObject **visitor, PyObject **code, int *https) {
+    if (!PyDict_CheckExact(self->scope)) return 0;
+    PyObject *made = PyObject_GetAttr(self->state, str_visitor);
+    if (!made) return -1;
+    PyObject *text = PyTuple_Check(made) && PyTuple_GET_SIZE(made) > 0 ? PyTuple_GET_ITEM(made, 0) : NULL;
+    PyObject *scheme = NULL;
+    if (text && PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text)) {
+        scheme = PyDict_GetItemWithError(self->scope, key);
+        if (!scheme && PyErr_Occurred()) {
+            Py_DECREF(made);
+            return -1;
+        }
+        if (!scheme) scheme = str_empty;
+    }
+    if (!scheme || !PyUnicode_CheckExact(scheme)) {
+        Py_DECREF(made);
+        return 0;
+    }
+    *visitor = made;
+    *code = text;
+    *https = same_text(scheme, str_https);
+    return 1;
+}
+
+/* The visitor cookie's header for a new code ("store"), as Identity.set_cookie_header makes it; None when
+ * asgi.py's _start must make it. */
 static PyObject *store_cookie(Responder *self) {
-    PyObject *visitor = PyObject_GetAttr(self->state, str_visitor);
-    if (!visitor) return NULL;
-    PyObject *code = PyTuple_Check(visitor) && PyTuple_GET_SIZE(visitor) > 0 ? PyTuple_GET_ITEM(visitor, 0) : NULL;
-    if (!code || !PyUnicode_CheckExact(code) || !PyUnicode_IS_ASCII(code) || !PyDict_CheckExact(self->scope)) {
-        Py_DECREF(visitor);
-        return Py_NewRef(Py_None);
-    }
-    PyObject *scheme = PyDict_GetItemWithError(self->scope, str_scheme);
-    if (!scheme && PyErr_Occurred()) {
-        Py_DECREF(visitor);
-        return NULL;
-    }
-    if (scheme && !PyUnicode_CheckExact(scheme)) {  /* its own __eq__ may say "https": _start asks it */
-        Py_DECREF(visitor);
-        return Py_NewRef(Py_None);
-    }
-    int https = scheme && same_text(scheme, str_https);
+    PyObject *visitor, *code;
+    int https;
+    int known = cookie_facts(self, str_scheme, &visitor, &code, &https);
+    if (known <= 0) return known < 0 ? NULL : Py_NewRef(Py_None);
     PyObject *start = PyTuple_GET_ITEM(self->config, C_COOKIE_START);
     PyObject *suffix = PyTuple_GET_ITEM(self->config, https ? C_SUFFIX_HTTPS : C_SUFFIX_HTTP);
     Py_ssize_t a = PyBytes_GET_SIZE(start), c = PyBytes_GET_SIZE(suffix);
@@ -633,16 +652,12 @@ static PyObject *for_python(PyObject *made) {
     return made;
 }
 
-static PyObject *start(PyObject *config, PyObject *scope, PyObject *send) {
-    return for_python(prepared(config, scope, send));
-}
-
 static PyObject *prepare(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !valid_visit_config(args[0])) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "prepare(config, scope, send) takes three arguments");
         return NULL;
     }
-    PyObject *responder = start(args[0], args[1], args[2]);
+    PyObject *responder = for_python(prepared(args[0], args[1], args[2]));
     if (responder || PyErr_Occurred()) return responder;
     Py_RETURN_NONE;
 }
@@ -664,6 +679,35 @@ typedef struct {
 
 static PyObject *str_fast, *str_app, *str_serve;
 
+/* What a shell's compiled start makes of a request (prepared's Responder, or wsgi_prepared's WSGIStart), read
+ * with self._fast, the shell's configuration once the compiled start is in use; NULL with no error set when
+ * self._serve serves it (no configuration, one valid() refuses, or a request prepared() leaves). */
+static PyObject *fast_start(PyObject *self, int (*valid)(PyObject *),
+                            PyObject *(*prepared)(PyObject *, PyObject *, PyObject *), PyObject *scope,
+                            PyObject *send) {
+    PyObject *config = PyObject_GetAttr(self, str_fast);
+    if (!config) return NULL;
+    PyObject *made = NULL;
+    if (config != Py_None) {
+        if (valid(config)) {
+            made = for_python(prepared(config, scope, send));
+        } else {
+            PyErr_Clear();  /* not one the compiled start reads: _serve's */
+        }
+    }
+    Py_DECREF(config);
+    return made;
+}
+
+/* self.app(*app_args). */
+static PyObject *call_app(PyObject *self, PyObject *const *app_args, size_t count) {
+    PyObject *app = PyObject_GetAttr(self, str_app);
+    if (!app) return NULL;
+    PyObject *result = PyObject_Vectorcall(app, app_args, count, NULL);
+    Py_DECREF(app);
+    return result;
+}
+
 static PyObject *Call_vectorcall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (nargs < 1) {
@@ -671,32 +715,14 @@ static PyObject *Call_vectorcall(PyObject *callable, PyObject *const *args, size
         return NULL;
     }
     if (nargs == 4 && !kwnames) {
-        PyObject *self = args[0], *scope = args[1], *receive = args[2], *send = args[3];
-        PyObject *config = PyObject_GetAttr(self, str_fast);
-        if (!config) return NULL;
-        if (config != Py_None) {
-            PyObject *responder = NULL;
-            if (valid_visit_config(config)) {
-                responder = start(config, scope, send);
-            } else {
-                PyErr_Clear();  /* not one prepare() reads: _serve's */
-            }
-            Py_DECREF(config);
-            if (responder) {
-                PyObject *app = PyObject_GetAttr(self, str_app);
-                PyObject *awaitable = NULL;
-                if (app) {
-                    PyObject *app_args[3] = {scope, receive, responder};
-                    awaitable = PyObject_Vectorcall(app, app_args, 3, NULL);
-                    Py_DECREF(app);
-                }
-                Py_DECREF(responder);
-                return awaitable;
-            }
-            if (PyErr_Occurred()) return NULL;
-        } else {
-            Py_DECREF(config);
+        PyObject *responder = fast_start(args[0], valid_visit_config, prepared, args[1], args[3]);
+        if (responder) {
+            PyObject *app_args[3] = {args[1], args[2], responder};
+            PyObject *awaitable = call_app(args[0], app_args, 3);
+            Py_DECREF(responder);
+            return awaitable;
         }
+        if (PyErr_Occurred()) return NULL;
     }
     return PyObject_VectorcallMethod(str_serve, args, (size_t)nargs, kwnames);
 }
@@ -776,8 +802,6 @@ static PyObject *Responder_create(PyObject *config, PyObject *scope, PyObject *s
 enum { W_GATE, W_RESPONDER, W_OPT_OUT, W_REWRITES, W_COOKIE_START, W_SUFFIX_HTTP, W_SUFFIX_HTTPS, W_SIZE };
 
 static PyTypeObject WSGIStartType;
-static PyObject *str_path_info, *str_query_upper, *str_http_cookie, *str_http_sec_gpc, *str_url_scheme;
-static PyObject *str_set_cookie_title, *str_empty, *str_on_start, *str_after_app;
 
 static int ascii_text(PyObject *text) {
     return PyUnicode_CheckExact(text) && PyUnicode_IS_ASCII(text);
@@ -803,20 +827,11 @@ static int valid_wsgi_config(PyObject *config) {
 /* ("Set-Cookie", the visitor cookie) for a new code, as Identity.set_cookie_header makes it; NULL, no error
  * set, when _Responder must make it. */
 static PyObject *wsgi_cookie(Responder *self) {
-    PyObject *visitor = PyObject_GetAttr(self->state, str_visitor);
-    if (!visitor) return NULL;
-    PyObject *code = PyTuple_Check(visitor) && PyTuple_GET_SIZE(visitor) > 0 ? PyTuple_GET_ITEM(visitor, 0) : NULL;
-    PyObject *scheme = NULL;
-    if (code && ascii_text(code)) {
-        scheme = PyDict_GetItemWithError(self->scope, str_url_scheme);  /* (the environ: a dict, see wsgi_prepared) */
-        if (!scheme && !PyErr_Occurred()) scheme = str_empty;
-    }
-    if (!scheme || !PyUnicode_CheckExact(scheme)) {  /* (a scheme's own __eq__ may say "https": _Responder asks it) */
-        Py_DECREF(visitor);
-        return NULL;
-    }
+    PyObject *visitor, *code;
+    int https;
+    if (cookie_facts(self, str_url_scheme, &visitor, &code, &https) <= 0) return NULL;
     PyObject *start = PyTuple_GET_ITEM(self->config, W_COOKIE_START);
-    PyObject *suffix = PyTuple_GET_ITEM(self->config, same_text(scheme, str_https) ? W_SUFFIX_HTTPS : W_SUFFIX_HTTP);
+    PyObject *suffix = PyTuple_GET_ITEM(self->config, https ? W_SUFFIX_HTTPS : W_SUFFIX_HTTP);
     Py_ssize_t a = PyUnicode_GET_LENGTH(start), c = PyUnicode_GET_LENGTH(suffix);
     PyObject *value = PyUnicode_New(a + PyUnicode_GET_LENGTH(code) + c, 127);
     if (value) put_cookie(PyUnicode_DATA(value), PyUnicode_DATA(start), a, code, PyUnicode_DATA(suffix), c);
@@ -998,26 +1013,10 @@ static PyObject *WSGICall_vectorcall(PyObject *callable, PyObject *const *args, 
         return NULL;
     }
     if (nargs == 3 && !kwnames) {
-        PyObject *self = args[0], *environ = args[1], *start_response = args[2];
-        PyObject *config = PyObject_GetAttr(self, str_fast);
-        if (!config) return NULL;
-        PyObject *starter = NULL;
-        if (config != Py_None) {
-            if (valid_wsgi_config(config)) {
-                starter = for_python(wsgi_prepared(config, environ, start_response));
-            } else {
-                PyErr_Clear();  /* not one wsgi_prepared() reads: _serve's */
-            }
-        }
-        Py_DECREF(config);
+        PyObject *starter = fast_start(args[0], valid_wsgi_config, wsgi_prepared, args[1], args[2]);
         if (starter) {
-            PyObject *app = PyObject_GetAttr(self, str_app);
-            PyObject *result = NULL;
-            if (app) {
-                PyObject *app_args[2] = {environ, starter};
-                result = PyObject_Vectorcall(app, app_args, 2, NULL);
-                Py_DECREF(app);
-            }
+            PyObject *app_args[2] = {args[1], starter};
+            PyObject *result = call_app(args[0], app_args, 2);
             if (result) result = wsgi_after_app((Responder *)starter, result);
             Py_DECREF(starter);
             return result;
