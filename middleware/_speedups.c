@@ -291,6 +291,19 @@ static int same_bytes(const char *a, Py_ssize_t a_len, const char *b, Py_ssize_t
     return differ == 0;
 }
 
+/* The HMAC-SHA-256 of body under a state tokens.py hands over (a copy of it: copy(), update(), digest()): a
+ * 32-byte bytes object; NULL with an error set when a call fails, NULL with none when the digest is not
+ * SHA-256's (a link source's own state: the Python code decides). */
+static PyObject *hmac_sha256(PyObject *state, PyObject *body) {
+    PyObject *mac = PyObject_CallMethodNoArgs(state, str_copy);
+    PyObject *done = mac ? PyObject_CallMethodOneArg(mac, str_update, body) : NULL;
+    PyObject *digest = done ? PyObject_CallMethodNoArgs(mac, str_digest) : NULL;
+    Py_XDECREF(mac);
+    Py_XDECREF(done);
+    if (digest && (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 32)) Py_CLEAR(digest);
+    return digest;
+}
+
 /* Whether rewrite.py would leave an href alone, track it, or must look closer. */
 enum { LEAVE, SIGN, ASK };
 
@@ -427,7 +440,7 @@ static PyObject *signed_value(const Signing *signing, const unsigned char *raw, 
     /* mark, start, ".", base64 body, ".", 43 signature characters, mark */
     Py_ssize_t room = 1 + signing->start_len + 1 + (PyBytes_GET_SIZE(data) * 4) / 3 + 4 + 1 + 44 + 1;
     PyObject *value = PyBytes_FromStringAndSize(NULL, room);
-    PyObject *mac = NULL, *body = NULL, *digest = NULL, *done = NULL;
+    PyObject *body = NULL, *digest = NULL;
     if (!value) goto fail;
     char *out = PyBytes_AS_STRING(value);
     Py_ssize_t used = 0;
@@ -439,14 +452,8 @@ static PyObject *signed_value(const Signing *signing, const unsigned char *raw, 
     if (put_base64(data, out, &used, room) < 0) goto fail;
     body = PyBytes_FromStringAndSize(out + body_at, used - body_at);
     if (!body) goto fail;
-    mac = PyObject_CallMethodNoArgs(signing->mac, str_copy);
-    if (!mac) goto fail;
-    done = PyObject_CallMethodOneArg(mac, str_update, body);
-    if (!done) goto fail;
-    digest = PyObject_CallMethodNoArgs(mac, str_digest);
-    if (!digest) goto fail;
-    /* Not SHA-256's digest (a link source's own HMAC state): no error set, the Python code decides. */
-    if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 32) goto fail;
+    digest = hmac_sha256(signing->mac, body);
+    if (!digest) goto fail;  /* (no error set for a digest not SHA-256's: the Python code decides) */
     if (used + 1 > room) goto overflow;
     out[used++] = '.';
     if (put_base64(digest, out, &used, room) < 0) goto fail;
@@ -455,8 +462,6 @@ static PyObject *signed_value(const Signing *signing, const unsigned char *raw, 
     Py_DECREF(payload);
     Py_XDECREF(packed);
     Py_DECREF(body);
-    Py_DECREF(mac);
-    Py_DECREF(done);
     Py_DECREF(digest);
     if (used - (mark ? 2 : 0) - signing->start_len > MAX_TOKEN_CHARS) {  /* tokens.py refuses it */
         Py_DECREF(value);
@@ -470,8 +475,6 @@ fail:
     Py_DECREF(payload);
     Py_XDECREF(packed);
     Py_XDECREF(body);
-    Py_XDECREF(mac);
-    Py_XDECREF(done);
     Py_XDECREF(digest);
     Py_XDECREF(value);
     return NULL;
@@ -743,19 +746,11 @@ static PyObject *unsign(PyObject *module, PyObject *args) {
     if (!body) return NULL;
     int verified = 0;
     for (Py_ssize_t m = 0; m < PyTuple_GET_SIZE(macs) && !verified; m++) {
-        PyObject *mac = PyObject_CallMethodNoArgs(PyTuple_GET_ITEM(macs, m), str_copy);
-        PyObject *done = mac ? PyObject_CallMethodOneArg(mac, str_update, body) : NULL;
-        PyObject *digest = done ? PyObject_CallMethodNoArgs(mac, str_digest) : NULL;
-        Py_XDECREF(mac);
-        Py_XDECREF(done);
+        PyObject *digest = hmac_sha256(PyTuple_GET_ITEM(macs, m), body);
         if (!digest) {
             Py_DECREF(body);
-            return NULL;
-        }
-        if (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 32) {  /* not SHA-256: tokens.py reads it */
-            Py_DECREF(digest);
-            Py_DECREF(body);
-            Py_RETURN_NONE;
+            if (PyErr_Occurred()) return NULL;
+            Py_RETURN_NONE;  /* not SHA-256: tokens.py reads it */
         }
         /* The base64 text is compared, not decoded bytes (see tokens.py's _unsign). */
         char signature[44];
