@@ -506,7 +506,7 @@ class TrackingLinks:
         referrer = None if legacy else data.get("r")
         if (title is not None and type(title) is not str) or (referrer is not None and type(referrer) is not str):
             raise BadToken("title or referrer is not text")
-        if url is not None and not (plain_url is not None and plain_url(url)):  # (check_url's first look, inline)
+        if url is not None:
             try:
                 check_url(url)
             except BadURL as refused:

@@ -240,9 +240,7 @@ class TokenCodec:
     def loads(self, token: str, purpose: Purpose, *, now: float | None = None) -> dict[str, Any]:
         """The data of an authentic token for ``purpose``; raises only ``BadToken`` and its subclasses (and
         ``ValueError`` for a purpose that is not one of ``PURPOSES``)."""
-        macs = self._macs.get(purpose)  # (_macs_for, inline: this runs for every tracked request)
-        if macs is None:
-            macs = self._macs_for(purpose)
+        macs = self._macs_for(purpose)
         if not isinstance(token, str) or not token:
             raise BadToken("empty token")
         if len(token) > MAX_TOKEN_CHARS:
