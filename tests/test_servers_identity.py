@@ -106,6 +106,15 @@ def test_a_consent_managers_cookie_grants_only_its_category(kind: str, app: str)
     assert _parts(stored)[:2] == ("tg_vid", granted.json()["code"])
 
 
+def _dispatching_env(tmp_path: Path) -> dict[str, str]:
+    """The default set-up (events to the background dispatcher), its spool and store in the test's folder."""
+    return {
+        "TRACKGATE_SECRET_KEY": "server-key",
+        "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
+        "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}",
+    }
+
+
 def test_under_uvicorn_with_lifespan_the_commonest_requests_take_the_compiled_start(tmp_path: Path) -> None:
     """uvicorn runs lifespan by default, and its startup starts the dispatcher before any request: the
     compiled start must still be taken then (it once was only when a request started the dispatcher)."""
@@ -113,11 +122,7 @@ def test_under_uvicorn_with_lifespan_the_commonest_requests_take_the_compiled_st
 
     if trackgate.asgi.prepare is None:
         pytest.skip("the compiled shell is not built")
-    env = {
-        "TRACKGATE_SECRET_KEY": "server-key",
-        "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
-        "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}",
-    }
+    env = _dispatching_env(tmp_path)
     with serve("uvicorn", "apps_identity:dispatching_app", env=env, args=("--factory",)) as base:
         first = get(base + "/")
         code = first.json()["code"]
@@ -139,11 +144,7 @@ def test_under_gunicorn_the_commonest_requests_take_the_wsgi_compiled_start(tmp_
 
     if trackgate.wsgi.WSGICall is None:
         pytest.skip("the compiled shell is not built")
-    env = {
-        "TRACKGATE_SECRET_KEY": "server-key",
-        "TRACKGATE_SPOOL_PATH": str(tmp_path / "spool.sqlite3"),
-        "TRACKGATE_STORE_URL": f"sqlite:///{tmp_path / 'events.sqlite3'}",
-    }
+    env = _dispatching_env(tmp_path)
     with serve("gunicorn", "apps_identity:start_reporting_wsgi_app", env=env, args=("--workers", "1")) as base:
         assert get(base + "/").json()["start"] == "method"  # this one woke the gate: the Python shell's
         first = get(base + "/")
