@@ -3,14 +3,54 @@
 The rewriter's inner loop and the link codec's fast paths (middleware/_speedups.c) and both shells' start
 of the commonest requests, with the ASGI shell's send (middleware/_asgi_send.c), are optional: without a C
 compiler the build goes on and trackgate runs on its pure-Python code, which is also the reference the
-tests compare them with.
+tests compare them with. Where OpenSSL's headers are (Debian: libssl-dev), _speedups also signs tokens with
+OpenSSL's SHA-256 directly (middleware/_hmac_sha256.h); without them it uses hashlib's HMAC.
 """
+
+import os
+import tempfile
 
 from setuptools import Extension, setup
 
+_PROBE = """
+#define OPENSSL_SUPPRESS_DEPRECATED
+#include <openssl/sha.h>
+int main(void) { SHA256_CTX ctx; return SHA256_Init(&ctx) != 1; }
+"""
+
+
+def openssl_links() -> bool:
+    """Whether a program using OpenSSL's SHA-256 compiles and links here."""
+    from distutils.ccompiler import new_compiler  # (setuptools' own copy: imported after setuptools)
+    from distutils.sysconfig import customize_compiler
+
+    compiler = new_compiler()
+    customize_compiler(compiler)
+    with tempfile.TemporaryDirectory() as folder:
+        source = os.path.join(folder, "probe.c")
+        with open(source, "w") as file:
+            file.write(_PROBE)
+        try:
+            objects = compiler.compile([source], output_dir=folder)
+            compiler.link_executable(objects, os.path.join(folder, "probe"), libraries=["crypto"])
+        except Exception:  # CompileError, LinkError, or no compiler at all
+            return False
+    return True
+
+
+openssl = (
+    {"define_macros": [("TRACKGATE_OPENSSL", "1")], "libraries": ["crypto"]} if openssl_links() else {}
+)
+
 setup(
     ext_modules=[
-        Extension("trackgate._speedups", ["middleware/_speedups.c"], optional=True),
+        Extension(
+            "trackgate._speedups",
+            ["middleware/_speedups.c"],
+            depends=["middleware/_hmac_sha256.h"],
+            optional=True,
+            **openssl,
+        ),
         Extension("trackgate._asgi_send", ["middleware/_asgi_send.c"], optional=True),
     ]
 )

@@ -18,6 +18,8 @@
 #include <Python.h>
 #include <string.h>
 
+#include "_hmac_sha256.h"
+
 #define COMPRESS_FROM 200        /* tokens.py's _COMPRESS_FROM: longer payloads may be zlib'd */
 #define COMPRESS_WBITS 9         /* tokens.py's _COMPRESS_WBITS */
 #define MAX_PAYLOAD_BYTES 65536  /* tokens.py's _MAX_PAYLOAD_BYTES */
@@ -225,13 +227,8 @@ typedef struct {
 /* URL-safe base64 without padding (tokens.py's base64_encode, there through binascii), appended to out. */
 static const char BASE64_DIGITS[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
-static int put_base64(PyObject *data, char *out, Py_ssize_t *used, Py_ssize_t room) {
-    if (!PyBytes_Check(data)) {  /* (what a link source's own HMAC state gives may be anything) */
-        PyErr_Format(PyExc_TypeError, "a bytes object is required, not '%.100s'", Py_TYPE(data)->tp_name);
-        return -1;
-    }
-    const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(data);
-    Py_ssize_t n = PyBytes_GET_SIZE(data), len = (n * 4 + 2) / 3;
+static int put_base64_of(const unsigned char *in, Py_ssize_t n, char *out, Py_ssize_t *used, Py_ssize_t room) {
+    Py_ssize_t len = (n * 4 + 2) / 3;
     if (*used + len > room) {
         PyErr_SetString(PyExc_OverflowError, "token buffer");
         return -1;
@@ -253,6 +250,14 @@ static int put_base64(PyObject *data, char *out, Py_ssize_t *used, Py_ssize_t ro
     }
     *used += len;
     return 0;
+}
+
+static int put_base64(PyObject *data, char *out, Py_ssize_t *used, Py_ssize_t room) {
+    if (!PyBytes_Check(data)) {  /* (what zlib gives is bytes; anything else is a fault here) */
+        PyErr_Format(PyExc_TypeError, "a bytes object is required, not '%.100s'", Py_TYPE(data)->tp_name);
+        return -1;
+    }
+    return put_base64_of((const unsigned char *)PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), out, used, room);
 }
 
 /* The bytes of URL-safe base64 without padding as binascii reads it there (tokens.py's _b64decode): NULL, no
@@ -291,17 +296,30 @@ static int same_bytes(const char *a, Py_ssize_t a_len, const char *b, Py_ssize_t
     return differ == 0;
 }
 
-/* The HMAC-SHA-256 of body under a state tokens.py hands over (a copy of it: copy(), update(), digest()): a
- * 32-byte bytes object; NULL with an error set when a call fails, NULL with none when the digest is not
- * SHA-256's (a link source's own state: the Python code decides). */
-static PyObject *hmac_sha256(PyObject *state, PyObject *body) {
-    PyObject *mac = PyObject_CallMethodNoArgs(state, str_copy);
+/* The HMAC-SHA-256 of data[:n] under a state tokens.py hands over, into out: 0; -1 with an error set when a
+ * call fails; 1, with none, when the state's digest is not SHA-256's (a link source's own state: the Python
+ * code decides). Our own HmacSha256 is read directly; any other state through copy(), update(), digest(). */
+#define MAC_BYTES 32
+
+static int mac_digest(PyObject *state, const char *data, Py_ssize_t n, unsigned char out[MAC_BYTES]) {
+#ifdef TRACKGATE_OPENSSL
+    if (IS_HMAC_SHA256(state)) {
+        hmac_finish((const HmacSha256 *)state, data, (size_t)n, out);
+        return 0;
+    }
+#endif
+    PyObject *body = PyBytes_FromStringAndSize(data, n);
+    PyObject *mac = body ? PyObject_CallMethodNoArgs(state, str_copy) : NULL;
     PyObject *done = mac ? PyObject_CallMethodOneArg(mac, str_update, body) : NULL;
     PyObject *digest = done ? PyObject_CallMethodNoArgs(mac, str_digest) : NULL;
+    Py_XDECREF(body);
     Py_XDECREF(mac);
     Py_XDECREF(done);
-    if (digest && (!PyBytes_Check(digest) || PyBytes_GET_SIZE(digest) != 32)) Py_CLEAR(digest);
-    return digest;
+    if (!digest) return -1;
+    int sha256 = PyBytes_Check(digest) && PyBytes_GET_SIZE(digest) == MAC_BYTES;
+    if (sha256) memcpy(out, PyBytes_AS_STRING(digest), MAC_BYTES);
+    Py_DECREF(digest);
+    return sha256 ? 0 : 1;
 }
 
 /* Whether rewrite.py would leave an href alone, track it, or must look closer. */
@@ -440,7 +458,6 @@ static PyObject *signed_value(const Signing *signing, const unsigned char *raw, 
     /* mark, start, ".", base64 body, ".", 43 signature characters, mark */
     Py_ssize_t room = 1 + signing->start_len + 1 + (PyBytes_GET_SIZE(data) * 4) / 3 + 4 + 1 + 44 + 1;
     PyObject *value = PyBytes_FromStringAndSize(NULL, room);
-    PyObject *body = NULL, *digest = NULL;
     if (!value) goto fail;
     char *out = PyBytes_AS_STRING(value);
     Py_ssize_t used = 0;
@@ -450,19 +467,16 @@ static PyObject *signed_value(const Signing *signing, const unsigned char *raw, 
     Py_ssize_t body_at = used;
     if (packed) out[used++] = '.';  /* a zlib payload, as in itsdangerous's URLSafeSerializer */
     if (put_base64(data, out, &used, room) < 0) goto fail;
-    body = PyBytes_FromStringAndSize(out + body_at, used - body_at);
-    if (!body) goto fail;
-    digest = hmac_sha256(signing->mac, body);
-    if (!digest) goto fail;  /* (no error set for a digest not SHA-256's: the Python code decides) */
+    unsigned char digest[MAC_BYTES];
+    int unread = mac_digest(signing->mac, out + body_at, used - body_at, digest);
+    if (unread) goto fail;  /* (no error set for a digest not SHA-256's: the Python code decides) */
     if (used + 1 > room) goto overflow;
     out[used++] = '.';
-    if (put_base64(digest, out, &used, room) < 0) goto fail;
+    if (put_base64_of(digest, MAC_BYTES, out, &used, room) < 0) goto fail;
     if (used + 1 > room) goto overflow;
     if (mark) out[used++] = (char)mark;
     Py_DECREF(payload);
     Py_XDECREF(packed);
-    Py_DECREF(body);
-    Py_DECREF(digest);
     if (used - (mark ? 2 : 0) - signing->start_len > MAX_TOKEN_CHARS) {  /* tokens.py refuses it */
         Py_DECREF(value);
         return NULL;
@@ -474,8 +488,6 @@ overflow:
 fail:
     Py_DECREF(payload);
     Py_XDECREF(packed);
-    Py_XDECREF(body);
-    Py_XDECREF(digest);
     Py_XDECREF(value);
     return NULL;
 }
@@ -742,28 +754,18 @@ static PyObject *unsign(PyObject *module, PyObject *args) {
     }
     if (!dot || dot == text || dot == text + len - 1 || text[0] == '.') Py_RETURN_NONE;  /* none, or zlib'd */
     Py_ssize_t body_len = dot - text, signature_len = len - body_len - 1;
-    PyObject *body = PyBytes_FromStringAndSize(text, body_len);
-    if (!body) return NULL;
     int verified = 0;
     for (Py_ssize_t m = 0; m < PyTuple_GET_SIZE(macs) && !verified; m++) {
-        PyObject *digest = hmac_sha256(PyTuple_GET_ITEM(macs, m), body);
-        if (!digest) {
-            Py_DECREF(body);
-            if (PyErr_Occurred()) return NULL;
-            Py_RETURN_NONE;  /* not SHA-256: tokens.py reads it */
-        }
+        unsigned char digest[MAC_BYTES];
+        int unread = mac_digest(PyTuple_GET_ITEM(macs, m), text, body_len, digest);
+        if (unread < 0) return NULL;
+        if (unread) Py_RETURN_NONE;  /* not SHA-256: tokens.py reads it */
         /* The base64 text is compared, not decoded bytes (see tokens.py's _unsign). */
         char signature[44];
         Py_ssize_t signature_used = 0;
-        int made = put_base64(digest, signature, &signature_used, (Py_ssize_t)sizeof signature);
-        Py_DECREF(digest);
-        if (made < 0) {
-            Py_DECREF(body);
-            return NULL;
-        }
+        if (put_base64_of(digest, MAC_BYTES, signature, &signature_used, (Py_ssize_t)sizeof signature) < 0) return NULL;
         verified = same_bytes(signature, signature_used, dot + 1, signature_len);
     }
-    Py_DECREF(body);
     if (!verified) Py_RETURN_FALSE;  /* every key tried: tokens.py says so without trying them all again */
     PyObject *payload = read_base64(text, body_len);
     if (payload || PyErr_Occurred()) return payload;
@@ -804,5 +806,9 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     str_update = PyUnicode_InternFromString("update");
     str_digest = PyUnicode_InternFromString("digest");
     if (!str_copy || !str_update || !str_digest) return NULL;
-    return PyModule_Create(&module_def);
+    PyObject *module = PyModule_Create(&module_def);
+#ifdef TRACKGATE_OPENSSL
+    if (module && add_hmac_type(module) < 0) Py_CLEAR(module);
+#endif
+    return module;
 }

@@ -1,0 +1,74 @@
+"""The compiled HMAC-SHA-256 state (middleware/_hmac_sha256.h) against Python's hmac module: the same MAC
+for any key and message, however the message is fed, and copies that do not share input."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from trackgate import _speedups, tokens
+
+HmacSha256 = getattr(_speedups, "HmacSha256", None)  # (built only with OpenSSL's headers)
+
+
+def test_built_wherever_openssl_headers_are() -> None:
+    """setup.py links OpenSSL when its headers are there (.ci/setup installs them), and the codec uses it."""
+    headers = any(Path(root, "openssl", "sha.h").exists() for root in ("/usr/include", "/usr/local/include"))
+    assert (HmacSha256 is not None) == headers
+    if HmacSha256 is not None:
+        codec = tokens.TokenCodec(["a-key"])
+        assert type(codec.signing_state("click")) is HmacSha256
+
+
+needs_it = pytest.mark.skipif(HmacSha256 is None, reason="built without OpenSSL's headers")
+
+
+@needs_it
+@given(key=st.binary(max_size=200), pieces=st.lists(st.binary(max_size=150), max_size=5))
+def test_same_mac_as_the_hmac_module(key: bytes, pieces: list[bytes]) -> None:
+    """Keys shorter and longer than a block (a long one is hashed first), messages fed in pieces."""
+    assert HmacSha256 is not None
+    mac = HmacSha256(key)
+    for piece in pieces:
+        mac.update(piece)
+    assert mac.digest() == hmac.new(key, b"".join(pieces), hashlib.sha256).digest()
+    assert mac.digest() == mac.digest()  # reading the MAC does not end the state
+
+
+@needs_it
+@pytest.mark.parametrize("length", [0, 1, 31, 32, 63, 64, 65, 66, 128, 1000])
+def test_keys_around_the_block_size(length: int) -> None:
+    """A key up to the 64-byte block is padded, a longer one hashed first: the lengths at the edge."""
+    assert HmacSha256 is not None
+    key = bytes(range(256))[:length] if length <= 256 else b"k" * length
+    mac = HmacSha256(key)
+    mac.update(b"message")
+    assert mac.digest() == hmac.new(key, b"message", hashlib.sha256).digest()
+
+
+@needs_it
+def test_copies_are_independent() -> None:
+    assert HmacSha256 is not None
+    base = HmacSha256(b"key")
+    first, second = base.copy(), base.copy()
+    first.update(b"one")
+    second.update(memoryview(b"two"))  # any buffer
+    assert first.digest() == hmac.new(b"key", b"one", hashlib.sha256).digest()
+    assert second.digest() == hmac.new(b"key", b"two", hashlib.sha256).digest()
+    assert base.digest() == hmac.new(b"key", b"", hashlib.sha256).digest()
+
+
+@needs_it
+def test_wrong_arguments_are_type_errors() -> None:
+    assert HmacSha256 is not None
+    with pytest.raises(TypeError):
+        HmacSha256("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        HmacSha256(b"k", digestmod="sha256")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        HmacSha256(b"k").update("text")
