@@ -713,34 +713,38 @@ static PyObject *sign_click(PyObject *module, PyObject *args) {
     return link;
 }
 
-/* Whether links.check_url passes a URL by its patterns alone (a plain http(s) URL with a host name); False
- * for every URL that needs its closer look, or is refused. */
-static PyObject *plain_url(PyObject *module, PyObject *url) {
-    if (!PyUnicode_Check(url) || PyUnicode_GET_LENGTH(url) > MAX_URL_CHARS) Py_RETURN_FALSE;
+/* Whether links.check_url passes a URL by its patterns alone (a plain http(s) URL with a host name): 1; 0 for
+ * every URL that needs its closer look, or is refused; -1 with an error set. */
+static int is_plain_url(PyObject *url) {
+    if (!PyUnicode_Check(url) || PyUnicode_GET_LENGTH(url) > MAX_URL_CHARS) return 0;
     PyObject *encoded = NULL;
     const char *text;
     Py_ssize_t len;
-    if (utf8_of(url, &encoded, &text, &len) < 0) Py_RETURN_FALSE;
+    if (utf8_of(url, &encoded, &text, &len) < 0) return 0;
     unsigned char small[512];
     unsigned char *copy = len <= (Py_ssize_t)sizeof small ? small : PyMem_Malloc((size_t)len + 1);
     if (!copy) {
         Py_XDECREF(encoded);
-        return PyErr_NoMemory();
+        PyErr_NoMemory();
+        return -1;
     }
     Py_ssize_t used;
     int kind = read_href((const unsigned char *)text, len, 1, 1, copy, &used);
     if (copy != small) PyMem_Free(copy);
     Py_XDECREF(encoded);
-    if (kind == SIGN) Py_RETURN_TRUE;
-    Py_RETURN_FALSE;
+    return kind == SIGN;
+}
+
+static PyObject *plain_url(PyObject *module, PyObject *url) {
+    int plain = is_plain_url(url);
+    if (plain < 0) return NULL;
+    return PyBool_FromLong(plain);
 }
 
 /* tokens.py's reading of a signed token whose payload is not compressed: the payload when one of the keys'
  * HMAC states (newest first) signed it, False when none did, else None (tokens.py then reads it and says
  * what is wrong). */
-static PyObject *unsign(PyObject *module, PyObject *args) {
-    PyObject *token, *macs;
-    if (!PyArg_ParseTuple(args, "UO!", &token, &PyTuple_Type, &macs)) return NULL;
+static PyObject *verified_payload(PyObject *token, PyObject *macs) {
     if (!PyUnicode_IS_ASCII(token)) Py_RETURN_NONE;
     const char *text = (const char *)PyUnicode_DATA(token);
     Py_ssize_t len = PyUnicode_GET_LENGTH(token);
@@ -772,6 +776,77 @@ static PyObject *unsign(PyObject *module, PyObject *args) {
     Py_RETURN_NONE;  /* base64 binascii reads otherwise: tokens.py reads it */
 }
 
+static PyObject *unsign(PyObject *module, PyObject *args) {
+    PyObject *token, *macs;
+    if (!PyArg_ParseTuple(args, "UO!", &token, &PyTuple_Type, &macs)) return NULL;
+    return verified_payload(token, macs);
+}
+
+/* The JSON object a payload holds, read by the scanner given (fastjson's, json's C scanner): a new dict, or
+ * NULL with no error set when fastjson.loads would read the text another way or refuse it (not UTF-8, not
+ * one bare object, whitespace around it): tokens.py then reads it and says what is wrong. */
+static PyObject *payload_object(PyObject *payload, PyObject *scan) {
+    PyObject *text = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), NULL);
+    PyObject *found = text ? PyObject_CallFunction(scan, "On", text, (Py_ssize_t)0) : NULL;
+    PyObject *object = NULL;
+    if (found && PyTuple_Check(found) && PyTuple_GET_SIZE(found) == 2) {
+        PyObject *value = PyTuple_GET_ITEM(found, 0), *end = PyTuple_GET_ITEM(found, 1);
+        /* one object and nothing after it (fastjson.loads reads trailing whitespace its own way) */
+        if (PyDict_CheckExact(value) && PyLong_Check(end) && PyLong_AsSsize_t(end) == PyUnicode_GET_LENGTH(text))
+            object = Py_NewRef(value);
+    }
+    Py_XDECREF(text);
+    Py_XDECREF(found);
+    if (PyErr_Occurred()) {
+        Py_CLEAR(object);
+        if (PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear();  /* (KeyboardInterrupt and kin go on) */
+    }
+    return object;
+}
+
+static PyObject *str_u, *str_m, *str_t, *str_r, *str_x;  /* a click token's keys (links.py's _result) */
+
+/* links.py's reading of a click token's fields in the common case: (url, metadata, title) when the data has
+ * no expiry, a plain http(s) destination, metadata that is an object or empty, and a title and referrer that
+ * are text or absent; else NULL, no error set (links.py reads it). */
+static PyObject *click_fields(PyObject *data) {
+    /* an expiry (tokens._EXPIRES): tokens.py checks it */
+    if (PyDict_GetItemWithError(data, str_x) || PyErr_Occurred()) return NULL;
+    PyObject *url = PyDict_GetItemWithError(data, str_u);
+    if (!url) return NULL;
+    int plain = is_plain_url(url);
+    if (plain <= 0) return NULL;
+    PyObject *metadata = PyDict_GetItemWithError(data, str_m);
+    if (PyErr_Occurred()) return NULL;
+    int given = metadata ? PyObject_IsTrue(metadata) : 0;  /* links.py: data.get("m") or {} */
+    if (given < 0 || (given && !PyDict_CheckExact(metadata))) return NULL;
+    PyObject *title = PyDict_GetItemWithError(data, str_t);
+    PyObject *referrer = title || !PyErr_Occurred() ? PyDict_GetItemWithError(data, str_r) : NULL;
+    if (PyErr_Occurred()) return NULL;
+    if ((title && title != Py_None && !PyUnicode_Check(title)) ||
+        (referrer && referrer != Py_None && !PyUnicode_Check(referrer)))
+        return NULL;
+    if (!given) return Py_BuildValue("(ONO)", url, PyDict_New(), title ? title : Py_None);
+    return PyTuple_Pack(3, url, metadata, title ? title : Py_None);
+}
+
+static PyObject *read_click(PyObject *module, PyObject *args) {
+    PyObject *token, *macs, *scan;
+    if (!PyArg_ParseTuple(args, "UO!O", &token, &PyTuple_Type, &macs, &scan)) return NULL;
+    PyObject *payload = verified_payload(token, macs);
+    if (!payload || !PyBytes_Check(payload)) return payload;  /* an error, False or None */
+    PyObject *data = payload_object(payload, scan);
+    Py_DECREF(payload);
+    if (!data) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *fields = click_fields(data);
+    Py_DECREF(data);
+    if (fields || PyErr_Occurred()) return fields;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"plain_url", plain_url, METH_O,
      "plain_url(url) -> bool\n\nWhether links.check_url passes url by its patterns alone."},
@@ -779,6 +854,10 @@ static PyMethodDef methods[] = {
      "unsign(token, macs) -> bytes | bool | None\n\n"
      "The payload of a signed, uncompressed token one of the HMAC states signed; False when none signed it;\n"
      "None for tokens.py to read."},
+    {"read_click", read_click, METH_VARARGS,
+     "read_click(token, macs, scan) -> tuple[str, dict, str | None] | bool | None\n\n"
+     "The destination, metadata and title of a signed click token in the common case; False when no key\n"
+     "signed it; None for links.py to read."},
     {"sign_click", sign_click, METH_VARARGS,
      "sign_click(url, signing) -> str | None\n\n"
      "links.py's click link for a plain http(s) URL (signing: a ClickSigning), or None for links.py to make."},
@@ -806,6 +885,12 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     str_update = PyUnicode_InternFromString("update");
     str_digest = PyUnicode_InternFromString("digest");
     if (!str_copy || !str_update || !str_digest) return NULL;
+    str_u = PyUnicode_InternFromString("u");
+    str_m = PyUnicode_InternFromString("m");
+    str_t = PyUnicode_InternFromString("t");
+    str_r = PyUnicode_InternFromString("r");
+    str_x = PyUnicode_InternFromString("x");
+    if (!str_u || !str_m || !str_t || !str_r || !str_x) return NULL;
     PyObject *module = PyModule_Create(&module_def);
 #ifdef TRACKGATE_OPENSSL
     if (module && add_hmac_type(module) < 0) Py_CLEAR(module);

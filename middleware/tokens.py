@@ -214,6 +214,10 @@ class TokenCodec:
         encrypted."""
         return None if self._ciphers else self._macs_for(purpose)[0]
 
+    def verifying_states(self, purpose: Purpose) -> tuple[Any, ...]:
+        """The HMAC states that verify signed tokens for ``purpose``, newest key first (for _speedups.c)."""
+        return self._macs_for(purpose)
+
     def dumps(self, data: Mapping[str, Any], purpose: Purpose, *, expires_at: int | None = None) -> str:
         """A URL-safe token for ``data`` (a JSON-serialisable mapping); ``TypeError`` if it is not one, and
         ``ValueError`` if it holds the key the token's expiry is kept under, or is too large to be read back."""

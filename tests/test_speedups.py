@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_rewrite import _DOCUMENTS, FakeLinks
 
+import trackgate.fastjson
 import trackgate.rewrite
 from trackgate import HtmlRewriter, Settings, TrackingLinks, rewrite_html
 
@@ -239,6 +240,71 @@ def test_a_signed_body_of_any_base64_reads_the_same_both_ways(payload: bytes, ed
         mac.update(candidate_body.encode())
         token = candidate_body + "." + trackgate.tokens._signature_text(mac.digest()).decode()
         same_both_ways(lambda: links._codec.loads(token, "click"), (trackgate.tokens, "unsign"))  # noqa: B023
+
+
+_JSON_VALUES = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8), _URL_TEXT),
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)),
+    max_leaves=6,
+)
+_CLICK_DATA = st.dictionaries(st.sampled_from(["u", "m", "t", "r", "x", "z"]), _JSON_VALUES, max_size=5)
+
+
+def _without_fresh_fields(result: object) -> object:
+    """A decode's outcome without the event id and timestamp, which differ from one call to the next."""
+    if isinstance(result, trackgate.TrackingResult):
+        return result._replace(event_id="", timestamp=0)
+    return result
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    data=st.one_of(_CLICK_DATA, st.builds(lambda url, rest: {**rest, "u": url}, _URL_TEXT, _CLICK_DATA)),
+    spelling=st.sampled_from(["compact", "spaced", "padded", "trailed"]),
+    purpose=st.sampled_from(["click", "open"]),
+    visitor=st.sampled_from([None, "v-1"]),
+)
+@example(data={"u": "https://s.example.org/", "m": [1]}, spelling="compact", purpose="click", visitor=None)
+@example(data={"u": "https://s.example.org/", "m": 0, "t": "T"}, spelling="compact", purpose="click", visitor=None)
+@example(data={"u": "https://s.example.org/", "t": 5}, spelling="compact", purpose="click", visitor=None)
+@example(data={"u": "https://s.example.org/", "r": []}, spelling="compact", purpose="click", visitor=None)
+@example(data={"u": "https://s.example.org/", "x": 1}, spelling="compact", purpose="click", visitor=None)
+def test_a_click_token_decodes_the_same_both_ways(data: dict[str, Any], spelling: str, purpose: str,
+                                                  visitor: str | None) -> None:
+    """Whatever a signed click token holds (fields missing, of other types, an expiry, JSON spelled with
+    spaces or around whitespace), the compiled reading gives the Python reading's result or error."""
+    links = TrackingLinks(SETTINGS)
+    separators = (",", ":") if spelling == "compact" else (", ", ": ")
+    text = json.dumps(data, separators=separators)
+    text = {"padded": " " + text + "\n", "trailed": text + "{}"}.get(spelling, text)
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) > 60000:
+        return
+    body = trackgate.tokens.base64_encode(raw)
+    mac = links._codec._macs[purpose][0].copy()  # (an open token is no click token either way)
+    mac.update(body)
+    token = (body + b"." + trackgate.tokens._signature_text(mac.digest())).decode()
+    both = [
+        _without_fresh_fields(
+            outcome(lambda: links.decode_token(token, "click", {"ip": "1"}, visitor=visitor),
+                    (trackgate.links, "read_click"), compiled=compiled)
+        )
+        for compiled in (True, False)
+    ]
+    assert both[0] == both[1]
+
+
+def test_the_compiled_click_reading_is_used() -> None:
+    """A plain link is read in C; switched off, the Python code gives the same result."""
+    links = TrackingLinks(SETTINGS)
+    token = links.click_url("https://s.example.org/p", METADATA).rsplit("/", 1)[1]
+    assert trackgate.links.read_click is not None
+    fields = trackgate.links.read_click(token, links._codec.verifying_states("click"),
+                                        trackgate.fastjson.scan_json)
+    assert fields == ("https://s.example.org/p", METADATA, None)
+    forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    assert trackgate.links.read_click(forged, links._codec.verifying_states("click"),
+                                      trackgate.fastjson.scan_json) is False
 
 
 _ODD_DIGEST = """
