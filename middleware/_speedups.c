@@ -1,5 +1,6 @@
-/* The rewriter's inner loop, and the link codec's plain cases (sign_click, plain_url, unsign), in C: optional,
- * with rewrite.py's, links.py's and tokens.py's pure-Python code as the reference.
+/* The rewriter's inner loop, and the link codec's plain cases (sign_click, plain_url, unsign, read_click), in C:
+ * optional, with rewrite.py's, links.py's and tokens.py's pure-Python code as the reference. With OpenSSL's
+ * headers it also has the codec's HMAC state (_hmac_sha256.h), which it reads without a call.
  *
  * scan() reads HTML from a position exactly as rewrite.py's _STEP pattern does: it skips text, comments
  * and every tag that changes nothing (their attributes read as the HTML tokenizer reads them, so a quoted
