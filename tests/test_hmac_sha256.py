@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trackgate import _speedups, tokens
+from trackgate import Settings, TrackingLinks, _speedups, rewrite_html, tokens
 
 HmacSha256 = getattr(_speedups, "HmacSha256", None)  # (built only with OpenSSL's headers)
 
@@ -72,3 +72,24 @@ def test_wrong_arguments_are_type_errors() -> None:
         HmacSha256(b"k", digestmod="sha256")  # type: ignore[call-arg]
     with pytest.raises(TypeError):
         HmacSha256(b"k").update("text")
+
+
+def test_links_are_the_same_with_hashlibs_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built without OpenSSL's headers the codec keeps hashlib's HMAC state, which the compiled signing and
+    reading call through its methods: the same links, read back the same way, either way."""
+    settings = Settings.from_environ({}, secret_key="newest,older", base_url="https://t.example.org")
+    ours = TrackingLinks(settings)
+    monkeypatch.setattr(tokens, "compiled_mac", None)
+    theirs = TrackingLinks(settings)
+    assert type(theirs._codec.signing_state("click")) is not HmacSha256
+    for url, metadata in [("https://s.example.org/p", None), ("https://s.example.org/q?a=1", {"r": "r-1"})]:
+        link = ours.click_url(url, metadata)
+        assert theirs.click_url(url, metadata) == link
+        page = f'<a href="{url}">x</a>'.encode()  # signed by the compiled rewriter
+        options = {"metadata": metadata, "open_tracking": False, "charset": "utf-8"}
+        assert rewrite_html(page, theirs, **options) == rewrite_html(page, ours, **options) != page
+        for reader in (ours, theirs):
+            result = reader.decode(link)
+            assert (result.tracked_url, dict(result.metadata)) == (url, metadata or {})
+    older = TrackingLinks(settings.replace(secret_key="older")).click_url("https://s.example.org/o")
+    assert theirs.decode(older).tracked_url == "https://s.example.org/o"  # every key verifies
