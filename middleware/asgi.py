@@ -127,8 +127,7 @@ class ASGIMiddleware:
         facts = from_scope(scope, self.settings.trusted_proxies)
         cookie, gpc = _identity_headers(scope["headers"])
         reply = self.gate.answer(facts, endpoint_visitor(self.gate.identity, cookie, gpc))
-        headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in reply.headers]
-        await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+        await send({"type": "http.response.start", "status": reply.status, "headers": list(reply.asgi_headers)})
         await send({"type": "http.response.body", "body": b"" if facts.method == "HEAD" else reply.body})
 
 

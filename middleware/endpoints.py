@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 from typing import TYPE_CHECKING
 
 from ._boundary import swallow
@@ -35,6 +36,12 @@ class Reply:
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+
+    @functools.cached_property
+    def asgi_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """The headers as the ASGI shell sends them (in a list of its own each time: middlewares outside
+        may add to it), encoded once for the replies every request shares (the pixel, the 404)."""
+        return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers)
 
 
 def _plain(status: int, text: str, *extra: tuple[str, str]) -> Reply:

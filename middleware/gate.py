@@ -50,13 +50,14 @@ class Gate:
         self._links: TrackingLinks | None = None
         self._lock = threading.Lock()
         self.counters: dict[str, int] = {}
+        self._health_path = self._prefix_slash + "health"
 
     # --- routing -----------------------------------------------------------------------------------------
     def owns(self, path: str) -> bool:
         return path.startswith(self._prefix_slash) or path == self.prefix
 
     def answer(self, facts: RequestFacts, visitor_code: str | None) -> Reply:
-        if facts.route_path == self._prefix_slash + "health":
+        if facts.route_path == self._health_path:
             return Reply(200, (("Content-Type", "application/json"), ("Cache-Control", "no-store")),
                          json.dumps(self.health()).encode())
         return answer(facts, visitor_code, self)

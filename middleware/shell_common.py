@@ -34,6 +34,8 @@ def make_settings(settings: Settings | None, overrides: Mapping[str, Any]) -> Se
 def endpoint_visitor(identity: Identity, cookie_header: str | None, gpc: str | None) -> str | None:
     """The code a tracking request records its event under: a returning visitor's who consents, else None.
     A fault reading the cookies costs the event its visitor, never the pixel or the redirect."""
+    if not cookie_header:  # (resolve would make a new visitor, who has no code to record yet)
+        return None
     try:
         visitor = identity.resolve(cookie_header, "", gpc).visitor
     except Exception as error:

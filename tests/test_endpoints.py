@@ -407,3 +407,25 @@ def test_language_headers_are_read_once_within_a_bound() -> None:
 )
 def test_urls_are_recorded_without_the_visitor_parameter(url: str, recorded: str) -> None:
     assert Gate(_settings()).without_visitor_param(url) == recorded
+
+
+def test_a_middleware_outside_that_adds_headers_adds_them_once_per_reply() -> None:
+    """The pixel's and the 404's headers are encoded once; each reply still gets a list of its own, so an
+    outer middleware that appends to it in place changes one reply."""
+    inner = trackgate.ASGIMiddleware(
+        Starlette(routes=[Route("/", _asgi_home)]), secret_key="endpoint-key", emit=lambda event: None
+    )
+
+    async def stamping(scope: Any, receive: Any, send: Any) -> None:
+        async def stamped(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"].append((b"x-stamp", b"1"))
+            await send(message)
+
+        await inner(scope, receive, stamped)
+
+    with TestClient(stamping) as client:
+        pixel = trackgate.TrackingLinks(_settings(), base_url="http://testserver").open_url()
+        for path in (_path(pixel), _path(pixel), "/_tg/nothing", "/_tg/nothing"):
+            response = client.get(path)
+            assert response.headers.get_list("x-stamp") == ["1"]
