@@ -8,6 +8,9 @@ OpenSSL's SHA-256 directly (middleware/_hmac_sha256.h); without them it uses has
 """
 
 import os
+import shlex
+import subprocess
+import sysconfig
 import tempfile
 
 from setuptools import Extension, setup
@@ -20,22 +23,23 @@ int main(void) { SHA256_CTX ctx; return SHA256_Init(&ctx) != 1; }
 
 
 def openssl_links() -> bool:
-    """Whether a program using OpenSSL's SHA-256 compiles and links here."""
-    from distutils.ccompiler import new_compiler  # (setuptools' own copy: imported after setuptools)
-    from distutils.sysconfig import customize_compiler
-
-    compiler = new_compiler()
-    customize_compiler(compiler)
+    """Whether a program using OpenSSL's SHA-256 compiles and links here, with the compiler and flags the
+    extensions are built with (CFLAGS and LDFLAGS from the environment included)."""
+    compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    flags = shlex.split(os.environ.get("CFLAGS", "")) + shlex.split(os.environ.get("LDFLAGS", ""))
     with tempfile.TemporaryDirectory() as folder:
         source = os.path.join(folder, "probe.c")
         with open(source, "w") as file:
             file.write(_PROBE)
         try:
-            objects = compiler.compile([source], output_dir=folder)
-            compiler.link_executable(objects, os.path.join(folder, "probe"), libraries=["crypto"])
-        except Exception:  # CompileError, LinkError, or no compiler at all
+            built = subprocess.run(
+                [*compiler, *flags, source, "-o", os.path.join(folder, "probe"), "-lcrypto"],
+                capture_output=True,
+                timeout=120,
+            )
+        except (OSError, subprocess.SubprocessError):  # no compiler at all
             return False
-    return True
+    return built.returncode == 0
 
 
 openssl = (
