@@ -9,6 +9,7 @@
  */
 #ifdef TRACKGATE_OPENSSL
 #define OPENSSL_SUPPRESS_DEPRECATED  /* SHA256_Init and kin: the EVP calls allocate on every use */
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 
 #define HMAC_BLOCK 64  /* SHA-256's block size */
@@ -40,20 +41,27 @@ static PyObject *HmacSha256_new(PyTypeObject *type, PyObject *args, PyObject *kw
         return NULL;
     }
     unsigned char block[HMAC_BLOCK] = {0}, pad[HMAC_BLOCK];
-    if (key.len > HMAC_BLOCK) {
-        SHA256(key.buf, (size_t)key.len, block);  /* a long key is hashed first (RFC 2104) */
+    if (key.len > HMAC_BLOCK) {  /* a long key is hashed first (RFC 2104) */
+        SHA256_CTX ctx;          /* (not the one-shot SHA256(): on OpenSSL 3 it may fail, through EVP) */
+        SHA256_Init(&ctx);
+        SHA256_Update(&ctx, key.buf, (size_t)key.len);
+        SHA256_Final(block, &ctx);
+        OPENSSL_cleanse(&ctx, sizeof ctx);
     } else {
         memcpy(block, key.buf, (size_t)key.len);
     }
     PyBuffer_Release(&key);
     HmacSha256 *mac = (HmacSha256 *)type->tp_alloc(type, 0);
-    if (!mac) return NULL;
-    for (int k = 0; k < HMAC_BLOCK; k++) pad[k] = block[k] ^ 0x36;
-    SHA256_Init(&mac->inner);
-    SHA256_Update(&mac->inner, pad, HMAC_BLOCK);
-    for (int k = 0; k < HMAC_BLOCK; k++) pad[k] = block[k] ^ 0x5c;
-    SHA256_Init(&mac->outer);
-    SHA256_Update(&mac->outer, pad, HMAC_BLOCK);
+    if (mac) {
+        for (int k = 0; k < HMAC_BLOCK; k++) pad[k] = block[k] ^ 0x36;
+        SHA256_Init(&mac->inner);
+        SHA256_Update(&mac->inner, pad, HMAC_BLOCK);
+        for (int k = 0; k < HMAC_BLOCK; k++) pad[k] = block[k] ^ 0x5c;
+        SHA256_Init(&mac->outer);
+        SHA256_Update(&mac->outer, pad, HMAC_BLOCK);
+    }
+    OPENSSL_cleanse(block, sizeof block);  /* no copy of the key left on the stack */
+    OPENSSL_cleanse(pad, sizeof pad);
     return (PyObject *)mac;
 }
 

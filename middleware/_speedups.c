@@ -800,7 +800,9 @@ static PyObject *payload_object(PyObject *payload, PyObject *scan) {
     Py_XDECREF(found);
     if (PyErr_Occurred()) {
         Py_CLEAR(object);
-        if (PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear();  /* (KeyboardInterrupt and kin go on) */
+        /* An Exception (MemoryError and RecursionError too): the Python code reads the token again and meets
+         * it itself. KeyboardInterrupt and kin go on. */
+        if (PyErr_ExceptionMatches(PyExc_Exception)) PyErr_Clear();
     }
     return object;
 }

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +52,45 @@ def test_keys_around_the_block_size(length: int) -> None:
     mac = HmacSha256(key)
     mac.update(b"message")
     assert mac.digest() == hmac.new(key, b"message", hashlib.sha256).digest()
+
+
+# RFC 4231's test cases 2 and 6: a short key, and a key longer than the block (hashed first).
+_RFC_4231 = [
+    (b"Jefe", b"what do ya want for nothing?",
+     "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"),
+    (b"\xaa" * 131, b"Test Using Larger Than Block-Size Key - Hash Key First",
+     "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54"),
+]
+# An OpenSSL configuration with only the base provider: OpenSSL's EVP look-ups of SHA-256 fail under it.
+_BASE_PROVIDER_ONLY = """openssl_conf = openssl_init
+[openssl_init]
+providers = provider_sect
+[provider_sect]
+base = base_sect
+[base_sect]
+activate = 1
+"""
+
+
+@needs_it
+def test_the_rfc_4231_vectors_whatever_openssl_providers_are_loaded(tmp_path: Path) -> None:
+    """The known answers, also where OpenSSL's configuration makes its EVP look-ups fail: the state uses
+    SHA-256's own calls throughout, a long key included (it once came out as the empty key there)."""
+    config = tmp_path / "base-only.cnf"
+    config.write_text(_BASE_PROVIDER_ONLY)
+    probe = (
+        "from trackgate._speedups import HmacSha256\n"
+        f"for key, message, _ in {_RFC_4231!r}:\n"
+        "    mac = HmacSha256(key)\n"
+        "    mac.update(message)\n"
+        "    print(mac.digest().hex())\n"
+    )
+    for environment in ({}, {"OPENSSL_CONF": str(config)}):
+        printed = subprocess.run(
+            [sys.executable, "-c", probe], env={**os.environ, **environment}, capture_output=True, text=True,
+            check=True, timeout=60,
+        ).stdout.split()
+        assert printed == [expected for _, _, expected in _RFC_4231]
 
 
 @needs_it
