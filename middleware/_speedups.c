@@ -1,4 +1,4 @@
-/* The rewriter's inner loop, and the link codec's plain cases (sign_click, plain_url, unsign, read_click), in C:
+/* The rewriter's inner loop, and the link codec's plain cases (sign_click, plain_url, unsign, read_token), in C:
  * optional, with rewrite.py's, links.py's and tokens.py's pure-Python code as the reference. With OpenSSL's
  * headers it also has the codec's HMAC state (_hmac_sha256.h), which it reads without a call.
  *
@@ -807,18 +807,18 @@ static PyObject *payload_object(PyObject *payload, PyObject *scan) {
     return object;
 }
 
-static PyObject *str_u, *str_m, *str_t, *str_r, *str_x;  /* a click token's keys (links.py's _result) */
+static PyObject *str_u, *str_m, *str_t, *str_r, *str_x;  /* a token's keys (links.py's _result) */
 
-/* links.py's reading of a click token's fields in the common case: (url, metadata, title) when the data has
- * no expiry, a plain http(s) destination, metadata that is an object or empty, and a title and referrer that
- * are text or absent; else NULL, no error set (links.py reads it). */
-static PyObject *click_fields(PyObject *data) {
+/* links.py's reading of a token's fields in the common case: (url, metadata, title, referrer) when the data
+ * has no expiry, a plain http(s) destination (or, in an open token, none), metadata that is an object or
+ * empty, and a title and referrer that are text or absent; else NULL, no error set (links.py reads it). */
+static PyObject *token_fields(PyObject *data, int click) {
     /* an expiry (tokens._EXPIRES): tokens.py checks it */
     if (PyDict_GetItemWithError(data, str_x) || PyErr_Occurred()) return NULL;
     PyObject *url = PyDict_GetItemWithError(data, str_u);
-    if (!url) return NULL;
-    int plain = is_plain_url(url);
-    if (plain <= 0) return NULL;
+    if (PyErr_Occurred()) return NULL;
+    if (url == Py_None) url = NULL;  /* links.py: data.get("u"), then "is not None" */
+    if (url ? is_plain_url(url) <= 0 : click) return NULL;  /* a click needs a destination */
     PyObject *metadata = PyDict_GetItemWithError(data, str_m);
     if (PyErr_Occurred()) return NULL;
     int given = metadata ? PyObject_IsTrue(metadata) : 0;  /* links.py: data.get("m") or {} */
@@ -829,13 +829,24 @@ static PyObject *click_fields(PyObject *data) {
     if ((title && title != Py_None && !PyUnicode_Check(title)) ||
         (referrer && referrer != Py_None && !PyUnicode_Check(referrer)))
         return NULL;
-    if (!given) return Py_BuildValue("(ONO)", url, PyDict_New(), title ? title : Py_None);
-    return PyTuple_Pack(3, url, metadata, title ? title : Py_None);
+    PyObject *fields = PyTuple_New(4);
+    PyObject *object = given ? Py_NewRef(metadata) : PyDict_New();
+    if (!fields || !object) {
+        Py_XDECREF(fields);
+        Py_XDECREF(object);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(fields, 0, Py_NewRef(url ? url : Py_None));
+    PyTuple_SET_ITEM(fields, 1, object);
+    PyTuple_SET_ITEM(fields, 2, Py_NewRef(title ? title : Py_None));
+    PyTuple_SET_ITEM(fields, 3, Py_NewRef(referrer ? referrer : Py_None));
+    return fields;
 }
 
-static PyObject *read_click(PyObject *module, PyObject *args) {
+static PyObject *read_token(PyObject *module, PyObject *args) {
     PyObject *token, *macs, *scan;
-    if (!PyArg_ParseTuple(args, "UO!O", &token, &PyTuple_Type, &macs, &scan)) return NULL;
+    int click;
+    if (!PyArg_ParseTuple(args, "UO!Op", &token, &PyTuple_Type, &macs, &scan, &click)) return NULL;
     PyObject *payload = verified_payload(token, macs);
     if (!payload || !PyBytes_Check(payload)) return payload;  /* an error, False or None */
     PyObject *data = payload_object(payload, scan);
@@ -844,7 +855,7 @@ static PyObject *read_click(PyObject *module, PyObject *args) {
         if (PyErr_Occurred()) return NULL;
         Py_RETURN_NONE;
     }
-    PyObject *fields = click_fields(data);
+    PyObject *fields = token_fields(data, click);
     Py_DECREF(data);
     if (fields || PyErr_Occurred()) return fields;
     Py_RETURN_NONE;
@@ -857,10 +868,10 @@ static PyMethodDef methods[] = {
      "unsign(token, macs) -> bytes | bool | None\n\n"
      "The payload of a signed, uncompressed token one of the HMAC states signed; False when none signed it;\n"
      "None for tokens.py to read."},
-    {"read_click", read_click, METH_VARARGS,
-     "read_click(token, macs, scan) -> tuple[str, dict, str | None] | bool | None\n\n"
-     "The destination, metadata and title of a signed click token in the common case; False when no key\n"
-     "signed it; None for links.py to read."},
+    {"read_token", read_token, METH_VARARGS,
+     "read_token(token, macs, scan, click) -> tuple[str | None, dict, str | None, str | None] | bool | None\n\n"
+     "The destination, metadata, title and referrer of a signed click (or open) token in the common case;\n"
+     "False when no key signed it; None for links.py to read."},
     {"sign_click", sign_click, METH_VARARGS,
      "sign_click(url, signing) -> str | None\n\n"
      "links.py's click link for a plain http(s) URL (signing: a ClickSigning), or None for links.py to make."},

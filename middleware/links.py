@@ -25,19 +25,19 @@ from .errors import BadToken, BadURL, ConfigError, TokenExpired
 from .events import new_event_id
 from .fastjson import encode_string, scan_json
 from .settings import Settings
-from .tokens import LegacyPytrackingCodec, Purpose, TokenCodec, json_bytes, json_text
+from .tokens import PURPOSES, LegacyPytrackingCodec, Purpose, TokenCodec, json_bytes, json_text
 
 # click_url for a plain http(s) URL in C (_speedups.c), built wherever a C compiler was at hand: the same
 # link as the Python code below makes (tests compare both); None for the rest, or without the module.
 sign_click: Callable[[str, tuple[bytes, bytes, Any, tuple[bytes, ...]]], str | None] | None
 plain_url: Callable[[object], bool] | None
-# decode_token's reading of a plain signed click token, in C: the same fields as the Python code below reads
-# (tests compare both), False for a token no key signed, None for the rest.
-read_click: Callable[[str, tuple[Any, ...], Any], tuple[str, dict[str, Any], str | None] | bool | None] | None
+# decode_token's reading of a plain signed token, in C: the same fields as the Python code below reads (tests
+# compare both), False for a token no key signed, None for the rest.
+read_token: Callable[[str, tuple[Any, ...], Any, bool], tuple[Any, ...] | bool | None] | None
 try:
-    from ._speedups import plain_url, read_click, sign_click
+    from ._speedups import plain_url, read_token, sign_click
 except ImportError:  # pragma: no cover
-    sign_click = plain_url = read_click = None
+    sign_click = plain_url = read_token = None
 
 MAX_URL_CHARS = 4096
 # A page view's referrer rides in its pixel's URL: a longer one is left out rather than push that URL past
@@ -301,7 +301,7 @@ class TrackingLinks:
         encryption_keys = tuple(k.strip() for k in (settings.encryption_key or "").split(",") if k.strip())
         self._codec = TokenCodec(settings.signing_keys, encryption_keys=encryption_keys)
         self._legacy = LegacyPytrackingCodec(settings.legacy_pytracking_key) if settings.legacy_pytracking else None
-        self._click_states = self._codec.verifying_states("click")
+        self._verifying = {purpose: self._codec.verifying_states(purpose) for purpose in PURPOSES}
         self._marks = self._tracking_marks(self.base_url)
         # lru_cache is bounded and thread-safe; keyed by (base, destination), holding only public links.
         self._page_click = functools.lru_cache(maxsize=PAGE_LINK_CACHE_SIZE)(self._make_page_click)
@@ -480,14 +480,16 @@ class TrackingLinks:
         visitor: str | None = None,
     ) -> TrackingResult:
         """The result for the token part of a link; see ``decode``."""
-        if purpose == "click" and read_click is not None and type(token) is str:
-            fields = read_click(token, self._click_states, scan_json)
+        states = self._verifying.get(purpose) if type(token) is str else None
+        if states is not None and read_token is not None:
+            fields = read_token(token, states, scan_json, purpose == "click")
             if type(fields) is tuple:  # what the code below would read from it
+                url, metadata, title, referrer = fields
+                kind: TrackingKind = "click" if purpose == "click" else "open" if url is None else "pageview"
                 now = time.time()
-                url, metadata, title = fields
                 return _new_result(
-                    (url, self.settings.webhook_url, metadata, request_data, int(now), "click", visitor,
-                     new_event_id(now), False, title, None)
+                    (url, self.settings.webhook_url, metadata, request_data, int(now), kind, visitor,
+                     new_event_id(now), False, title, referrer if kind == "pageview" else None)
                 )
         try:
             data = self._codec.loads(token, purpose)

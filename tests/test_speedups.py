@@ -257,22 +257,32 @@ def _without_fresh_fields(result: object) -> object:
     return result
 
 
-@settings(max_examples=400, deadline=None)
+_PLAIN = "https://s.example.org/"
+
+
+@settings(max_examples=500, deadline=None)
 @given(
     data=st.one_of(_CLICK_DATA, st.builds(lambda url, rest: {**rest, "u": url}, _URL_TEXT, _CLICK_DATA)),
     spelling=st.sampled_from(["compact", "spaced", "padded", "trailed"]),
-    purpose=st.sampled_from(["click", "open"]),
+    signed_for=st.sampled_from(["click", "open"]),
+    read_as=st.sampled_from(["click", "open"]),
     visitor=st.sampled_from([None, "v-1"]),
 )
-@example(data={"u": "https://s.example.org/", "m": [1]}, spelling="compact", purpose="click", visitor=None)
-@example(data={"u": "https://s.example.org/", "m": 0, "t": "T"}, spelling="compact", purpose="click", visitor=None)
-@example(data={"u": "https://s.example.org/", "t": 5}, spelling="compact", purpose="click", visitor=None)
-@example(data={"u": "https://s.example.org/", "r": []}, spelling="compact", purpose="click", visitor=None)
-@example(data={"u": "https://s.example.org/", "x": 1}, spelling="compact", purpose="click", visitor=None)
-def test_a_click_token_decodes_the_same_both_ways(data: dict[str, Any], spelling: str, purpose: str,
-                                                  visitor: str | None) -> None:
-    """Whatever a signed click token holds (fields missing, of other types, an expiry, JSON spelled with
-    spaces or around whitespace), the compiled reading gives the Python reading's result or error."""
+@example(data={"u": _PLAIN, "m": [1]}, spelling="compact", signed_for="click", read_as="click", visitor=None)
+@example(data={"u": _PLAIN, "m": 0, "t": "T"}, spelling="compact", signed_for="click", read_as="click", visitor=None)
+@example(data={"u": _PLAIN, "t": 5}, spelling="compact", signed_for="click", read_as="click", visitor=None)
+@example(data={"u": _PLAIN, "r": []}, spelling="compact", signed_for="click", read_as="click", visitor=None)
+@example(data={"u": _PLAIN, "x": 1}, spelling="compact", signed_for="click", read_as="click", visitor=None)
+@example(data={"m": {"a": 1}, "t": "T"}, spelling="compact", signed_for="open", read_as="open", visitor=None)
+@example(data={"u": None, "r": "R"}, spelling="compact", signed_for="open", read_as="open", visitor=None)
+@example(data={"u": _PLAIN, "r": "R", "t": "T"}, spelling="compact", signed_for="open", read_as="open", visitor=None)
+@example(data={"u": "", "m": {}}, spelling="compact", signed_for="open", read_as="open", visitor=None)
+@example(data={"m": {"a": 1}}, spelling="compact", signed_for="click", read_as="click", visitor=None)
+def test_a_token_decodes_the_same_both_ways(data: dict[str, Any], spelling: str, signed_for: str, read_as: str,
+                                            visitor: str | None) -> None:
+    """Whatever a signed click or open token holds (fields missing, of other types, an expiry, JSON spelled
+    with spaces or around whitespace, signed for the other purpose), the compiled reading gives the Python
+    reading's result or error."""
     links = TrackingLinks(SETTINGS)
     separators = (",", ":") if spelling == "compact" else (", ", ": ")
     text = json.dumps(data, separators=separators)
@@ -281,30 +291,36 @@ def test_a_click_token_decodes_the_same_both_ways(data: dict[str, Any], spelling
     if len(raw) > 60000:
         return
     body = trackgate.tokens.base64_encode(raw)
-    mac = links._codec._macs[purpose][0].copy()  # (an open token is no click token either way)
+    mac = links._codec._macs[signed_for][0].copy()
     mac.update(body)
     token = (body + b"." + trackgate.tokens._signature_text(mac.digest())).decode()
     both = [
         _without_fresh_fields(
-            outcome(lambda: links.decode_token(token, "click", {"ip": "1"}, visitor=visitor),
-                    (trackgate.links, "read_click"), compiled=compiled)
+            outcome(lambda: links.decode_token(token, read_as, {"ip": "1"}, visitor=visitor),
+                    (trackgate.links, "read_token"), compiled=compiled)
         )
         for compiled in (True, False)
     ]
     assert both[0] == both[1]
 
 
-def test_the_compiled_click_reading_is_used() -> None:
-    """A plain link is read in C; switched off, the Python code gives the same result."""
+def test_the_compiled_token_reading_is_used() -> None:
+    """Plain links are read in C: a click, an email's open, a page view; a forged one is no one's."""
     links = TrackingLinks(SETTINGS)
-    token = links.click_url("https://s.example.org/p", METADATA).rsplit("/", 1)[1]
-    assert trackgate.links.read_click is not None
-    fields = trackgate.links.read_click(token, links._codec.verifying_states("click"),
-                                        trackgate.fastjson.scan_json)
-    assert fields == ("https://s.example.org/p", METADATA, None)
-    forged = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
-    assert trackgate.links.read_click(forged, links._codec.verifying_states("click"),
-                                      trackgate.fastjson.scan_json) is False
+    assert trackgate.links.read_token is not None
+    read = trackgate.links.read_token
+    click = links.click_url("https://s.example.org/p", METADATA).rsplit("/", 1)[1]
+    states = links._codec.verifying_states
+    scan = trackgate.fastjson.scan_json
+    assert read(click, states("click"), scan, True) == ("https://s.example.org/p", METADATA, None, None)
+    forged = click[:-2] + ("AA" if click[-2:] != "AA" else "BB")
+    assert read(forged, states("click"), scan, True) is False
+    opened = links.open_url(METADATA, title="Hi").rsplit("/", 1)[1]
+    assert read(opened, states("open"), scan, False) == (None, METADATA, "Hi", None)
+    viewed = links.open_path(page_url="https://s.example.org/a", referrer="https://r.org/").rsplit("/", 1)[1]
+    assert read(viewed, states("open"), scan, False) == ("https://s.example.org/a", {}, None, "https://r.org/")
+    result = links.decode_token(viewed, "open")
+    assert (result.kind, result.referrer) == ("pageview", "https://r.org/")
 
 
 _ODD_DIGEST = """
