@@ -35,16 +35,15 @@ encode_string: Callable[[str], str] = json.encoder.encode_basestring
 
 _decoder = json.JSONDecoder()
 # (typeshed types its argument as a scanner, but it takes the decoder whose settings it copies.)
-_scan: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
 # The value at a position of a str and where it ends (StopIteration when there is none): json's C scanner,
-# for compiled code that reads what loads() reads.
-scan_json = _scan
+# also for compiled code that reads what loads() reads.
+scan_json: Callable[[str, int], tuple[Any, int]] = json.scanner.make_scanner(_decoder)  # type: ignore[arg-type]
 
 
 def loads(text: str) -> Any:
     """``json.loads`` of a str; faster when the text is a bare JSON value, as compact JSON is."""
     try:
-        value, end = _scan(text, 0)
+        value, end = scan_json(text, 0)
     except StopIteration:
         return _decoder.decode(text)  # leading whitespace, or not JSON: json's own reading and error
     if end != len(text):
