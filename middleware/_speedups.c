@@ -856,9 +856,9 @@ static PyObject *read_token(PyObject *module, PyObject *args) {
         Py_RETURN_NONE;
     }
     PyObject *fields = token_fields(data, click);
+    if (!fields && !PyErr_Occurred()) return data;  /* authentic: links.py checks its fields */
     Py_DECREF(data);
-    if (fields || PyErr_Occurred()) return fields;
-    Py_RETURN_NONE;
+    return fields;
 }
 
 static PyMethodDef methods[] = {
@@ -869,9 +869,11 @@ static PyMethodDef methods[] = {
      "The payload of a signed, uncompressed token one of the HMAC states signed; False when none signed it;\n"
      "None for tokens.py to read."},
     {"read_token", read_token, METH_VARARGS,
-     "read_token(token, macs, scan, click) -> tuple[str | None, dict, str | None, str | None] | bool | None\n\n"
+     "read_token(token, macs, scan, click) -> tuple[str | None, dict, str | None, str | None] | dict | bool\n"
+     "    | None\n\n"
      "The destination, metadata, title and referrer of a signed click (or open) token in the common case;\n"
-     "False when no key signed it; None for links.py to read."},
+     "its data when it is authentic but links.py must check its fields; False when no key signed it; None\n"
+     "for links.py to read."},
     {"sign_click", sign_click, METH_VARARGS,
      "sign_click(url, signing) -> str | None\n\n"
      "links.py's click link for a plain http(s) URL (signing: a ClickSigning), or None for links.py to make."},

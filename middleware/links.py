@@ -31,9 +31,10 @@ from .tokens import PURPOSES, LegacyPytrackingCodec, Purpose, TokenCodec, json_b
 # link as the Python code below makes (tests compare both); None for the rest, or without the module.
 sign_click: Callable[[str, tuple[bytes, bytes, Any, tuple[bytes, ...]]], str | None] | None
 plain_url: Callable[[object], bool] | None
-# decode_token's reading of a plain signed token, in C: the same fields as the Python code below reads (tests
-# compare both), False for a token no key signed, None for the rest.
-read_token: Callable[[str, tuple[Any, ...], Any, bool], tuple[Any, ...] | bool | None] | None
+# decode_token's reading of a plain signed token, in C: the fields the Python code below would take from it
+# (tests compare both); its data when it is authentic but needs that code's checks; False for a token no key
+# signed; None for the rest.
+read_token: Callable[[str, tuple[Any, ...], Any, bool], tuple[Any, ...] | dict[str, Any] | bool | None] | None
 try:
     from ._speedups import plain_url, read_token, sign_click
 except ImportError:  # pragma: no cover
@@ -480,19 +481,16 @@ class TrackingLinks:
         visitor: str | None = None,
     ) -> TrackingResult:
         """The result for the token part of a link; see ``decode``."""
+        verified: dict[str, Any] | None = None
         states = self._verifying.get(purpose) if type(token) is str else None
         if states is not None and read_token is not None:
-            fields = read_token(token, states, scan_json, purpose == "click")
-            if type(fields) is tuple:  # what the code below would read from it
-                url, metadata, title, referrer = fields
-                kind: TrackingKind = "click" if purpose == "click" else "open" if url is None else "pageview"
-                now = time.time()
-                return _new_result(
-                    (url, self.settings.webhook_url, metadata, request_data, int(now), kind, visitor,
-                     new_event_id(now), False, title, referrer if kind == "pageview" else None)
-                )
+            read = read_token(token, states, scan_json, purpose == "click")
+            if type(read) is tuple:  # the fields _result would take from the token
+                return self._finished(purpose, read, request_data, visitor, False)
+            if type(read) is dict:  # authentic, read, not yet checked: not verified and parsed again below
+                verified = read
         try:
-            data = self._codec.loads(token, purpose)
+            data = self._codec.loads(token, purpose) if verified is None else self._codec.unexpired(verified)
         except TokenExpired as expired:
             result = self._result(expired.payload, purpose, request_data, visitor, legacy=False)
             raise TokenExpired(expired.reason, payload=result) from None
@@ -526,12 +524,22 @@ class TrackingLinks:
                 check_url(url)
             except BadURL as refused:
                 raise BadToken(f"destination refused: {refused.reason}") from None
-        if purpose == "click":
-            if url is None:
-                raise BadToken("click token without a destination")
-            kind: TrackingKind = "click"
-        else:
-            kind = "open" if url is None or legacy else "pageview"
+        if purpose == "click" and url is None:
+            raise BadToken("click token without a destination")
+        return self._finished(purpose, (url, metadata, title, referrer), request_data, visitor, legacy)
+
+    def _finished(
+        self,
+        purpose: Purpose,
+        fields: tuple[str | None, dict[str, Any], str | None, str | None],
+        request_data: Mapping[str, Any] | None,
+        visitor: str | None,
+        legacy: bool,
+    ) -> TrackingResult:
+        """The result for a token's checked fields (destination, metadata, title: a page's or an email's, and
+        referrer), with its kind, time and event id."""
+        url, metadata, title, referrer = fields
+        kind: TrackingKind = "click" if purpose == "click" else "open" if url is None or legacy else "pageview"
         now = time.time()
         return _new_result(
             (
@@ -544,7 +552,7 @@ class TrackingLinks:
                 visitor,
                 new_event_id(now),
                 legacy,
-                title if not legacy else None,  # a page's, or an email's
+                title,
                 referrer if kind == "pageview" else None,
             )
         )

@@ -263,11 +263,16 @@ class TokenCodec:
             raw = unsign(token, macs) if unsign is not None else None
             if raw is False:  # C tried every key: a forgery is not worth trying them all again
                 raise ForeignToken(_FOREIGN[purpose])
-            data = _parse_json(raw if type(raw) is bytes else self._unsign(token, purpose))
-            return _check_expiry(data, now) if _EXPIRES in data else data
+            return self.unexpired(_parse_json(raw if type(raw) is bytes else self._unsign(token, purpose)), now)
         if self._ciphers:
             return _check_expiry(_parse_json(self._unseal(token, purpose)), now)
         raise BadToken("not a signed token")
+
+    @staticmethod
+    def unexpired(data: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+        """An authentic token's data without its expiry; ``TokenExpired`` past it, ``BadToken`` when it is
+        malformed."""
+        return _check_expiry(data, now) if _EXPIRES in data else data
 
     def _macs_for(self, purpose: Purpose) -> tuple[_MacState, ...]:
         macs = self._macs.get(purpose)

@@ -305,7 +305,8 @@ def test_a_token_decodes_the_same_both_ways(data: dict[str, Any], spelling: str,
 
 
 def test_the_compiled_token_reading_is_used() -> None:
-    """Plain links are read in C: a click, an email's open, a page view; a forged one is no one's."""
+    """Plain links are read in C: a click, an email's open, a page view; a forged one is no one's; an
+    expiring one is read, and its checks left to the Python code."""
     links = TrackingLinks(SETTINGS)
     assert trackgate.links.read_token is not None
     read = trackgate.links.read_token
@@ -321,6 +322,11 @@ def test_the_compiled_token_reading_is_used() -> None:
     assert read(viewed, states("open"), scan, False) == ("https://s.example.org/a", {}, None, "https://r.org/")
     result = links.decode_token(viewed, "open")
     assert (result.kind, result.referrer) == ("pageview", "https://r.org/")
+    # An expiring link is authentic but left to the Python code's checks: its data comes back, read once.
+    expiring = links.click_url("https://s.example.org/e", expires_in=60).rsplit("/", 1)[1]
+    data = read(expiring, states("click"), scan, True)
+    assert type(data) is dict and data["u"] == "https://s.example.org/e" and "x" in data
+    assert links.decode_token(expiring, "click").tracked_url == "https://s.example.org/e"
 
 
 _ODD_DIGEST = """
