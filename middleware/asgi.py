@@ -32,6 +32,7 @@ from .shell_common import (
     make_settings,
     revalidated_copy_headers,
     rewritten_headers,
+    visitor_cookie_parts,
 )
 
 if TYPE_CHECKING:
@@ -134,11 +135,12 @@ class ASGIMiddleware:
 def _send_config(gate: Gate) -> tuple[Any, ...] | None:
     """What the compiled Responder needs of a middleware: the Python code it hands a start to that it does
     not send whole (see _asgi_send.c), and what a new visitor's cookie is made of."""
-    identity = gate.identity
+    parts = visitor_cookie_parts(gate)
+    if parts is None:
+        return None
     try:
-        parts = [gate.settings.cookie_name + "=", identity.cookie_suffix(False), identity.cookie_suffix(True)]
         cookie_parts = [part.encode("latin-1") for part in parts]
-    except Exception as error:
+    except UnicodeEncodeError as error:
         swallow("preparing the visitor cookie", error)
         return None  # the Python responder says what is wrong, response by response
     return (gate, _start, _nothing, _OPT_OUT, gate.rewrites, *cookie_parts)

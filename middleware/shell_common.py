@@ -133,6 +133,18 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted_proxies:
     return through_proxies(peer, forwarded_for, trusted_proxies)
 
 
+def visitor_cookie_parts(gate: Gate) -> list[str] | None:
+    """What the compiled starts write a new visitor's Set-Cookie from: "<name>=", then what follows the code
+    without and with consent. None, the fault logged, when the settings cannot make one: the Python code then
+    says what is wrong, response by response."""
+    identity = gate.identity
+    try:
+        return [gate.settings.cookie_name + "=", identity.cookie_suffix(False), identity.cookie_suffix(True)]
+    except Exception as error:
+        swallow("preparing the visitor cookie", error)
+        return None
+
+
 def compiled_visit_config(gate: Gate, param_marker: str | bytes, send_config: tuple[Any, ...]) -> tuple[Any, ...]:
     """What the compiled starts need of a middleware (_asgi_send.c's V_* layout, in this order): the prefix,
     the visits identity.py decides without reading anything (see Identity.resolve), and the shell's send

@@ -31,6 +31,7 @@ from .shell_common import (
     make_settings,
     revalidated_copy_headers,
     rewritten_headers,
+    visitor_cookie_parts,
 )
 
 if TYPE_CHECKING:
@@ -273,12 +274,8 @@ def _wsgi_config(gate: Gate) -> tuple[Any, ...] | None:
     """What the compiled start needs of a middleware (see compiled_visit_config), with what a new visitor's
     cookie is made of."""
     identity = gate.identity
-    try:
-        cookie_parts = [gate.settings.cookie_name + "=", identity.cookie_suffix(False), identity.cookie_suffix(True)]
-    except Exception as error:
-        swallow("preparing the visitor cookie", error)
-        return None  # the Python code says what is wrong, response by response
-    if not all(part.isascii() for part in [*cookie_parts, identity.visitor_param]):
+    cookie_parts = visitor_cookie_parts(gate)
+    if cookie_parts is None or not all(part.isascii() for part in [*cookie_parts, identity.visitor_param]):
         return None
     send_config = (gate, _Responder, OPT_OUT_HEADER, gate.rewrites, *cookie_parts)
     return compiled_visit_config(gate, identity.visitor_param + "=", send_config)
