@@ -3,6 +3,8 @@ the same visitors and set-ups for both shells."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import strategies as st
 
 # Cookie headers: none, a visitor's, two copies, bad values, a consent cookie, an over-long header.
@@ -46,3 +48,19 @@ DECIDED_SETTINGS = st.fixed_dictionaries(
 )
 DECIDED_COOKIES = st.sampled_from([None, "", "tg_vid=abc123", "other=1; tg_vid=abc123"])
 DECIDED_ACTIONS = st.sampled_from([None, None, None, "grant", "withdraw"])
+
+
+def decided(case_fields: dict[str, st.SearchStrategy[Any]], **shell_fields: st.SearchStrategy[Any]) -> Any:
+    """A shell test's cases narrowed to the requests its compiled start decides, with everything about the
+    response still varied (drawn from all the fields, they would be rare); ``shell_fields`` narrow the
+    shell's own fields (query string, path...) the same way."""
+    return st.fixed_dictionaries(
+        {
+            **case_fields,
+            "config": DECIDED_SETTINGS,
+            "cookie": DECIDED_COOKIES,
+            "gpc": st.none(),
+            "action": DECIDED_ACTIONS,
+            **shell_fields,
+        }
+    )

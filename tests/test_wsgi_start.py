@@ -50,25 +50,16 @@ _CASE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
         "action": shell_cases.ACTIONS,
 }
 _CASES = st.fixed_dictionaries(_CASE_FIELDS)
-# The requests the compiled start decides (a first visit or a known returning one, in the default set-up),
-# with everything about the response varied: drawn from all the fields above, they would be rare.
-_DECIDED = st.fixed_dictionaries(
-    {
-        **_CASE_FIELDS,
-        "config": shell_cases.DECIDED_SETTINGS,
-        "cookie": shell_cases.DECIDED_COOKIES,
-        "gpc": st.none(),
-        "query": st.sampled_from(["", None]),
-        "path": st.sampled_from(["/", "/page", "/_tgx", None]),
-        "action": shell_cases.DECIDED_ACTIONS,
-        "if_none_match": st.sampled_from([None, 'W/"abc"']),
-        # (text of wider characters than latin-1: no byte-wise reading of it may miss the "html")
-        "content_type": st.sampled_from(
-            [None, "text/plain", "text/html", "text/plain; x=\u00e9", "text/html; x=\u0100"]
-        ),
-        # (the Kelvin sign lower()s to k: a name Python reads as the opt-out header)
-        "opt_out_name": st.sampled_from(["X-Trackgate", "x-trackgate", "X-Trac\u212agate"]),
-    }
+# The requests the compiled start decides (a first visit or a known returning one, in the default set-up).
+_DECIDED = shell_cases.decided(
+    _CASE_FIELDS,
+    query=st.sampled_from(["", None]),
+    path=st.sampled_from(["/", "/page", "/_tgx", None]),
+    if_none_match=st.sampled_from([None, 'W/"abc"']),
+    # (text of wider characters than latin-1: no byte-wise reading of it may miss the "html")
+    content_type=st.sampled_from([None, "text/plain", "text/html", "text/plain; x=\u00e9", "text/html; x=\u0100"]),
+    # (the Kelvin sign lower()s to k: a name Python reads as the opt-out header)
+    opt_out_name=st.sampled_from(["X-Trackgate", "x-trackgate", "X-Trac\u212agate"]),
 )
 
 _BODY = b"<html><body><a href='https://e.org/'>x</a></body></html>"
