@@ -25,7 +25,7 @@ from .errors import BadToken, BadURL, ConfigError, TokenExpired
 from .events import new_event_id
 from .fastjson import encode_string, scan_json
 from .settings import Settings
-from .tokens import PURPOSES, LegacyPytrackingCodec, Purpose, TokenCodec, json_bytes, json_text
+from .tokens import PURPOSES, LegacyPytrackingCodec, Purpose, TokenCodec, foreign, json_bytes, json_text
 
 # click_url for a plain http(s) URL in C (_speedups.c), built wherever a C compiler was at hand: the same
 # link as the Python code below makes (tests compare both); None for the rest, or without the module.
@@ -489,6 +489,8 @@ class TrackingLinks:
                 return self._finished(purpose, read, request_data, visitor, False)
             if type(read) is dict:  # authentic, read, not yet checked: not verified and parsed again below
                 verified = read
+            elif read is False:  # every key tried (a token with a signature is no legacy link either)
+                raise foreign(purpose)
         try:
             data = self._codec.loads(token, purpose) if verified is None else self._codec.unexpired(verified)
         except TokenExpired as expired:

@@ -59,6 +59,11 @@ if TYPE_CHECKING:
 Purpose = Literal["click", "open"]
 PURPOSES: tuple[Purpose, ...] = ("click", "open")
 _FOREIGN = {purpose: f"signature does not match any key for {purpose} links" for purpose in PURPOSES}
+
+
+def foreign(purpose: Purpose) -> ForeignToken:
+    """The error for a signed token that none of the keys signed for ``purpose``."""
+    return ForeignToken(_FOREIGN[purpose])
 SALT_PREFIX = "trackgate."
 
 # Longer than any token we make (4096-char URL plus generous metadata); refuse before doing any work.
@@ -262,7 +267,7 @@ class TokenCodec:
         if "." in token:
             raw = unsign(token, macs) if unsign is not None else None
             if raw is False:  # C tried every key: a forgery is not worth trying them all again
-                raise ForeignToken(_FOREIGN[purpose])
+                raise foreign(purpose)
             return self.unexpired(_parse_json(raw if type(raw) is bytes else self._unsign(token, purpose)), now)
         if self._ciphers:
             return _check_expiry(_parse_json(self._unseal(token, purpose)), now)
@@ -297,7 +302,7 @@ class TokenCodec:
             if hmac.compare_digest(_signature_text(mac.digest()), signature_bytes):
                 break
         else:
-            raise ForeignToken(_FOREIGN[purpose])
+            raise foreign(purpose)
         compressed = body_bytes[:1] == b"."
         packed = _b64decode(body_bytes[1:] if compressed else body_bytes)
         return _inflate(packed) if compressed else packed
