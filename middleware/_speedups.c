@@ -1,6 +1,7 @@
 /* The rewriter's inner loop, and the link codec's plain cases (sign_click, plain_url, unsign, read_token), in C:
  * optional, with rewrite.py's, links.py's and tokens.py's pure-Python code as the reference. With OpenSSL's
- * headers it also has the codec's HMAC state (_hmac_sha256.h), which it reads without a call.
+ * headers it also has the codec's HMAC state (_hmac_sha256.h), which it reads without a call. new_slotted()
+ * makes the event of each tracked request (events.py's tracking_event).
  *
  * scan() reads HTML from a position exactly as rewrite.py's _STEP pattern does: it skips text, comments
  * and every tag that changes nothing (their attributes read as the HTML tokenizer reads them, so a quoted
@@ -18,6 +19,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
+#include <structmember.h>  /* PyMember_SetOne (in Python.h itself from 3.12) */
 
 #include "_hmac_sha256.h"
 
@@ -861,6 +863,39 @@ static PyObject *read_token(PyObject *module, PyObject *args) {
     return fields;
 }
 
+/* new_slotted(cls, members, values): a new cls (tp_alloc, as object.__new__ makes it) with the i-th member
+ * descriptor of its __slots__ set to the i-th value, as object.__setattr__ sets it for a frozen dataclass's
+ * __init__, without a call per field. Each descriptor must belong to cls or a base of it. */
+static PyObject *new_slotted(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyType_Check(args[0]) || !PyTuple_CheckExact(args[1]) || !PyTuple_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "new_slotted(cls, members, values) takes a type and two tuples");
+        return NULL;
+    }
+    PyTypeObject *cls = (PyTypeObject *)args[0];
+    Py_ssize_t count = PyTuple_GET_SIZE(args[1]);
+    if (PyTuple_GET_SIZE(args[2]) != count) {
+        PyErr_SetString(PyExc_ValueError, "new_slotted: as many values as members");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *member = PyTuple_GET_ITEM(args[1], i);
+        if (!Py_IS_TYPE(member, &PyMemberDescr_Type) || !PyType_IsSubtype(cls, PyDescr_TYPE(member))) {
+            PyErr_Format(PyExc_TypeError, "new_slotted: member %zd is not a slot of %s", i, cls->tp_name);
+            return NULL;
+        }
+    }
+    PyObject *made = cls->tp_alloc(cls, 0);
+    if (!made) return NULL;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyMemberDescrObject *member = (PyMemberDescrObject *)PyTuple_GET_ITEM(args[1], i);
+        if (PyMember_SetOne((char *)made, member->d_member, PyTuple_GET_ITEM(args[2], i)) < 0) {
+            Py_DECREF(made);
+            return NULL;
+        }
+    }
+    return made;
+}
+
 static PyMethodDef methods[] = {
     {"plain_url", plain_url, METH_O,
      "plain_url(url) -> bool\n\nWhether links.check_url passes url by its patterns alone."},
@@ -877,6 +912,9 @@ static PyMethodDef methods[] = {
     {"sign_click", sign_click, METH_VARARGS,
      "sign_click(url, signing) -> str | None\n\n"
      "links.py's click link for a plain http(s) URL (signing: a ClickSigning), or None for links.py to make."},
+    {"new_slotted", (PyCFunction)(void (*)(void))new_slotted, METH_FASTCALL,
+     "new_slotted(cls, members, values) -> cls instance\n\n"
+     "A new cls with each slot member descriptor in members set to the value at its index."},
     {"scan", scan, METH_VARARGS,
      "scan(buffer, position, out, values, value_for, signing, click, cache_limit, max_held, utf8, own_host)"
      " -> position\n\n"

@@ -1,5 +1,7 @@
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
 
 def scan(
     buffer: bytes,
@@ -23,6 +25,8 @@ def unsign(token: str, macs: tuple[Any, ...], /) -> bytes | bool | None: ...
 def read_token(
     token: str, macs: tuple[Any, ...], scan: Any, click: bool, /
 ) -> tuple[str | None, dict[str, Any], str | None, str | None] | dict[str, Any] | bool | None: ...
+
+def new_slotted(cls: type[_T], members: tuple[Any, ...], values: tuple[Any, ...], /) -> _T: ...
 
 class HmacSha256:
     """An HMAC-SHA-256 state (only where _speedups was built with OpenSSL's headers)."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ._boundary import guarded, swallow
@@ -26,6 +26,7 @@ from .requestfacts import from_scope
 from .settings import Settings
 from .shell_common import (
     OPT_OUT_HEADER,
+    client_address,
     compiled_visit_config,
     endpoint_visitor,
     looks_like_html,
@@ -37,6 +38,7 @@ from .shell_common import (
 
 if TYPE_CHECKING:
     from .bodyfilter import BodyFilter
+    from .endpoints import Reply
 
 # The send of responses that need no rewriting, and the reading of the request's headers, in C
 # (_asgi_send.c); the Python code below is the reference. Set to None, the Python code runs.
@@ -95,8 +97,11 @@ class ASGIMiddleware:
         # ASGI's path includes root_path (servers and Starlette's Mount keep it whole): our paths are below it.
         path = scope["path"]
         root = scope.get("root_path")
-        if self.gate.owns(below_mount(path, root) if root else path):
-            await self._answer(scope, send)
+        route = below_mount(path, root) if root else path
+        if self.gate.owns(route):
+            reply, head = self._answer(scope, route)
+            await send({"type": "http.response.start", "status": reply.status, "headers": list(reply.asgi_headers)})
+            await send({"type": "http.response.body", "body": b"" if head else reply.body})
             return
         try:
             found = request_headers(scope["headers"]) if request_headers is not None else None
@@ -124,12 +129,56 @@ class ASGIMiddleware:
     # it gives _serve, a coroutine function.
     __call__ = Call() if Call is not None else _serve
 
-    async def _answer(self, scope: Scope, send: Send) -> None:
-        facts = from_scope(scope, self.settings.trusted_proxies)
-        cookie, gpc = _identity_headers(scope["headers"])
-        reply = self.gate.answer(facts, endpoint_visitor(self.gate.identity, cookie, gpc))
-        await send({"type": "http.response.start", "status": reply.status, "headers": list(reply.asgi_headers)})
-        await send({"type": "http.response.body", "body": b"" if facts.method == "HEAD" else reply.body})
+    def _answer(self, scope: Scope, route: str) -> tuple[Reply, bool]:
+        """The reply for a path of ours, and whether the request was a HEAD (the reply goes without body)."""
+        headers, cookie, gpc = _endpoint_headers(scope["headers"])
+        client = scope.get("client")
+        trusted = self.settings.trusted_proxies
+        forwarded = headers.get("x-forwarded-for") if trusted else None
+        method = scope.get("method", "GET").upper()
+        request = _TrackingRequest(
+            route, method, headers, client_address(client[0] if client else None, forwarded, trusted)
+        )
+        return self.gate.answer(request, endpoint_visitor(self.gate.identity, cookie, gpc)), method == "HEAD"
+
+
+class _TrackingRequest:
+    """What answering a tracking path reads of its request (endpoints.TrackingRequest), without the rest
+    of RequestFacts: a click pays for nothing it does not read."""
+
+    __slots__ = ("client_addr", "headers", "method", "route_path")
+
+    def __init__(self, route_path: str, method: str, headers: dict[str, str], client_addr: str | None) -> None:
+        self.route_path = route_path
+        self.method = method
+        self.headers = headers
+        self.client_addr = client_addr
+
+
+# The request headers a tracking path reads into its event (and X-Forwarded-For for the address).
+_EVENT_HEADERS = frozenset((b"user-agent", b"referer", b"accept-language", b"x-forwarded-for"))
+
+
+def _endpoint_headers(
+    headers: Iterable[tuple[bytes, bytes]],
+) -> tuple[dict[str, str], str | None, str | None]:
+    """The headers a tracking path reads, by lower-case name (repeated lines joined with ", ", as HTTP says:
+    X-Forwarded-For keeps every hop), then the Cookie (its lines joined by "; ") and Sec-GPC."""
+    found: dict[str, str] = {}
+    cookie = gpc = None
+    for raw_name, raw_value in headers:
+        name = raw_name.lower()
+        if name in _EVENT_HEADERS:
+            key = name.decode("latin-1")
+            value = raw_value.decode("latin-1")
+            found[key] = found[key] + ", " + value if key in found else value
+        elif name == b"cookie":
+            # HTTP/2 may split cookies over several header lines; they form one list.
+            text = raw_value.decode("latin-1")
+            cookie = text if cookie is None else cookie + "; " + text
+        elif name == b"sec-gpc":
+            gpc = raw_value.decode("latin-1")
+    return found, cookie, gpc
 
 
 def _send_config(gate: Gate) -> tuple[Any, ...] | None:

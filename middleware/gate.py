@@ -14,7 +14,7 @@ from typing import Any
 from ._boundary import guarded, swallow
 from ._version import __version__
 from .bodyfilter import BodyFilter, kept_from_shared_caches, plan_rewrite
-from .endpoints import Reply, answer
+from .endpoints import Reply, TrackingRequest, answer
 from .events import Event
 from .facts import RequestFacts
 from .identity import Identity, Visitor
@@ -56,7 +56,7 @@ class Gate:
     def owns(self, path: str) -> bool:
         return path.startswith(self._prefix_slash) or path == self.prefix
 
-    def answer(self, facts: RequestFacts, visitor_code: str | None) -> Reply:
+    def answer(self, facts: TrackingRequest, visitor_code: str | None) -> Reply:
         if facts.route_path == self._health_path:
             return Reply(200, (("Content-Type", "application/json"), ("Cache-Control", "no-store")),
                          json.dumps(self.health()).encode())
@@ -135,15 +135,20 @@ class Gate:
     def client_fields(self, facts: RequestFacts) -> dict[str, Any]:
         """What every event keeps of its request: the page it came from (as that page's own events record
         it), the browser and its language, and the address (anonymised as TRACKGATE_ANONYMIZE_IP says)."""
+        referrer, user_agent, ip, language = self.client_values(facts)
+        return {"referrer": referrer, "user_agent": user_agent, "ip": ip, "language": language}
+
+    def client_values(self, facts: TrackingRequest) -> tuple[str | None, str | None, str | None, str | None]:
+        """``client_fields`` as a tuple (referrer, user agent, address, language), for the tracking paths."""
         headers = facts.headers
         referer = headers.get("referer")
         languages = headers.get("accept-language")
-        return {
-            "referrer": self.without_visitor_param(referer) if referer else None,
-            "user_agent": headers.get("user-agent"),
-            "ip": anonymize_ip(facts.client_addr, self.settings.anonymize_ip),
-            "language": preferred_language(languages) if languages else None,
-        }
+        return (
+            self.without_visitor_param(referer) if referer else None,
+            headers.get("user-agent"),
+            anonymize_ip(facts.client_addr, self.settings.anonymize_ip),
+            preferred_language(languages) if languages else None,
+        )
 
     def _page_url(self, facts: RequestFacts) -> str:
         return self.without_visitor_param(facts.url)

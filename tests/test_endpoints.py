@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import Callable, Iterable, Iterator
@@ -429,3 +430,39 @@ def test_a_middleware_outside_that_adds_headers_adds_them_once_per_reply() -> No
         for path in (_path(pixel), _path(pixel), "/_tg/nothing", "/_tg/nothing"):
             response = client.get(path)
             assert response.headers.get_list("x-stamp") == ["1"]
+
+
+def test_the_asgi_shell_reads_header_names_in_any_case_and_joins_repeated_lines() -> None:
+    """ASGI asks servers for lower-case header names; one that sends them as the client spelt them (or
+    repeats a line) still gets the event its headers describe, and the visitor of its split Cookie."""
+    events: list[Event] = []
+    settings = _settings(trusted_proxies=1)
+    app = trackgate.ASGIMiddleware(_wsgi_app, settings, emit=events.append)  # (never called: our path)
+    known = new_code()
+    link = trackgate.TrackingLinks(settings).click_url("https://shop.example/p")
+    headers = [
+        (b"User-Agent", b"Browser/1.0"),
+        (b"Accept-Language", b"de-CH, de;q=0.9"),
+        (b"X-Forwarded-For", b"198.51.100.7"),
+        (b"x-forwarded-for", b"203.0.113.5"),  # the trusted proxy's line: the client is its entry
+        (b"Cookie", f"tg_vid={known}".encode()),
+        (b"cookie", b"theme=dark"),
+        (b"Referer", b"https://mail.example/inbox"),
+    ]
+    path = _path(link)
+    scope = {"type": "http", "method": "GET", "path": path, "root_path": "", "query_string": b"",
+             "headers": headers, "client": ("10.0.0.1", 5000), "server": ("t.example.org", 443), "scheme": "https"}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 302
+    assert dict(sent[0]["headers"])[b"location"] == b"https://shop.example/p"
+    [event] = events
+    assert (event.user_agent, event.language, event.ip) == ("Browser/1.0", "de-CH", "203.0.113.5")
+    assert (event.visitor, event.referrer) == (known, "https://mail.example/inbox")

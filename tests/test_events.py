@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import trackgate._speedups
+import trackgate.events
 from trackgate import Event
-from trackgate.events import EVENT_KINDS, new_event_id
+from trackgate.events import EVENT_KINDS, new_event_id, tracking_event
 from trackgate.identity import new_code
 
 plain = st.none() | st.booleans() | st.integers(-(10**12), 10**12) | st.text(max_size=12)
@@ -97,3 +100,45 @@ def test_event_ids_sort_by_their_time() -> None:
 def test_a_timestamp_that_is_no_number_is_a_type_error_naming_it(timestamp: object) -> None:
     with pytest.raises(TypeError, match="timestamp must be a number"):
         Event("custom", name="x", timestamp=timestamp)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def _slots_filled(compiled: bool) -> Iterator[None]:
+    """tracking_event with the compiled new_slotted, or with the Python code that stands in for it."""
+    kept = trackgate.events.new_slotted
+    if compiled:
+        assert kept is not None, "the _speedups extension is not built"
+    else:
+        trackgate.events.new_slotted = None
+    try:
+        yield
+    finally:
+        trackgate.events.new_slotted = kept
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "python"])
+@given(
+    kind=st.sampled_from(["open", "click", "pageview"]),
+    texts=st.lists(st.none() | st.text(max_size=12), min_size=7, max_size=7),
+    metadata=st.dictionaries(st.text(max_size=6), plain, max_size=3),
+    timestamp=st.floats(0, 4e9),
+)
+def test_a_tracking_event_is_the_event_the_constructor_makes(
+    compiled: bool, kind: Any, texts: list[str | None], metadata: dict[str, Any], timestamp: float
+) -> None:
+    visitor, url, title, referrer, user_agent, ip, language = texts
+    values = {"visitor": visitor, "url": url, "title": title, "metadata": metadata, "timestamp": timestamp,
+              "referrer": referrer, "user_agent": user_agent, "ip": ip, "language": language}
+    expected = Event(kind, id="0123456789abcdef0123456789abcdef", **values)
+    with _slots_filled(compiled):
+        made = tracking_event(kind, event_id=expected.id, **values)
+        again = tracking_event(kind, event_id=expected.id, **values)
+    assert type(made) is Event and made == expected
+    assert made.to_json() == expected.to_json()  # every field set, _json included (to_json reads it first)
+    assert made.properties == {} and made.properties is not again.properties  # never one shared dict
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.url = "https://elsewhere.example/"  # type: ignore[misc]
+
+
+def test_tracked_requests_make_their_events_in_c() -> None:
+    assert trackgate.events.new_slotted is trackgate._speedups.new_slotted

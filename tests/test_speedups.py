@@ -429,3 +429,29 @@ def test_what_ends_foreign_content_is_seen_both_ways(doc: str) -> None:
         data = doc.encode()
         whole = both_ways(data, links, **options)
         assert both_ways(data, links, cuts=list(range(1, len(data))), **options) == whole
+
+
+class _Slotted:
+    __slots__ = ("first", "second")
+
+
+class _Other:
+    __slots__ = ("first",)
+
+
+def test_new_slotted_sets_each_slot_and_refuses_what_is_no_slot_of_the_class() -> None:
+    from trackgate._speedups import new_slotted
+
+    members = (vars(_Slotted)["second"], vars(_Slotted)["first"])
+    made = new_slotted(_Slotted, members, ("b", ["a"]))
+    assert type(made) is _Slotted and (made.first, made.second) == (["a"], "b")
+    partly = new_slotted(_Slotted, members[:1], ("b",))
+    assert partly.second == "b" and not hasattr(partly, "first")  # a slot left out stays unset
+    with pytest.raises(TypeError, match="member 0 is not a slot of"):
+        new_slotted(_Slotted, (vars(_Other)["first"],), (1,))  # another class's offsets: refused
+    with pytest.raises(TypeError, match="member 1 is not a slot of"):
+        new_slotted(_Slotted, (members[0], property(lambda self: 1)), (1, 2))
+    with pytest.raises(ValueError, match="as many values as members"):
+        new_slotted(_Slotted, members, (1,))
+    with pytest.raises(TypeError, match="takes a type and two tuples"):
+        new_slotted(_Slotted, list(members), (1, 2))  # type: ignore[arg-type]
