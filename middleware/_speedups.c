@@ -865,13 +865,19 @@ static PyObject *read_token(PyObject *module, PyObject *args) {
 
 /* new_slotted(cls, members, values): a new cls (tp_alloc, as object.__new__ makes it) with the i-th member
  * descriptor of its __slots__ set to the i-th value, as object.__setattr__ sets it for a frozen dataclass's
- * __init__, without a call per field. Each descriptor must belong to cls or a base of it. */
+ * __init__, without a call per field. Each descriptor must belong to cls or a base of it, and cls must be a
+ * class object.__new__ makes (no __new__ of its own, not abstract). */
 static PyObject *new_slotted(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyType_Check(args[0]) || !PyTuple_CheckExact(args[1]) || !PyTuple_CheckExact(args[2])) {
         PyErr_SetString(PyExc_TypeError, "new_slotted(cls, members, values) takes a type and two tuples");
         return NULL;
     }
     PyTypeObject *cls = (PyTypeObject *)args[0];
+    /* Only what object.__new__ would make: a C type's own tp_new may set up more than its slots. */
+    if (cls->tp_new != PyBaseObject_Type.tp_new || (cls->tp_flags & Py_TPFLAGS_IS_ABSTRACT)) {
+        PyErr_Format(PyExc_TypeError, "new_slotted: %s is not made by object.__new__", cls->tp_name);
+        return NULL;
+    }
     Py_ssize_t count = PyTuple_GET_SIZE(args[1]);
     if (PyTuple_GET_SIZE(args[2]) != count) {
         PyErr_SetString(PyExc_ValueError, "new_slotted: as many values as members");
