@@ -456,7 +456,7 @@ def test_new_slotted_sets_each_slot_and_refuses_what_is_no_slot_of_the_class() -
     with pytest.raises(TypeError, match="takes a type and two tuples"):
         new_slotted(_Slotted, list(members), (1, 2))  # type: ignore[arg-type]
     slice_start = vars(slice)["start"]  # a C type's member, its instances made by its own tp_new
-    with pytest.raises(TypeError, match="slice is not made by object.__new__"):
+    with pytest.raises(TypeError, match=r"slice is not made by object\.__new__"):
         new_slotted(slice, (slice_start,), (1,))
 
     class Own(_Slotted):
@@ -465,5 +465,5 @@ def test_new_slotted_sets_each_slot_and_refuses_what_is_no_slot_of_the_class() -
         def __new__(cls) -> Own:
             return super().__new__(cls)
 
-    with pytest.raises(TypeError, match="Own is not made by object.__new__"):
+    with pytest.raises(TypeError, match=r"Own is not made by object\.__new__"):
         new_slotted(Own, members, (1, 2))
