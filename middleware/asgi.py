@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from ._boundary import guarded, swallow
@@ -22,7 +22,7 @@ from .gate import Emit, Gate
 from .identity import VisitorState
 from .lifespan import run_lifespan
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
-from .requestfacts import from_scope
+from .requestfacts import from_scope, header_fields
 from .settings import Settings
 from .shell_common import (
     OPT_OUT_HEADER,
@@ -104,8 +104,7 @@ class ASGIMiddleware:
             await send({"type": "http.response.body", "body": b"" if head else reply.body})
             return
         try:
-            found = request_headers(scope["headers"]) if request_headers is not None else None
-            cookie, gpc = found if found is not None else _identity_headers(scope["headers"])
+            cookie, gpc = _cookie_and_gpc(scope["headers"])
             query = scope.get("query_string")
             state = self._resolve(cookie, query.decode("latin-1") if query else "", gpc)
             request_state = scope.get("state")
@@ -131,7 +130,9 @@ class ASGIMiddleware:
 
     def _answer(self, scope: Scope, route: str) -> tuple[Reply, bool]:
         """The reply for a path of ours, and whether the request was a HEAD (the reply goes without body)."""
-        headers, cookie, gpc = _endpoint_headers(scope["headers"])
+        raw_headers = scope["headers"]
+        cookie, gpc = _cookie_and_gpc(raw_headers)
+        headers = header_fields(raw_headers, _EVENT_HEADERS)
         client = scope.get("client")
         trusted = self.settings.trusted_proxies
         forwarded = headers.get("x-forwarded-for") if trusted else None
@@ -156,29 +157,7 @@ class _TrackingRequest:
 
 
 # The request headers a tracking path reads into its event (and X-Forwarded-For for the address).
-_EVENT_HEADERS = frozenset((b"user-agent", b"referer", b"accept-language", b"x-forwarded-for"))
-
-
-def _endpoint_headers(
-    headers: Iterable[tuple[bytes, bytes]],
-) -> tuple[dict[str, str], str | None, str | None]:
-    """The headers a tracking path reads, by lower-case name (repeated lines joined with ", ", as HTTP says:
-    X-Forwarded-For keeps every hop), then the Cookie (its lines joined by "; ") and Sec-GPC."""
-    found: dict[str, str] = {}
-    cookie = gpc = None
-    for raw_name, raw_value in headers:
-        name = raw_name.lower()
-        if name in _EVENT_HEADERS:
-            key = name.decode("latin-1")
-            value = raw_value.decode("latin-1")
-            found[key] = found[key] + ", " + value if key in found else value
-        elif name == b"cookie":
-            # HTTP/2 may split cookies over several header lines; they form one list.
-            text = raw_value.decode("latin-1")
-            cookie = text if cookie is None else cookie + "; " + text
-        elif name == b"sec-gpc":
-            gpc = raw_value.decode("latin-1")
-    return found, cookie, gpc
+_EVENT_HEADERS = frozenset(("user-agent", "referer", "accept-language", "x-forwarded-for"))
 
 
 def _send_config(gate: Gate) -> tuple[Any, ...] | None:
@@ -387,6 +366,12 @@ class _Rewriting:
                 tail = self._filter.close()
         self._filter = None
         return tail
+
+
+def _cookie_and_gpc(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:
+    """The Cookie (its lines joined) and Sec-GPC headers: the compiled reading, else _identity_headers."""
+    found = request_headers(headers) if request_headers is not None else None
+    return found if found is not None else _identity_headers(headers)
 
 
 def _identity_headers(headers: list[tuple[bytes, bytes]]) -> tuple[str | None, str | None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
 from werkzeug.datastructures import EnvironHeaders, LanguageAccept
@@ -71,20 +71,24 @@ def _environ_host(environ: Mapping[str, Any], scheme: str) -> str:
     return name if not port or port == default else f"{name}:{port}"
 
 
-def _header_fields(scope: Mapping[str, Any]) -> dict[str, str]:
-    """The request's header fields by lower-case name, repeated lines joined with ", " as HTTP says (and
-    as WSGI servers do), so X-Forwarded-For keeps every hop. A plain dict: a missing header costs a
-    lookup, where starlette's Headers.get raises and catches a KeyError."""
+def header_fields(
+    raw_headers: Iterable[tuple[bytes, bytes]], wanted: Container[str] | None = None
+) -> dict[str, str]:
+    """An ASGI scope's header fields by lower-case name (only the ``wanted`` ones when given), repeated lines
+    joined with ", " as HTTP says (and as WSGI servers do), so X-Forwarded-For keeps every hop. A plain dict:
+    a missing header costs a lookup, where starlette's Headers.get raises and catches a KeyError."""
     fields: dict[str, str] = {}
-    for raw_name, raw_value in scope["headers"]:
+    for raw_name, raw_value in raw_headers:
         name = raw_name.decode("latin-1").lower()
+        if wanted is not None and name not in wanted:
+            continue
         value = raw_value.decode("latin-1")
         fields[name] = fields[name] + ", " + value if name in fields else value
     return fields
 
 
 def from_scope(scope: Mapping[str, Any], trusted_proxies: int) -> RequestFacts:
-    headers = _header_fields(scope)
+    headers = header_fields(scope["headers"])
     scheme = scope.get("scheme", "http")
     host = headers.get("host") or _scope_host(scope, scheme)
     peer = scope["client"][0] if scope.get("client") else None

@@ -433,8 +433,9 @@ def test_a_middleware_outside_that_adds_headers_adds_them_once_per_reply() -> No
 
 
 def test_the_asgi_shell_reads_header_names_in_any_case_and_joins_repeated_lines() -> None:
-    """ASGI asks servers for lower-case header names; one that sends them as the client spelt them (or
-    repeats a line) still gets the event its headers describe, and the visitor of its split Cookie."""
+    """ASGI asks servers for lower-case header names; one that sends the event's headers as the client spelt
+    them (or repeats a line) still gets the event they describe, and the visitor of its split Cookie (read as
+    the shell reads it for every request: lower-case names, as ASGI says)."""
     events: list[Event] = []
     settings = _settings(trusted_proxies=1)
     app = trackgate.ASGIMiddleware(_wsgi_app, settings, emit=events.append)  # (never called: our path)
@@ -445,7 +446,7 @@ def test_the_asgi_shell_reads_header_names_in_any_case_and_joins_repeated_lines(
         (b"Accept-Language", b"de-CH, de;q=0.9"),
         (b"X-Forwarded-For", b"198.51.100.7"),
         (b"x-forwarded-for", b"203.0.113.5"),  # the trusted proxy's line: the client is its entry
-        (b"Cookie", f"tg_vid={known}".encode()),
+        (b"cookie", f"tg_vid={known}".encode()),
         (b"cookie", b"theme=dark"),
         (b"Referer", b"https://mail.example/inbox"),
     ]
