@@ -68,10 +68,12 @@ class Reply:
         may add to it), encoded once for the replies every request shares (the pixel, the 404)."""
         encoded = self._asgi_headers
         if encoded is None:
-            encoded = self._asgi_headers = tuple(
-                (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in self.headers
-            )
+            encoded = self._asgi_headers = _asgi_encoded(self.headers)
         return encoded
+
+
+def _asgi_encoded(headers: tuple[tuple[str, str], ...]) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers)
 
 
 def _plain(status: int, text: str, *extra: tuple[str, str]) -> Reply:
@@ -104,13 +106,18 @@ PIXEL = Reply(
 _SEGMENTS: dict[str, Purpose] = {"/o/": "open", "/c/": "click"}
 
 
+_REDIRECT_HEADERS = (("Cache-Control", "no-store"), ("Content-Length", "0"))  # after the Location
+_ASGI_REDIRECT_HEADERS = _asgi_encoded(_REDIRECT_HEADERS)
+
+
 def _redirect(result: TrackingResult) -> Reply:
     location = location_header(result.tracked_url or "")  # (ASCII: non-ASCII is percent-encoded)
+    # Encoded as it is made: every click has one (its shared headers encoded once, above).
     return Reply(
         302,
-        (("Location", location), ("Cache-Control", "no-store"), ("Content-Length", "0")),
+        (("Location", location), *_REDIRECT_HEADERS),
         b"",
-        ((b"location", location.encode("latin-1")), (b"cache-control", b"no-store"), (b"content-length", b"0")),
+        ((b"location", location.encode("latin-1")), *_ASGI_REDIRECT_HEADERS),
     )
 
 
