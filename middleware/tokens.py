@@ -59,11 +59,6 @@ if TYPE_CHECKING:
 Purpose = Literal["click", "open"]
 PURPOSES: tuple[Purpose, ...] = ("click", "open")
 _FOREIGN = {purpose: f"signature does not match any key for {purpose} links" for purpose in PURPOSES}
-
-
-def foreign(purpose: Purpose) -> ForeignToken:
-    """The error for a signed token that none of the keys signed for ``purpose``."""
-    return ForeignToken(_FOREIGN[purpose])
 SALT_PREFIX = "trackgate."
 
 # Longer than any token we make (4096-char URL plus generous metadata); refuse before doing any work.
@@ -98,6 +93,11 @@ def _b64decode(text: bytes) -> bytes:
         return binascii.a2b_base64(text.translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4))
     except binascii.Error:
         raise BadToken("not valid base64") from None
+
+
+def foreign(purpose: Purpose) -> ForeignToken:
+    """The error for a signed token that none of the keys signed for ``purpose``."""
+    return ForeignToken(_FOREIGN[purpose])
 
 
 def json_text(value: Any) -> str:
