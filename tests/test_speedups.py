@@ -322,6 +322,12 @@ def test_the_compiled_token_reading_is_used() -> None:
     assert read(viewed, states("open"), scan, False) == ("https://s.example.org/a", {}, None, "https://r.org/")
     result = links.decode_token(viewed, "open")
     assert (result.kind, result.referrer) == ("pageview", "https://r.org/")
+    assert read(click, states("click"), scan, 1) == read(click, states("click"), scan, True)  # any truth value
+    for wrong in ((click.encode(), states("click"), scan, True), (click, list(states("click")), scan, True)):
+        with pytest.raises(TypeError, match="takes a str and a tuple first"):
+            read(*wrong)
+    with pytest.raises(TypeError):
+        read(click, states("click"), scan)  # type: ignore[call-arg]
     # An expiring link is authentic but left to the Python code's checks: its data comes back, read once.
     expiring = links.click_url("https://s.example.org/e", expires_in=60).rsplit("/", 1)[1]
     data = read(expiring, states("click"), scan, True)
