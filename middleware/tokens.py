@@ -145,17 +145,6 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
     return data
 
 
-def _check_expiry(data: dict[str, Any], now: float | None) -> dict[str, Any]:
-    expires = data.pop(_EXPIRES, None)
-    if expires is None:
-        return data
-    if not isinstance(expires, int) or isinstance(expires, bool):
-        raise BadToken("malformed expiry")
-    if expires <= (time.time() if now is None else now):
-        raise TokenExpired(f"token expired at {expires}", payload=data)
-    return data
-
-
 class _MacState(Protocol):
     def copy(self) -> _MacState: ...
 
@@ -270,14 +259,21 @@ class TokenCodec:
                 raise foreign(purpose)
             return self.unexpired(_parse_json(raw if type(raw) is bytes else self._unsign(token, purpose)), now)
         if self._ciphers:
-            return _check_expiry(_parse_json(self._unseal(token, purpose)), now)
+            return self.unexpired(_parse_json(self._unseal(token, purpose)), now)
         raise BadToken("not a signed token")
 
     @staticmethod
     def unexpired(data: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         """An authentic token's data without its expiry; ``TokenExpired`` past it, ``BadToken`` when it is
         malformed."""
-        return _check_expiry(data, now) if _EXPIRES in data else data
+        expires = data.pop(_EXPIRES, None)
+        if expires is None:
+            return data
+        if not isinstance(expires, int) or isinstance(expires, bool):
+            raise BadToken("malformed expiry")
+        if expires <= (time.time() if now is None else now):
+            raise TokenExpired(f"token expired at {expires}", payload=data)
+        return data
 
     def _macs_for(self, purpose: Purpose) -> tuple[_MacState, ...]:
         macs = self._macs.get(purpose)
