@@ -129,17 +129,15 @@ class Gate:
         return BodyFilter(plan, rewriter)
 
     def request_fields(self, facts: RequestFacts) -> dict[str, Any]:
-        """What an event an app records keeps of the request it came with: the page, and ``client_fields``."""
-        return {"url": self._page_url(facts), **self.client_fields(facts)}
-
-    def client_fields(self, facts: RequestFacts) -> dict[str, Any]:
-        """What every event keeps of its request: the page it came from (as that page's own events record
-        it), the browser and its language, and the address (anonymised as TRACKGATE_ANONYMIZE_IP says)."""
+        """What an event an app records keeps of the request it came with: the page, and ``client_values``."""
         referrer, user_agent, ip, language = self.client_values(facts)
-        return {"referrer": referrer, "user_agent": user_agent, "ip": ip, "language": language}
+        return {"url": self._page_url(facts), "referrer": referrer, "user_agent": user_agent, "ip": ip,
+                "language": language}
 
     def client_values(self, facts: TrackingRequest) -> tuple[str | None, str | None, str | None, str | None]:
-        """``client_fields`` as a tuple (referrer, user agent, address, language), for the tracking paths."""
+        """What every event keeps of its request, as (referrer, user agent, address, language): the page it
+        came from (as that page's own events record it), the browser and its language, and the address
+        (anonymised as TRACKGATE_ANONYMIZE_IP says)."""
         headers = facts.headers
         referer = headers.get("referer")
         languages = headers.get("accept-language")
