@@ -22,11 +22,10 @@ from .gate import Emit, Gate
 from .identity import VisitorState
 from .lifespan import run_lifespan
 from .lookup import EMIT_KEY, STATE_KEY, VISITOR_KEY
-from .requestfacts import from_scope, header_fields
+from .requestfacts import from_scope, header_fields, scope_client_addr
 from .settings import Settings
 from .shell_common import (
     OPT_OUT_HEADER,
-    client_address,
     compiled_visit_config,
     endpoint_visitor,
     looks_like_html,
@@ -133,12 +132,9 @@ class ASGIMiddleware:
         raw_headers = scope["headers"]
         cookie, gpc = _cookie_and_gpc(raw_headers)
         headers = header_fields(raw_headers, _EVENT_HEADERS)
-        client = scope.get("client")
-        trusted = self.settings.trusted_proxies
-        forwarded = headers.get("x-forwarded-for") if trusted else None
         method = scope.get("method", "GET").upper()
         request = _TrackingRequest(
-            route, method, headers, client_address(client[0] if client else None, forwarded, trusted)
+            route, method, headers, scope_client_addr(scope, headers, self.settings.trusted_proxies)
         )
         return self.gate.answer(request, endpoint_visitor(self.gate.identity, cookie, gpc)), method == "HEAD"
 

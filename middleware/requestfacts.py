@@ -91,7 +91,6 @@ def from_scope(scope: Mapping[str, Any], trusted_proxies: int) -> RequestFacts:
     headers = header_fields(scope["headers"])
     scheme = scope.get("scheme", "http")
     host = headers.get("host") or _scope_host(scope, scheme)
-    peer = scope["client"][0] if scope.get("client") else None
     path = scope["path"]
     root = scope.get("root_path", "").rstrip("/")
     if root and not path.startswith(root):
@@ -103,9 +102,17 @@ def from_scope(scope: Mapping[str, Any], trusted_proxies: int) -> RequestFacts:
         path=path,
         query_string=scope.get("query_string", b"").decode("latin-1"),
         headers=headers,
-        client_addr=client_address(peer, headers.get("x-forwarded-for") if trusted_proxies else None, trusted_proxies),
+        client_addr=scope_client_addr(scope, headers, trusted_proxies),
         root_path=root,
     )
+
+
+def scope_client_addr(scope: Mapping[str, Any], headers: Mapping[str, str], trusted_proxies: int) -> str | None:
+    """The client's address: the scope's peer, or X-Forwarded-For's entry as the trusted proxies say
+    (``headers`` as header_fields reads them)."""
+    client = scope.get("client")
+    forwarded = headers.get("x-forwarded-for") if trusted_proxies else None
+    return client_address(client[0] if client else None, forwarded, trusted_proxies)
 
 
 def _scope_host(scope: Mapping[str, Any], scheme: str) -> str:
