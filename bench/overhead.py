@@ -9,16 +9,20 @@ uvicorn runs with httptools and uvloop when they are installed (`pip install 'uv
 deployments run it); without them its pure-Python h11 parser makes each request about three times
 dearer, and any middleware's share smaller.
 
-Each variant is measured in pairs with a reference bare server, both loaded at the same time: two
-servers of one kind share one CPU (taskset; two wrk processes share the other), so a slow moment of the
-machine falls on both alike and the ratio of their requests/s is the ratio of what a request costs each.
-(Loaded one after the other, adjacent runs here differed by up to 2x, far more than a middleware costs.)
-The "bare" row pairs two bare servers: how fair the pairing is. wrk keeps no cookies, so the first load is
-all new visitors (a cookie made and set on every response, the costliest case for trackgate;
-SessionMiddleware sets none for an empty session); the second sends each library's cookie back, as
-returning visitors do. "bare + a fixed Set-Cookie header" is the bare app sending the header trackgate adds
-for a new visitor: what the header costs the server and the client on its own. Each round measures every
-pair once; the median of the rounds' ratios is reported with their range.
+Each variant is measured in pairs with a reference bare server, both loaded at the same time: two servers
+of one kind share one CPU (taskset; two wrk processes share the other), so a slow moment of the machine
+falls on both alike and the ratio of their requests/s is the ratio of what a request costs each. (Loaded
+one after the other, adjacent runs here differed by up to 2x, far more than a middleware costs.) Every
+round starts all its servers afresh: each Python process has its own address layout and hash seed, and
+with them its own speed (three identical trackgate servers, each paired with one bare server for ten
+rounds, kept medians of 0.90, 0.92 and 0.96), so one process per variant measures that process's luck as
+much as the middleware; new processes every round average it out. The "bare" row pairs two bare servers:
+how fair the pairing is. wrk keeps no cookies, so the first load is all new visitors (a cookie made and
+set on every response, the costliest case for trackgate; SessionMiddleware sets none for an empty
+session); the second sends each library's cookie back, as returning visitors do. "bare + a fixed
+Set-Cookie header" is the bare app sending the header trackgate adds for a new visitor: what the header
+costs the server and the client on its own. Each round measures every pair once; the median of the rounds'
+ratios is reported with their range.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -60,7 +65,7 @@ PINNED = {"server": ["taskset", "-c", "0"], "load": ["taskset", "-c", "1"]}
 pinning: dict[str, list[str]] = {"server": [], "load": []}
 
 
-def serve(server: str, variant: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
+def start(server: str, variant: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "BENCH_APP": variant,
@@ -96,18 +101,41 @@ def serve(server: str, variant: str, port: int, workdir: str) -> subprocess.Pope
             "--log-level",
             "warning",
         ]
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [*pinning["server"], *command], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{server} {variant} did not start")
+
+
+def serve_all(server: str, variants: dict[str, str], workdir: str) -> dict[str, tuple[int, subprocess.Popen[bytes]]]:
+    """A fresh server for each name (started together, app variant as given), once each accepts connections."""
+    started: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
+    try:
+        for name, variant in variants.items():
+            port = free_port()
+            started[name] = (port, start(server, variant, port, workdir))
+        for name, (port, _) in started.items():
+            # An answer, not only a connection: gunicorn's master listens before its worker has loaded the app.
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as answer:
+                        answer.read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{server} {variants[name]} did not start") from None
+                    time.sleep(0.1)
+    except BaseException:
+        stop_all(started)
+        raise
+    return started
+
+
+def stop_all(started: dict[str, tuple[int, subprocess.Popen[bytes]]]) -> None:
+    for _, process in started.values():
+        process.terminate()
+    for _, process in started.values():
+        process.wait(timeout=10)
 
 
 # gunicorn's sync worker serves one connection at a time and closes it: more connections only queue (and
@@ -119,8 +147,8 @@ CONNECTIONS = {"uvicorn": 32, "gunicorn": 4}
 RETURNING = "Cookie: tg_vid=abcdefghijklmnop; kameleoonVisitorCode=abcdefghijklmnop"
 
 
-def load_pair(ports: tuple[int, int], seconds: int, connections: int, *, returning: bool = False) -> list[float]:
-    """Requests/s of two servers loaded at the same time, by one wrk each."""
+def load(ports: tuple[int, ...], seconds: int, connections: int, *, returning: bool = False) -> list[float]:
+    """Requests/s of servers loaded at the same time, by one wrk each."""
     runs = [
         subprocess.Popen(
             [
@@ -242,27 +270,23 @@ def main() -> None:
         for server, variants in VARIANTS.items():
             if server not in servers or args.in_process_only:
                 continue
-            # All servers run at once (idle ones cost nothing); each variant is loaded side by side with the
-            # reference bare server.
-            ports = {variant: free_port() for variant in ("reference", *variants)}
-            processes: list[subprocess.Popen[bytes]] = []
-            try:
-                for variant, port in ports.items():
-                    processes.append(serve(server, "bare" if variant == "reference" else variant, port, workdir))
-                for port in ports.values():
-                    load_pair((port, port), 1, CONNECTIONS[server])  # warm-up
-                for round_number in range(args.rounds):
+            for round_number in range(args.rounds):
+                # A round's servers all run at once (idle ones cost nothing), new ones every round; each variant
+                # is loaded side by side with the round's reference bare server.
+                started = serve_all(server, {"reference": "bare", **{v: v for v in variants}}, workdir)
+                ports = {name: port for name, (port, _) in started.items()}
+                try:
+                    for port in ports.values():  # warm-up, one server at a time: each has the CPU to itself
+                        load((port, port), 1, CONNECTIONS[server])
                     order = variants[round_number % len(variants) :] + variants[: round_number % len(variants)]
                     for returning in (False, True):
                         for variant in order:
                             pair = (ports["reference"], ports[variant])
-                            reference, rate = load_pair(pair, args.seconds, CONNECTIONS[server], returning=returning)
+                            reference, rate = load(pair, args.seconds, CONNECTIONS[server], returning=returning)
                             rates.setdefault((server, variant, returning), []).append(rate)
                             ratios.setdefault((server, variant, returning), []).append(rate / reference)
-            finally:
-                for process in processes:
-                    process.terminate()
-                    process.wait(timeout=10)
+                finally:
+                    stop_all(started)
     os.environ.setdefault("TRACKGATE_SECRET_KEY", "bench-key")
     # The in-process apps start a dispatcher, which drains at exit: their spool's folder is removed after that
     # (exit handlers run last registered first).
