@@ -106,25 +106,29 @@ def start(server: str, variant: str, port: int, workdir: str) -> subprocess.Pope
     )
 
 
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as answer:
+            answer.read()
+    except OSError:
+        return False
+    return True
+
+
 def serve_all(server: str, variants: dict[str, str], workdir: str) -> dict[str, tuple[int, subprocess.Popen[bytes]]]:
-    """A fresh server for each name (started together, app variant as given), once each accepts connections."""
+    """A fresh server for each name (started together, app variant as given), once each answers a request."""
     started: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     try:
         for name, variant in variants.items():
             port = free_port()
             started[name] = (port, start(server, variant, port, workdir))
+        deadline = time.monotonic() + 20
         for name, (port, _) in started.items():
             # An answer, not only a connection: gunicorn's master listens before its worker has loaded the app.
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as answer:
-                        answer.read()
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{server} {variants[name]} did not start") from None
-                    time.sleep(0.1)
+            while not answers(port):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{server} {variants[name]} did not start")
+                time.sleep(0.1)
     except BaseException:
         stop_all(started)
         raise
@@ -147,8 +151,8 @@ CONNECTIONS = {"uvicorn": 32, "gunicorn": 4}
 RETURNING = "Cookie: tg_vid=abcdefghijklmnop; kameleoonVisitorCode=abcdefghijklmnop"
 
 
-def load(ports: tuple[int, ...], seconds: int, connections: int, *, returning: bool = False) -> list[float]:
-    """Requests/s of servers loaded at the same time, by one wrk each."""
+def load_pair(ports: tuple[int, int], seconds: int, connections: int, *, returning: bool = False) -> list[float]:
+    """Requests/s of two servers loaded at the same time, by one wrk each."""
     runs = [
         subprocess.Popen(
             [
@@ -277,12 +281,12 @@ def main() -> None:
                 ports = {name: port for name, (port, _) in started.items()}
                 try:
                     for port in ports.values():  # warm-up, one server at a time: each has the CPU to itself
-                        load((port, port), 1, CONNECTIONS[server])
+                        load_pair((port, port), 1, CONNECTIONS[server])
                     order = variants[round_number % len(variants) :] + variants[: round_number % len(variants)]
                     for returning in (False, True):
                         for variant in order:
                             pair = (ports["reference"], ports[variant])
-                            reference, rate = load(pair, args.seconds, CONNECTIONS[server], returning=returning)
+                            reference, rate = load_pair(pair, args.seconds, CONNECTIONS[server], returning=returning)
                             rates.setdefault((server, variant, returning), []).append(rate)
                             ratios.setdefault((server, variant, returning), []).append(rate / reference)
                 finally:
